@@ -1,0 +1,30 @@
+"""Command line: `alignlimits COMMAND`. Bad input exits with code 2 and one line on stderr."""
+
+import sys
+
+from alignlimits.errors import AlignLimitsError
+
+
+def main() -> None:
+    from alignlimits.cli.app import app
+    from alignlimits.cli import analysis, sample  # noqa: F401  (they register commands)
+
+    try:
+        app(standalone_mode=False)
+    except AlignLimitsError as err:
+        print(f"alignlimits: error: {err}", file=sys.stderr)
+        sys.exit(AlignLimitsError.exit_code)
+    except KeyboardInterrupt:
+        print("alignlimits: interrupted; run the same command again to resume.", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:  # click's usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(err, click.exceptions.Exit):
+            sys.exit(err.exit_code)
+        if isinstance(err, click.ClickException):
+            print(f"alignlimits: error: {err.format_message()}", file=sys.stderr)
+            sys.exit(2)
+        if isinstance(err, click.exceptions.Abort):
+            sys.exit(130)
+        raise
