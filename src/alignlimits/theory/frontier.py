@@ -1,0 +1,423 @@
+r"""The frontier of KL-regularised alignment, estimated from base-model rewards.
+
+:math:`\Delta^*(\varepsilon) = \max\{E_\pi r - E_{\pi_0} r : \mathrm{KL}(\pi\|\pi_0) \le \varepsilon\}
+= \Delta(\beta_\varepsilon)` with :math:`K(\beta_\varepsilon) = \varepsilon`; it is increasing
+and concave and :math:`d\Delta^*/d\varepsilon = \beta_\varepsilon`.
+
+With several prompts, a budget on the prompt-averaged KL is met by one shared β
+(``budget="shared"``, the default): the frontier is
+:math:`(\overline{K}(\beta), \overline{\Delta}(\beta))`, means over prompts. A budget
+that every prompt must meet on its own (``budget="per-prompt"``) gives a lower curve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from alignlimits.errors import AlignLimitsError
+from alignlimits.theory.groups import Groups
+from alignlimits.theory.tilt import Tilt, tilt
+
+BUDGET_MODES = ("shared", "per-prompt")
+BOOTSTRAP_MODES = ("auto", "prompts", "prompts+samples")
+
+
+@dataclass(frozen=True)
+class BudgetPoint:
+    """The frontier at one KL budget (keys of the ``frontier`` JSON's ``budgets``)."""
+
+    kl: float
+    beta: float
+    gain: float
+    gain_ci: tuple[float, float]
+    kl_reverse: float
+    jeffreys: float
+    sqrt_bound: float
+    ess_min: float
+    reliable: bool
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["gain_ci"] = [float(x) for x in self.gain_ci]
+        return d
+
+
+def _hermite(u, u0, u1, f0, f1, d0, d1):
+    """Cubic Hermite interpolation on [u0, u1] from values and derivatives (all broadcastable)."""
+    h = u1 - u0
+    t = (u - u0) / h
+    t2, t3 = t * t, t * t * t
+    return (
+        (2 * t3 - 3 * t2 + 1) * f0
+        + (t3 - 2 * t2 + t) * h * d0
+        + (-2 * t3 + 3 * t2) * f1
+        + (t3 - t2) * h * d1
+    )
+
+
+@dataclass
+class Frontier:
+    """Estimate :math:`\\Delta^*(\\varepsilon)` from base rewards (scikit-learn style: ``fit`` returns self).
+
+    Parameters
+    ----------
+    budget: ``"shared"`` (one β for all prompts, budget on the mean KL) or ``"per-prompt"``.
+    n_curve: number of β values on the curve.
+    min_ess: a point is reliable when every prompt's effective sample size
+        :math:`1/\\sum w_i^2` is at least this.
+    confidence: level of the bootstrap intervals.
+    n_bootstrap: bootstrap replicates.
+    bootstrap: ``"prompts"`` resamples prompts; ``"prompts+samples"`` also resamples samples
+        within each prompt (a full pass over the data per replicate); ``"auto"`` takes the
+        first with 30 prompts or more, the second below.
+    random_state: seed of the bootstrap.
+
+    Fitted attributes end in ``_``: ``n_prompts_``, ``n_samples_``, ``base_reward_mean_``,
+    ``reward_variance_`` (mean within-prompt variance), ``curve_`` (dict of arrays ``beta``,
+    ``kl``, ``gain``, ``ess_min``, ``reliable``), ``max_kl_`` (largest attainable KL),
+    ``max_reliable_kl_``.
+    """
+
+    budget: str = "shared"
+    n_curve: int = 64
+    min_ess: float = 10.0
+    confidence: float = 0.95
+    n_bootstrap: int = 200
+    bootstrap: str = "auto"
+    random_state: int | None = 0
+    _nodes: dict = field(default=None, init=False, repr=False)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, rewards, prompt_ids=None, base_probs=None) -> "Frontier":
+        """Fit on flat rewards, grouped by ``prompt_ids`` (one prompt if omitted).
+
+        ``base_probs`` (optional, summing to 1 within each prompt) makes the rewards the
+        atoms of a known distribution instead of samples: the frontier is then exact and
+        every point is reliable.
+        """
+        if self.budget not in BUDGET_MODES:
+            raise AlignLimitsError(f"budget must be one of {', '.join(BUDGET_MODES)}, not {self.budget!r}")
+        if self.bootstrap not in BOOTSTRAP_MODES:
+            raise AlignLimitsError(f"bootstrap must be one of {', '.join(BOOTSTRAP_MODES)}, not {self.bootstrap!r}")
+        rewards = np.asarray(rewards, dtype=np.float64).ravel()
+        if rewards.size == 0:
+            raise AlignLimitsError("no rewards to fit: the sample table is empty")
+        if not np.isfinite(rewards).all():
+            raise AlignLimitsError("rewards contain NaN or infinite values; drop or fix them first")
+        if prompt_ids is None:
+            groups, order = Groups.equal(1, rewards.size), np.arange(rewards.size)
+            self.prompt_ids_ = np.array(["0"])
+        else:
+            groups, order, self.prompt_ids_ = Groups.from_labels(np.asarray(prompt_ids).astype(str))
+        self.rewards_ = rewards[order]
+        self.groups_ = groups
+        self.exact_ = base_probs is not None
+        self.base_probs_ = None if base_probs is None else np.asarray(base_probs, float).ravel()[order]
+        if not self.exact_ and groups.sizes.min() < 2:
+            lonely = self.prompt_ids_[groups.sizes < 2][:3]
+            raise AlignLimitsError(
+                f"prompt(s) {', '.join(map(str, lonely))} have a single sample; a frontier needs at least 2 "
+                "samples per prompt (sample more, or drop those prompts)"
+            )
+        q = self._base_probs()
+        self.n_prompts_ = groups.n_groups
+        self.n_samples_ = rewards.size
+        base_means = groups.sum(q * self.rewards_)
+        self.base_reward_mean_ = float(base_means.mean())
+        self.reward_variance_ = float(
+            (groups.sum(q * (self.rewards_ - groups.expand(base_means)) ** 2)).mean()
+        )
+        self.max_kl_per_prompt_ = self._max_kl_per_prompt()
+        if self.budget == "shared":
+            self.max_kl_ = float(self.max_kl_per_prompt_.mean())
+        else:
+            self.max_kl_ = float(self.max_kl_per_prompt_.min())
+        self._fit_curve()
+        return self
+
+    def _base_probs(self) -> np.ndarray:
+        if self.base_probs_ is not None:
+            return self.base_probs_
+        return self.groups_.expand(1.0 / self.groups_.sizes)
+
+    def _tilt(self, beta, base_probs=None) -> Tilt:
+        return tilt(self.rewards_, beta, self.groups_, self.base_probs_ if base_probs is None else base_probs)
+
+    def _max_kl_per_prompt(self) -> np.ndarray:
+        """KL as β → 0: all mass on the top atoms, :math:`-\\log \\pi_0(r = \\max r)`."""
+        g = self.groups_
+        at_peak = self.rewards_ == g.expand(g.max(self.rewards_))
+        return -np.log(g.sum(self._base_probs() * at_peak))
+
+    def _fit_curve(self) -> None:
+        spread = float(np.max(self.groups_.max(self.rewards_) + self.groups_.max(-self.rewards_)))
+        if spread <= 0:
+            raise AlignLimitsError("every reward is the same within each prompt: there is nothing to align toward")
+        # β from 100× the largest spread (KL ≈ 5e-5) down until the mean KL is 99.9% of its maximum
+        coarse = spread * np.logspace(2, -9, 23)
+        ct = self._tilt(coarse)
+        kl_mean = ct.kl.mean(axis=1)
+        near_max = np.nonzero(kl_mean >= 0.999 * kl_mean.max())[0]
+        beta_lo = coarse[near_max[0]] if near_max.size else coarse[-1]
+        betas = np.geomspace(spread * 1e2, beta_lo, self.n_curve)
+        t = self._tilt(betas)
+        self._nodes = {"u": np.log(betas), "tilt": t}
+        if self.budget == "shared":
+            self.curve_ = {"beta": betas, "kl": t.kl.mean(axis=1), "gain": t.gain.mean(axis=1), "ess_min": t.ess.min(axis=1)}
+            self.max_reliable_kl_ = self.max_kl_ if self.exact_ else self._find_max_reliable_kl()
+        else:
+            kls = np.geomspace(1e-4, 0.995, self.n_curve) * self.max_kl_
+            per_prompt_betas, tk = self._solve_beta(kls)
+            self.curve_ = {"beta": per_prompt_betas.mean(axis=1), "kl": kls, "gain": tk.gain.mean(axis=1), "ess_min": tk.ess.min(axis=1)}
+            # each prompt's largest node KL whose ESS is still enough; the budget must suit every prompt
+            ok_kl = np.where(t.ess >= self.min_ess, t.kl, 0.0).max(axis=0)
+            self.max_reliable_kl_ = self.max_kl_ if self.exact_ else float(min(ok_kl.min(), self.max_kl_))
+        self.curve_["reliable"] = self.curve_["kl"] <= self.max_reliable_kl_
+
+    def _find_max_reliable_kl(self) -> float:
+        """Largest mean KL before the smallest per-prompt ESS drops below ``min_ess``, refined between nodes."""
+        ess = self.curve_["ess_min"]
+        bad = np.nonzero(ess < self.min_ess)[0]
+        if bad.size == 0:
+            return float(self.curve_["kl"][-1])
+        first_bad = bad[0]
+        if first_bad == 0:
+            return 0.0
+        lo, hi = np.log(self.curve_["beta"][first_bad - 1]), np.log(self.curve_["beta"][first_bad])
+        best_kl = float(self.curve_["kl"][first_bad - 1])
+        for _ in range(2):  # two passes of 8 points: 1/81 of a node interval
+            us = np.linspace(lo, hi, 10)[1:-1]
+            t = self._tilt(np.exp(us))
+            ok = t.ess.min(axis=1) >= self.min_ess
+            kls = t.kl.mean(axis=1)
+            n_ok = int(np.argmin(ok)) if not ok.all() else ok.size
+            if n_ok > 0:
+                best_kl, lo = float(kls[n_ok - 1]), us[n_ok - 1]
+            if n_ok < ok.size:
+                hi = us[n_ok]
+        return best_kl
+
+    # ------------------------------------------------------------------ queries
+    def _check_fitted(self):
+        if self._nodes is None:
+            raise AlignLimitsError("the frontier is not fitted yet: call fit() first")
+
+    def _check_budgets(self, kls, extrapolate: bool) -> np.ndarray:
+        self._check_fitted()
+        kls = np.atleast_1d(np.asarray(kls, dtype=np.float64))
+        if not np.isfinite(kls).all() or (kls <= 0).any():
+            raise AlignLimitsError("KL budgets must be positive numbers (nats)")
+        unattainable = kls >= self.max_kl_
+        if unattainable.any():
+            raise AlignLimitsError(
+                f"KL budget {kls[unattainable][0]:g} is beyond what any reweighting of these samples reaches "
+                f"(at most {self.max_kl_:.4g} nats, log of the samples per prompt); ask for less or sample more"
+            )
+        unreliable = kls > self.max_reliable_kl_
+        if unreliable.any() and not extrapolate:
+            raise AlignLimitsError(
+                f"KL budget {kls[unreliable][0]:g} is above the largest KL these samples support reliably "
+                f"({self.max_reliable_kl_:.4g} nats, every prompt keeping ESS ≥ {self.min_ess:g}); ask for at most "
+                f"that, sample more, or pass --extrapolate"
+            )
+        return kls
+
+    def beta_for_kl(self, kl, extrapolate: bool = False) -> np.ndarray:
+        """:math:`\\beta_\\varepsilon` with :math:`K(\\beta_\\varepsilon) = \\varepsilon`.
+
+        Shared budget: one β per budget, shape ``(E,)``. Per-prompt budget: shape ``(E, P)``.
+        """
+        return self._solve_beta(self._check_budgets(kl, extrapolate))[0]
+
+    def _solve_beta(
+        self, targets: np.ndarray, of: str = "kl", base_probs=None, prompt_weights=None, start=None
+    ) -> tuple[np.ndarray, Tilt]:
+        """β at which the (prompt-weighted) mean KL or gain equals each target: safeguarded Newton in log β.
+
+        Both quantities fall as β grows, with exact derivatives ``dkl_dlog_beta`` and
+        ``dgain_dlog_beta``. The start comes from the curve nodes unless given.
+        """
+        per_prompt = self.budget == "per-prompt"
+        w = None if prompt_weights is None else np.asarray(prompt_weights, float) / np.sum(prompt_weights)
+
+        def reduce(x):
+            if per_prompt:
+                return x
+            return (x.mean(axis=1) if w is None else x @ w)[:, None]
+
+        deriv = "dkl_dlog_beta" if of == "kl" else "dgain_dlog_beta"
+        u = self._nodes["u"]
+        lo = np.full((targets.size, 1), u.min() - 30.0)
+        hi = np.full((targets.size, 1), u.max() + 30.0)
+        if start is None:
+            t_nodes: Tilt = self._nodes["tilt"]
+            f_nodes = reduce(getattr(t_nodes, of))  # (G, P or 1), rising along the nodes (β falls)
+            idx = np.clip((f_nodes[None, :, :] < targets[:, None, None]).sum(axis=1), 1, u.size - 1)
+            cols = np.arange(f_nodes.shape[1])[None, :]
+            f0, f1 = f_nodes[idx - 1, cols], f_nodes[idx, cols]
+            frac = np.clip((targets[:, None] - f0) / np.where(f1 > f0, f1 - f0, 1.0), 0, 1)
+            x = u[idx - 1] + (u[idx] - u[idx - 1]) * frac
+        else:
+            x = np.log(np.asarray(start, float)).reshape(targets.size, -1)
+        for _ in range(100):
+            t = tilt(
+                self.rewards_,
+                np.exp(x) if per_prompt else np.exp(x[:, 0]),
+                self.groups_,
+                self.base_probs_ if base_probs is None else base_probs,
+            )
+            err = reduce(getattr(t, of)) - targets[:, None]
+            if np.all(np.abs(err) <= 1e-12 * np.maximum(1.0, np.abs(targets[:, None]))):
+                break
+            # too much KL (or gain) means β is too small: the root lies above x
+            lo, hi = np.where(err > 0, x, lo), np.where(err > 0, hi, x)
+            newton = x - err / np.minimum(reduce(getattr(t, deriv)), -1e-300)
+            inside = (newton > lo) & (newton < hi) & np.isfinite(newton)
+            x = np.where(inside, newton, 0.5 * (lo + hi))
+        betas = np.exp(x)
+        return (betas if per_prompt else betas[:, 0]), t
+
+    def evaluate(self, kls, extrapolate: bool = False) -> list[BudgetPoint]:
+        """The frontier at each KL budget, with bootstrap intervals and reliability."""
+        kls = self._check_budgets(kls, extrapolate)
+        betas, t = self._solve_beta(kls)
+        intervals = self._bootstrap(kls, betas, t)
+        gains = t.gain.mean(axis=1)
+        points = []
+        for j, kl in enumerate(kls):
+            ess_min = float(t.ess[j].min())
+            points.append(
+                BudgetPoint(
+                    kl=float(kl),
+                    beta=float(np.mean(betas[j])) if self.budget == "per-prompt" else float(betas[j]),
+                    gain=float(gains[j]),
+                    gain_ci=(float(intervals[j, 0]), float(intervals[j, 1])),
+                    kl_reverse=float(t.kl_reverse[j].mean()),
+                    jeffreys=float(t.jeffreys[j].mean()),
+                    sqrt_bound=float(np.sqrt(2 * self.reward_variance_ * kl)),
+                    ess_min=ess_min,
+                    reliable=bool(self.exact_ or (ess_min >= self.min_ess and kl <= self.max_reliable_kl_)),
+                )
+            )
+        return points
+
+    def gain_at_kl(self, kl, extrapolate: bool = False) -> np.ndarray:
+        """:math:`\\Delta^*(\\varepsilon)` at each budget (no intervals)."""
+        kls = self._check_budgets(kl, extrapolate)
+        return self._solve_beta(kls)[1].gain.mean(axis=1)
+
+    def kl_for_gain(self, gain) -> np.ndarray:
+        """The inverse: the least KL at which the frontier reaches each gain (``inf`` where it never does)."""
+        self._check_fitted()
+        gains = np.atleast_1d(np.asarray(gain, dtype=np.float64))
+        out = np.full(gains.shape, np.inf)
+        out[gains <= 0] = 0.0
+        reachable = (gains > 0) & (gains < self._max_gain())
+        if reachable.any():
+            t = self._solve_beta(gains[reachable], of="gain")[1]
+            out[reachable] = t.kl.mean(axis=1) if self.budget == "shared" else t.kl.max(axis=1)
+        return out
+
+    def _max_gain(self) -> float:
+        """Gain as β → 0: the mean of each prompt's top reward minus its base mean."""
+        g, q = self.groups_, self._base_probs()
+        return float((g.max(self.rewards_) - g.sum(q * self.rewards_)).mean())
+
+    # ---------------------------------------------------------------- bootstrap
+    @property
+    def bootstrap_mode_(self) -> str:
+        if self.bootstrap != "auto":
+            return self.bootstrap
+        return "prompts" if self.n_prompts_ >= 30 else "prompts+samples"
+
+    def bootstrap_description(self) -> str:
+        level = f"{100 * self.confidence:g}%"
+        if self.exact_:
+            return "exact distribution: no sampling error, intervals are points"
+        if self.bootstrap_mode_ == "prompts":
+            return (
+                f"{level} percentile bootstrap, {self.n_bootstrap} replicates resampling prompts with replacement; "
+                "each replicate's frontier is interpolated (cubic Hermite in log β with exact derivatives) between "
+                f"{self.n_curve} exact β nodes plus the budgets' own β"
+            )
+        return (
+            f"{level} percentile bootstrap, {self.n_bootstrap} replicates resampling prompts and, within each prompt, "
+            "samples with replacement; each replicate's budget is re-solved exactly (Newton in log β)"
+        )
+
+    def _bootstrap(self, kls: np.ndarray, betas: np.ndarray, t_budgets: Tilt) -> np.ndarray:
+        point = t_budgets.gain.mean(axis=1)
+        if self.exact_ or self.n_bootstrap <= 0:
+            return np.stack([point, point], axis=1)
+        rng = np.random.default_rng(self.random_state)
+        P = self.n_prompts_
+        weights = rng.multinomial(P, np.full(P, 1.0 / P), size=self.n_bootstrap) / P  # (R, P)
+        if self.bootstrap_mode_ == "prompts+samples":
+            replicates = self._resample_within(kls, weights, betas)
+        elif self.budget == "per-prompt":
+            replicates = weights @ t_budgets.gain.T  # each prompt keeps its own β
+        else:
+            replicates = self._bootstrap_prompts_shared(kls, weights, betas, t_budgets)
+        alpha = (1 - self.confidence) / 2
+        return np.quantile(replicates, [alpha, 1 - alpha], axis=0).T
+
+    def _bootstrap_prompts_shared(self, kls, weights, betas, t_budgets: Tilt) -> np.ndarray:
+        """Replicates of a prompt-resampled shared-β frontier, without another pass over the samples.
+
+        A replicate's mean KL and gain at any β are ``weights @ per-prompt values``; the
+        per-prompt values and their derivatives in log β are known exactly at the curve nodes
+        and the budgets' β, and the replicate's curve is cubic-Hermite interpolated between them.
+        """
+        t_nodes: Tilt = self._nodes["tilt"]
+        u = np.concatenate([self._nodes["u"], np.log(betas)])
+        order = np.argsort(u)
+        u = u[order]
+
+        def stacked(name):
+            return np.concatenate([getattr(t_nodes, name), getattr(t_budgets, name)], axis=0)[order]
+
+        K = weights @ stacked("kl").T  # (R, G)
+        dK = weights @ stacked("dkl_dlog_beta").T
+        D = weights @ stacked("gain").T
+        dD = weights @ stacked("dgain_dlog_beta").T
+        R = weights.shape[0]
+        out = np.empty((R, kls.size))
+        rows = np.arange(R)
+        for j, eps in enumerate(kls):
+            # u ascending = β ascending = KL descending; first node whose KL falls below eps
+            idx = np.clip((K >= eps).sum(axis=1), 1, u.size - 1)
+            lo, hi = u[idx - 1], u[idx]
+            args = (K[rows, idx - 1], K[rows, idx], dK[rows, idx - 1], dK[rows, idx])
+            a, b = lo.copy(), hi.copy()
+            for _ in range(60):
+                mid = 0.5 * (a + b)
+                too_big = _hermite(mid, lo, hi, *args) > eps
+                a, b = np.where(too_big, mid, a), np.where(too_big, b, mid)
+            x = 0.5 * (a + b)
+            out[:, j] = _hermite(x, lo, hi, D[rows, idx - 1], D[rows, idx], dD[rows, idx - 1], dD[rows, idx])
+        return out
+
+    def _resample_within(self, kls, weights, betas) -> np.ndarray:
+        """Replicates that also resample samples within prompts: one exact re-solve per replicate."""
+        rng = np.random.default_rng(None if self.random_state is None else self.random_state + 1)
+        g = self.groups_
+        sample_of_prompt = np.repeat(1.0 / g.sizes, g.sizes)
+        out = np.empty((weights.shape[0], kls.size))
+        for r, w in enumerate(weights):
+            # multinomial counts within each prompt, drawn for all prompts at once
+            u = rng.random(g.n_total)
+            picks = np.minimum(
+                (g.expand(g.starts) + np.floor(u * g.expand(g.sizes))).astype(np.int64), g.n_total - 1
+            )
+            q = np.bincount(picks, minlength=g.n_total) * sample_of_prompt
+            t = self._solve_beta(kls, base_probs=q, prompt_weights=w, start=betas)[1]
+            out[r] = t.gain @ w / w.sum()
+        return out
+
+    # ------------------------------------------------------------------ output
+    def curve(self) -> dict:
+        """The whole curve (JSON ``curve`` list) with reliability flags."""
+        self._check_fitted()
+        return self.curve_

@@ -1,0 +1,87 @@
+"""Samples grouped by prompt: ragged groups stored flat, reduced without a Python loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Contiguous groups of a flat array: group g is ``values[starts[g]:starts[g] + sizes[g]]``.
+
+    Reductions take arrays whose last axis runs over the flat samples and return the
+    same leading axes with one entry per group. When every group has the same size the
+    reductions reshape instead of using ``reduceat`` (several times faster).
+    """
+
+    sizes: np.ndarray
+
+    def __post_init__(self):
+        sizes = np.asarray(self.sizes, dtype=np.int64)
+        if sizes.ndim != 1 or sizes.size == 0 or (sizes < 1).any():
+            raise ValueError("groups need at least one sample each")
+        object.__setattr__(self, "sizes", sizes)
+
+    @classmethod
+    def from_labels(cls, labels) -> tuple["Groups", np.ndarray, np.ndarray]:
+        """Group by label; returns (groups, order that makes groups contiguous, unique labels)."""
+        labels = np.asarray(labels)
+        uniques, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        order = np.argsort(inverse, kind="stable")
+        return cls(counts), order, uniques
+
+    @classmethod
+    def equal(cls, n_groups: int, size: int) -> "Groups":
+        return cls(np.full(n_groups, size, dtype=np.int64))
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.sizes.size)
+
+    @property
+    def n_total(self) -> int:
+        return int(self.sizes.sum())
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
+
+    @property
+    def uniform_size(self) -> int | None:
+        return int(self.sizes[0]) if (self.sizes == self.sizes[0]).all() else None
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Group index of every flat sample."""
+        return np.repeat(np.arange(self.n_groups), self.sizes)
+
+    def sum(self, x: np.ndarray) -> np.ndarray:
+        n = self.uniform_size
+        if n is not None:
+            return x.reshape(*x.shape[:-1], self.n_groups, n).sum(axis=-1)
+        return np.add.reduceat(x, self.starts, axis=-1)
+
+    def max(self, x: np.ndarray) -> np.ndarray:
+        n = self.uniform_size
+        if n is not None:
+            return x.reshape(*x.shape[:-1], self.n_groups, n).max(axis=-1)
+        return np.maximum.reduceat(x, self.starts, axis=-1)
+
+    def mean(self, x: np.ndarray) -> np.ndarray:
+        return self.sum(x) / self.sizes
+
+    def expand(self, per_group: np.ndarray) -> np.ndarray:
+        """Repeat a per-group array (last axis = groups) onto the flat samples."""
+        n = self.uniform_size
+        if n is not None:
+            return np.repeat(per_group, n, axis=-1)
+        return np.repeat(per_group, self.sizes, axis=-1)
+
+    def sort_within(self, x: np.ndarray) -> np.ndarray:
+        """Sort each group ascending, groups staying in place."""
+        n = self.uniform_size
+        if n is not None:
+            return np.sort(x.reshape(self.n_groups, n), axis=1).reshape(-1)
+        return x[np.lexsort((x, self.labels))]

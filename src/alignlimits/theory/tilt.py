@@ -1,0 +1,178 @@
+r"""The optimal KL-regularised policy, the exponential tilt of the base policy.
+
+For a prompt with base distribution :math:`\pi_0` (atoms :math:`r_i` with probabilities
+:math:`q_i`) and KL penalty :math:`\beta > 0`:
+
+.. math::
+
+    \pi_\beta(i) = q_i e^{r_i/\beta} / Z_\beta, \qquad Z_\beta = \sum_i q_i e^{r_i/\beta}.
+
+Base samples are the special case :math:`q_i = 1/n`, which gives the self-normalised
+estimator of DESIGN §1 (weights :math:`w_i = \mathrm{softmax}(r_i/\beta)`).
+
+Everything is computed with rewards shifted by each prompt's maximum, so
+:math:`e^{(r - \max r)/\beta} \le 1` never overflows, and gains use rewards centred on
+the base mean, so a shift of the rewards changes nothing. ``beta`` is a grid (shape
+``(B,)``) shared by all prompts or one value per prompt (shape ``(B, P)``); results have
+shape ``(B, P)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from alignlimits.theory.groups import Groups
+
+_CHUNK_ELEMENTS = 2_000_000  # (β values × samples) processed at once; bounds peak memory
+
+
+@dataclass(frozen=True)
+class Tilt:
+    """Per-prompt quantities of :math:`\\pi_\\beta` against :math:`\\pi_0`, shape ``(B, P)``."""
+
+    beta: np.ndarray
+    gain: np.ndarray
+    kl: np.ndarray
+    kl_reverse: np.ndarray
+    variance: np.ndarray
+    ess: np.ndarray
+
+    @property
+    def jeffreys(self) -> np.ndarray:
+        r""":math:`J = \mathrm{KL}(\pi_\beta\|\pi_0) + \mathrm{KL}(\pi_0\|\pi_\beta)`."""
+        return self.kl + self.kl_reverse
+
+    @property
+    def dkl_dlog_beta(self) -> np.ndarray:
+        r""":math:`dK/d\log\beta = -\mathrm{Var}_{\pi_\beta}(r)/\beta^2`."""
+        return -self.variance / np.broadcast_to(self.beta, self.kl.shape) ** 2
+
+    @property
+    def dgain_dlog_beta(self) -> np.ndarray:
+        r""":math:`d\Delta/d\log\beta = -\mathrm{Var}_{\pi_\beta}(r)/\beta`, so :math:`d\Delta/dK = \beta`."""
+        return -self.variance / np.broadcast_to(self.beta, self.kl.shape)
+
+
+def _as_groups(rewards: np.ndarray, groups: Groups | None) -> Groups:
+    return groups if groups is not None else Groups.equal(1, rewards.shape[-1])
+
+
+def _beta_grid(beta, groups: Groups) -> np.ndarray:
+    beta = np.asarray(beta, dtype=np.float64)
+    if beta.ndim == 0:
+        beta = beta[None]
+    if beta.ndim == 1:
+        beta = beta[:, None]
+    if not (np.isfinite(beta).all() and (beta > 0).all()):
+        raise ValueError("beta must be positive and finite")
+    return np.broadcast_to(beta, (beta.shape[0], groups.n_groups))
+
+
+def tilt(rewards, beta, groups: Groups | None = None, base_probs=None) -> Tilt:
+    r"""Gain, KL, reverse KL, tilted variance and ESS of :math:`\pi_\beta` for every prompt and β.
+
+    - gain :math:`\Delta = E_{\pi_\beta}[r] - E_{\pi_0}[r]`
+    - KL :math:`K = \sum_i w_i \log(w_i/q_i) = E_{\pi_\beta}[r]/\beta - \log Z_\beta`
+    - reverse KL :math:`K^- = \log Z_\beta - E_{\pi_0}[r]/\beta`
+    - ESS :math:`1/\sum_i w_i^2` (for base samples, :math:`q_i = 1/n`)
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    groups = _as_groups(rewards, groups)
+    betas = _beta_grid(beta, groups)
+    q = None if base_probs is None else np.asarray(base_probs, dtype=np.float64)
+    q_flat = groups.expand(1.0 / groups.sizes) if q is None else q
+    peak = groups.max(rewards)
+    base_mean = groups.sum(q_flat * rewards)
+    centred = rewards - groups.expand(base_mean)
+    below_peak = rewards - groups.expand(peak)  # ≤ 0
+    # E_π0[(r - max r)] per prompt, for the reverse KL
+    mean_below_peak = base_mean - peak
+
+    out = {k: np.empty(betas.shape) for k in ("gain", "kl", "kl_reverse", "variance", "ess")}
+    chunk = max(1, _CHUNK_ELEMENTS // rewards.size)
+    for lo in range(0, betas.shape[0], chunk):
+        b = betas[lo : lo + chunk]
+        a = below_peak / groups.expand(b)  # (b, N), ≤ 0
+        e = np.exp(a)
+        if q is not None:
+            e *= q
+        s = groups.sum(e)
+        log_s = np.log(s) if q is not None else np.log(s / groups.sizes)
+        a *= e
+        kl = groups.sum(a) / s - log_s
+        np.multiply(e, centred, out=a)
+        g = groups.sum(a) / s
+        a *= centred
+        second = groups.sum(a) / s
+        np.multiply(e, e, out=a)
+        out["gain"][lo : lo + chunk] = g
+        out["kl"][lo : lo + chunk] = np.maximum(kl, 0.0)
+        out["kl_reverse"][lo : lo + chunk] = np.maximum(log_s - mean_below_peak / b, 0.0)
+        out["variance"][lo : lo + chunk] = np.maximum(second - g * g, 0.0)
+        out["ess"][lo : lo + chunk] = s * s / groups.sum(a)
+    return Tilt(beta=np.asarray(betas), **out)
+
+
+def optimal_policy(rewards, beta: float, base_probs=None) -> np.ndarray:
+    r""":math:`\pi_\beta(i) = q_i e^{r_i/\beta} / \sum_j q_j e^{r_j/\beta}` for one prompt (log-sum-exp)."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    q = np.full(rewards.shape, 1.0 / rewards.size) if base_probs is None else np.asarray(base_probs, float)
+    logits = np.log(q) + (rewards - rewards.max()) / beta
+    logits -= logits.max()
+    p = np.exp(logits)
+    return p / p.sum()
+
+
+def log_partition(rewards, beta, groups: Groups | None = None, base_probs=None) -> np.ndarray:
+    r""":math:`\log Z_\beta = \log E_{\pi_0}[e^{r/\beta}]`, shape ``(B, P)``, by log-sum-exp."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    groups = _as_groups(rewards, groups)
+    betas = _beta_grid(beta, groups)
+    q = groups.expand(1.0 / groups.sizes) if base_probs is None else np.asarray(base_probs, float)
+    peak = groups.max(rewards)
+    e = q * np.exp((rewards - groups.expand(peak)) / groups.expand(betas))
+    return peak / betas + np.log(groups.sum(e))
+
+
+def gain(rewards, beta, groups=None, base_probs=None) -> np.ndarray:
+    r""":math:`\Delta(\beta) = E_{\pi_\beta}[r] - E_{\pi_0}[r]`."""
+    return tilt(rewards, beta, groups, base_probs).gain
+
+
+def kl_divergence(rewards, beta, groups=None, base_probs=None) -> np.ndarray:
+    r""":math:`K(\beta) = \mathrm{KL}(\pi_\beta\|\pi_0) = E_{\pi_\beta}[r]/\beta - \log Z_\beta`."""
+    return tilt(rewards, beta, groups, base_probs).kl
+
+
+def reverse_kl_divergence(rewards, beta, groups=None, base_probs=None) -> np.ndarray:
+    r""":math:`K^-(\beta) = \mathrm{KL}(\pi_0\|\pi_\beta) = \log Z_\beta - E_{\pi_0}[r]/\beta`."""
+    return tilt(rewards, beta, groups, base_probs).kl_reverse
+
+
+def jeffreys_divergence(rewards, beta, groups=None, base_probs=None) -> np.ndarray:
+    r""":math:`J = K + K^-`; the gain is :math:`\Delta(\beta) = \beta J(\pi_\beta, \pi_0)`."""
+    return tilt(rewards, beta, groups, base_probs).jeffreys
+
+
+def gain_covariance_form(rewards, beta, groups: Groups | None = None, base_probs=None) -> np.ndarray:
+    r""":math:`\Delta(\beta) = \mathrm{Cov}_{\pi_0}(r, e^{r/\beta}) / E_{\pi_0}[e^{r/\beta}]`.
+
+    Computed from base moments only (no tilted weights), as an independent check.
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    groups = _as_groups(rewards, groups)
+    betas = _beta_grid(beta, groups)
+    q = groups.expand(1.0 / groups.sizes) if base_probs is None else np.asarray(base_probs, float)
+    peak = groups.max(rewards)
+    scaled_exp = np.exp((rewards - groups.expand(peak)) / groups.expand(betas))  # e^{r/β} / e^{max/β}
+    mean_exp = groups.sum(q * scaled_exp)
+    centred = rewards - groups.expand(groups.sum(q * rewards))
+    cov = groups.sum(q * scaled_exp * centred)
+    return cov / mean_exp
+
+
+def effective_sample_size(rewards, beta, groups=None) -> np.ndarray:
+    r"""Kish effective sample size of the tilt weights, :math:`1/\sum_i w_i^2`, :math:`w = \mathrm{softmax}(r/\beta)`."""
+    return tilt(rewards, beta, groups).ess
