@@ -1,0 +1,85 @@
+r"""Questions a user asks before training: what does a gain cost, what does a budget buy.
+
+- For a target gain :math:`\Delta`: the least KL :math:`\varepsilon = \Delta^{*-1}(\Delta)`,
+  the β to set (:math:`\beta_\varepsilon`, the frontier's slope there), and the smallest N
+  whose best-of-N reaches the gain.
+- For a KL budget ε: the frontier's gain, its β, and the best-of-N of equal KL
+  (largest N with :math:`\log N - (N-1)/N \le \varepsilon`) with that N's gain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, asdict
+
+import numpy as np
+from scipy.optimize import brentq
+
+from alignlimits.theory.best_of_n import bon_expected_reward, bon_kl_bound
+from alignlimits.theory.frontier import Frontier
+
+
+@dataclass(frozen=True)
+class Plan:
+    kl: float
+    beta: float | None
+    gain: float
+    bon_n: int | None
+    bon_gain: float | None
+    bon_kl_bound: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bon_n_for_kl(kl: float) -> float:
+    r"""The (real) N at which :math:`\log N - (N-1)/N = \varepsilon`."""
+    if kl <= 0:
+        return 1.0
+    return brentq(lambda N: np.log(N) - (N - 1) / N - kl, 1.0, np.exp(kl + 1) + 1)
+
+
+def _bon_gain(frontier: Frontier, N: int) -> float:
+    """Prompt-averaged unbiased best-of-N gain over the base mean."""
+    expected = bon_expected_reward(frontier.rewards_, [N], frontier.groups_).mean()
+    return float(expected - frontier.base_reward_mean_)
+
+
+def _smallest_bon_n(frontier: Frontier, target_gain: float) -> int | None:
+    """Bisection over N: the best-of-N gain grows with N."""
+    lo, hi = 1, int(frontier.groups_.sizes.min())
+    if _bon_gain(frontier, hi) < target_gain:
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if _bon_gain(frontier, mid) < target_gain else (lo, mid)
+    return lo
+
+
+def plan_for_gain(frontier: Frontier, target_gain: float) -> Plan:
+    """KL, β and best-of-N needed for ``target_gain`` (``inf``/None where the samples can't reach it)."""
+    kl = float(frontier.kl_for_gain(target_gain)[0])
+    beta = float(np.mean(frontier.beta_for_kl(kl, extrapolate=True))) if 0 < kl < np.inf else None
+    n = _smallest_bon_n(frontier, target_gain)
+    return Plan(
+        kl=kl,
+        beta=beta,
+        gain=float(target_gain),
+        bon_n=n,
+        bon_gain=_bon_gain(frontier, n) if n else None,
+        bon_kl_bound=float(bon_kl_bound(n)[0]) if n else None,
+    )
+
+
+def plan_for_kl(frontier: Frontier, kl: float, extrapolate: bool = False) -> Plan:
+    """Gain and β of the frontier at ``kl``, and the best-of-N of equal KL."""
+    point = frontier.evaluate([kl], extrapolate=extrapolate)[0]
+    n_max = int(frontier.groups_.sizes.min())
+    n = int(min(np.floor(bon_n_for_kl(kl) + 1e-9), n_max))
+    return Plan(
+        kl=float(kl),
+        beta=point.beta,
+        gain=point.gain,
+        bon_n=n,
+        bon_gain=_bon_gain(frontier, n),
+        bon_kl_bound=float(bon_kl_bound(n)[0]),
+    )
