@@ -1,0 +1,186 @@
+"""The analyses behind `alignlimits frontier | hacking | plan`: sample table in, JSON-ready dict out.
+
+The dicts follow DESIGN §2 (``frontier`` and ``hacking`` schemas); extra keys document how
+each number was computed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from alignlimits.data import SampleTable
+from alignlimits.errors import AlignLimitsError
+from alignlimits.theory.best_of_n import (
+    bon_empirical_reward,
+    bon_expected_reward,
+    bon_kl_bound,
+    bon_kl_empirical,
+)
+from alignlimits.theory.frontier import Frontier
+from alignlimits.theory.groups import Groups
+from alignlimits.theory.hacking import aggregate_proxies, hacking_curve
+from alignlimits.theory.planning import plan_for_gain, plan_for_kl
+
+DEFAULT_BUDGETS = (0.1, 0.5, 1.0, 2.0)
+SQRT_BOUND_NOTE = (
+    "sqrt_bound = sqrt(2 * s2 * KL) with s2 the mean within-prompt sample variance of the reward: the frontier's "
+    "small-KL limit and its value for Gaussian rewards. It bounds the frontier only for sub-Gaussian rewards with "
+    "variance proxy s2; with the sample variance in its place it is a comparison curve, not a bound."
+)
+
+
+def default_bon_grid(n_min: int) -> list[int]:
+    """1, 2, 4, ... up to the smallest number of samples per prompt (that n included)."""
+    grid = [1 << k for k in range(int(np.log2(n_min)) + 1)]
+    return grid if grid[-1] == n_min else grid + [n_min]
+
+
+def fit_frontier(table: SampleTable, reward_col: str, **options) -> Frontier:
+    return Frontier(**options).fit(table.rewards(reward_col), table.prompt_ids)
+
+
+def bon_rows(frontier: Frontier, ns) -> list[dict]:
+    """Best-of-N on the fitted frontier's samples: unbiased and empirical-law gain, KL bound and exact empirical KL."""
+    ns = np.asarray(sorted(set(int(n) for n in ns)))
+    r, g = frontier.rewards_, frontier.groups_
+    base = frontier.base_reward_mean_
+    unbiased = bon_expected_reward(r, ns, g).mean(axis=1) - base
+    empirical = bon_empirical_reward(r, ns, g).mean(axis=1) - base
+    kl_emp = bon_kl_empirical(r, ns, g).mean(axis=1)
+    bound = bon_kl_bound(ns)
+    return [
+        {"n": int(n), "gain_unbiased": float(u), "gain_empirical": float(e), "kl_bound": float(b), "kl_empirical": float(k)}
+        for n, u, e, b, k in zip(ns, unbiased, empirical, bound, kl_emp)
+    ]
+
+
+def frontier_result(table: SampleTable, reward_col: str, kls=None, bon=None,
+                    extrapolate: bool = False, **options) -> dict:
+    """The ``frontier`` JSON of DESIGN §2. Without ``kls``, the default budgets the samples support."""
+    frontier = fit_frontier(table, reward_col, **options)
+    notes = list(table.notes)
+    if kls is None:
+        kls = [k for k in DEFAULT_BUDGETS if k <= frontier.max_reliable_kl_]
+        if len(kls) < len(DEFAULT_BUDGETS):
+            notes.append(
+                f"default budgets above the reliable KL {frontier.max_reliable_kl_:.3g} were left out; "
+                "ask for them with --kl and --extrapolate"
+            )
+    n_min = int(frontier.groups_.sizes.min())
+    bon = default_bon_grid(n_min) if bon is None else list(bon)
+    if bon and max(bon) > n_min:
+        raise AlignLimitsError(f"best-of-{max(bon)} needs {max(bon)} samples per prompt but a prompt has {n_min}; use --bon with N ≤ {n_min}")
+    points = frontier.evaluate(kls, extrapolate=extrapolate) if len(kls) else []
+    curve = frontier.curve_
+    return {
+        "reward_col": reward_col,
+        "n_prompts": frontier.n_prompts_,
+        "n_samples": frontier.n_samples_,
+        "samples_per_prompt": {"min": n_min, "max": int(frontier.groups_.sizes.max())},
+        "base_reward_mean": frontier.base_reward_mean_,
+        "reward_variance": frontier.reward_variance_,
+        "budget": frontier.budget,
+        "budgets": [p.to_dict() for p in points],
+        "curve": [
+            {"beta": float(b), "kl": float(k), "gain": float(d), "ess_min": float(e), "reliable": bool(ok)}
+            for b, k, d, e, ok in zip(curve["beta"], curve["kl"], curve["gain"], curve["ess_min"], curve["reliable"])
+        ],
+        "bon": bon_rows(frontier, bon) if bon else [],
+        "max_reliable_kl": frontier.max_reliable_kl_,
+        "max_kl": frontier.max_kl_,
+        "min_ess": frontier.min_ess,
+        "ci_method": frontier.bootstrap_description(),
+        "sqrt_bound_note": SQRT_BOUND_NOTE,
+        "estimator": (
+            "self-normalised tilt of the base samples, w = softmax(r/beta) per prompt; gain = sum w r - mean r, "
+            "KL = sum w log(n w) (capped at log n); shared beta across prompts"
+            if frontier.budget == "shared" else
+            "self-normalised tilt of the base samples, one beta per prompt so that each prompt's KL meets the budget"
+        ),
+        "notes": notes,
+    }
+
+
+def hacking_result(table: SampleTable, gold: str, proxies: list[str], ensembles=("mean",), betas=None,
+                   bon=None, lam: float = 1.0, ddof: int = 0) -> dict:
+    """The ``hacking`` JSON of DESIGN §2: per proxy, per ensemble, per β; plus best-of-N by proxy."""
+    if not proxies:
+        raise AlignLimitsError("give at least one --proxy column")
+    ids = table.prompt_ids
+    gold_r = table.rewards(gold)
+    gold_frontier = Frontier(n_bootstrap=0).fit(gold_r, ids)
+    if betas is None:
+        # from 3× to 1/30 of the gold reward's within-prompt standard deviation
+        betas = np.sqrt(gold_frontier.reward_variance_) * np.logspace(0.5, -1.5, 9)
+    betas = np.asarray(betas, dtype=np.float64)
+    if (betas <= 0).any():
+        raise AlignLimitsError("β must be positive")
+    proxy_values = {}
+    for name in proxies:
+        values = table.rewards(name)
+        groups, order, _ = Groups.from_labels(ids)
+        if np.all(groups.max(values[order]) == -groups.max(-values[order])):
+            raise AlignLimitsError(f"proxy {name!r} is constant within every prompt: it carries no ranking information")
+        proxy_values[name] = values
+
+    def rows(curve: dict) -> list[dict]:
+        keys = ("beta", "kl", "proxy_gain", "gold_gain", "optimal_gold_gain", "gap", "objective_loss")
+        return [{k: float(curve[k][i]) for k in keys} for i in range(len(curve["beta"]))]
+
+    per_proxy = [
+        {"proxy": name, "correlation": float(np.corrcoef(gold_r, v)[0, 1]), "curve": rows(hacking_curve(gold_r, v, betas, ids, gold_frontier))}
+        for name, v in proxy_values.items()
+    ]
+    stacked = np.stack(list(proxy_values.values()))
+    per_ensemble = []
+    if len(proxies) > 1:
+        for how in ensembles:
+            agg = aggregate_proxies(stacked, how, lam=lam, ddof=ddof)
+            per_ensemble.append({
+                "aggregate": how, "k": len(proxies),
+                "correlation": float(np.corrcoef(gold_r, agg)[0, 1]),
+                "curve": rows(hacking_curve(gold_r, agg, betas, ids, gold_frontier)),
+            })
+    groups, order, _ = Groups.from_labels(ids)
+    n_min = int(groups.sizes.min())
+    ns = np.asarray(default_bon_grid(n_min) if bon is None else bon)
+    gold_sorted = gold_r[order]
+    bon_by_proxy = []
+    for name, v in proxy_values.items():
+        gold_gain = bon_expected_reward(gold_sorted, ns, groups, sort_by=v[order]).mean(axis=1) - gold_frontier.base_reward_mean_
+        proxy_gain = bon_expected_reward(v[order], ns, groups).mean(axis=1) - groups.mean(v[order]).mean()
+        best_gold = bon_expected_reward(gold_sorted, ns, groups).mean(axis=1) - gold_frontier.base_reward_mean_
+        bon_by_proxy += [
+            {"proxy": name, "n": int(n), "kl_bound": float(b), "proxy_gain": float(p), "gold_gain": float(g), "gold_gain_by_gold": float(o)}
+            for n, b, p, g, o in zip(ns, bon_kl_bound(ns), proxy_gain, gold_gain, best_gold)
+        ]
+    return {
+        "gold": gold,
+        "proxies": list(proxies),
+        "n_prompts": gold_frontier.n_prompts_,
+        "n_samples": gold_frontier.n_samples_,
+        "per_proxy": per_proxy,
+        "ensembles": per_ensemble,
+        "bon_by_proxy": bon_by_proxy,
+        "uwo": {"lambda": lam, "variance": "population (ddof=0)" if ddof == 0 else "unbiased (ddof=1)"},
+        "notes": list(table.notes),
+    }
+
+
+def plan_result(table: SampleTable, reward_col: str, target_gain: float | None = None, kl: float | None = None,
+                extrapolate: bool = False, **options) -> dict:
+    if (target_gain is None) == (kl is None):
+        raise AlignLimitsError("give exactly one of --target-gain and --kl")
+    frontier = fit_frontier(table, reward_col, n_bootstrap=0, **options)
+    if target_gain is not None:
+        if not np.isfinite(target_gain) or target_gain <= 0:
+            raise AlignLimitsError("--target-gain must be a positive number (in reward units)")
+        plan = plan_for_gain(frontier, target_gain)
+        question = "target_gain"
+    else:
+        plan = plan_for_kl(frontier, kl, extrapolate=extrapolate)
+        question = "kl"
+    out = {"question": question, "reward_col": reward_col, **plan.to_dict(),
+           "max_reliable_kl": frontier.max_reliable_kl_, "base_reward_mean": frontier.base_reward_mean_}
+    out["reliable"] = bool(np.isfinite(plan.kl) and plan.kl <= frontier.max_reliable_kl_)
+    return out
