@@ -1,1 +1,48 @@
-"""Registered later."""
+"""`alignlimits sample`: draw base-model samples of a task, score them, store them in a run directory."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from alignlimits.cli.app import app
+
+
+@app.command("sample")
+def sample(
+    out: str = typer.Option(..., "--out", help="Run directory (created if missing); samples go to OUT/samples/*.parquet."),
+    task: str = typer.Option("safety", "--task", help="safety, summarization or exact."),
+    model: Optional[str] = typer.Option(
+        None, "--model",
+        help="Built-in name (smollm2-135m-instruct, exact-tiny), local folder or Hugging Face id. Default: the task's.",
+    ),
+    reward: Optional[List[str]] = typer.Option(
+        None, "--reward",
+        help="Reward model, repeatable: profanity, minilm-summary, exact, hf:ID_OR_PATH, python:module:function. "
+             "Default: the task's.",
+    ),
+    prompts: Optional[str] = typer.Option(None, "--prompts", help="Your own prompts: one per line, or JSONL with 'prompt' (and 'id')."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="A datasets name or local file of prompts (BeaverTails / TL;DR style)."),
+    n: int = typer.Option(32, "--n", help="Samples per prompt."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Completion length limit (default 64; exact task: 3)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sequences per generate call (default: automatic from free memory)."),
+    limit_prompts: Optional[int] = typer.Option(None, "--limit-prompts", help="Use only the first K prompts (after the split)."),
+    split: str = typer.Option("all", "--split", help="all, train or heldout (fixed rule on prompt ids; see docs)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: GPU when present)."),
+    force: bool = typer.Option(False, "--force", help="Replace a run in OUT made with a different config."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Sample N completions per prompt at the base distribution (temperature 1, no top-k/top-p) and score them.
+
+    Re-running the same command continues a killed run; a finished one is left as it is.
+    """
+    from alignlimits.pipeline.sampling_run import SampleRequest, run_sampling
+
+    req = SampleRequest(
+        task=task, model=model, rewards=list(reward) if reward else None, prompts_file=prompts, dataset=dataset,
+        n=n, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, limit_prompts=limit_prompts,
+        split=split, device=device,
+    )
+    run_sampling(req, out, force=force, progress=not quiet)

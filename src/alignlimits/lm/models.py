@@ -143,16 +143,14 @@ def smollm2_gguf_path() -> Path:
 def _convert_smollm2(dest: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     gguf = smollm2_gguf_path()
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
+    import sys
+
+    print(f"alignlimits: converting {gguf.name} to a float32 safetensors folder (once, ~20 s)", file=sys.stderr)
+    with _quiet_transformers():
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    finally:
-        hf_logging.set_verbosity(verbosity)
     # The dequantised weights are plain float32: drop the GGUF quantization_config, or trainers refuse the
     # model as quantised.
     if hasattr(model.config, "quantization_config"):
@@ -163,8 +161,9 @@ def _convert_smollm2(dest: Path) -> None:
                 setattr(model, attr, None if attr != "is_quantized" else False)
             except Exception:  # noqa: BLE001 - read-only properties on some versions
                 pass
-    model.save_pretrained(dest, safe_serialization=True)
-    tok.save_pretrained(dest)
+    with _quiet_transformers():
+        model.save_pretrained(dest, safe_serialization=True)
+        tok.save_pretrained(dest)
     cfg_path = dest / "config.json"
     cfg = json.loads(cfg_path.read_text())
     if cfg.pop("quantization_config", None) is not None:
@@ -325,14 +324,11 @@ def load_model(spec: str | None = None, *, device: str | None = None, dtype=None
     """
     import torch  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     spec = spec or DEFAULT_MODEL
     path, kwargs = resolve_model(spec)
     dev, dt = choose_device(device, dtype)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
+    with _quiet_transformers():
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         except Exception as err:  # noqa: BLE001
@@ -343,8 +339,6 @@ def load_model(spec: str | None = None, *, device: str | None = None, dtype=None
             raise AlignLimitsError(
                 f"cannot load {spec!r} as a causal language model from {path}: {_short(err)}"
             ) from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
     model.to(dev)
     model.eval()
     prepare_tokenizer(tokenizer)
@@ -366,6 +360,27 @@ def load_model(spec: str | None = None, *, device: str | None = None, dtype=None
         model=model, tokenizer=tokenizer, spec=spec, path=path, device=dev, dtype=dt, chat=use_chat,
         max_context=_context_length(model.config), info=info,
     )
+
+
+class _quiet_transformers:
+    """Silence transformers' warnings and progress bars for a block (restored afterwards)."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+
+        self._verbosity = hf_logging.get_verbosity()
+        self._bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        return self
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(self._verbosity)
+        if self._bars:
+            hf_logging.enable_progress_bar()
+        return False
 
 
 def _short(err: Exception) -> str:

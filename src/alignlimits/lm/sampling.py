@@ -21,6 +21,7 @@ memory (KV cache + logits + activations per sequence) and, on CPU, a throughput 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -323,7 +324,8 @@ def score_logprobs(
                                logits_to_keep=cmax + 1).logits
             except TypeError:
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits
-            logits = logits[:, -(cmax + 1) : -1, :].float()
+            logits = logits[:, -(cmax + 1) : -1, :]
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
             logp = torch.log_softmax(logits, dim=-1)
             targets = ids[:, -cmax:]
             tok_lp = logp.gather(2, targets.unsqueeze(-1)).squeeze(-1).double().cpu().numpy()
@@ -391,7 +393,12 @@ def auto_batch_size(model, *, prompt_len: int, max_new_tokens: int, scoring: boo
     free = available_memory_bytes(device) * fraction
     per = bytes_per_sequence(model, prompt_len + max_new_tokens, scoring=scoring)
     fit = max(1, int(free // max(per, 1)))
-    cap = GPU_MAX_BATCH if device.type == "cuda" else (CPU_MAX_BATCH * (4 if scoring else 1))
+    if device.type == "cuda":
+        cap = GPU_MAX_BATCH
+    else:  # small models keep gaining from bigger batches on CPU; ~135M parameters saturate near 16
+        n_params = sum(p.numel() for p in model.parameters())
+        cap = int(min(1024, max(8, CPU_MAX_BATCH * math.sqrt(135e6 / max(n_params, 1)))))
+        cap *= 4 if scoring else 1
     return int(max(1, min(fit, cap)))
 
 

