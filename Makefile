@@ -19,7 +19,9 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/alignlimits demo --out runs/demo
+	$(BIN)/alignlimits example-samples runs/demo
+	$(BIN)/alignlimits frontier runs/demo/gaussian.parquet --json runs/demo/frontier.json --plot runs/demo/frontier.png
+	$(BIN)/alignlimits hacking runs/demo/gaussian.parquet --gold reward --proxy proxy_1 --proxy proxy_2 --proxy proxy_3 --proxy proxy_4 --json runs/demo/hacking.json --plot runs/demo/hacking.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import stats
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.theory.groups import Groups
@@ -333,7 +334,7 @@ class Frontier:
         return "prompts" if self.n_prompts_ >= 30 else "prompts+samples"
 
     def bootstrap_description(self) -> str:
-        level = f"{100 * self.confidence:g}%"
+        level = f"{100 * self.confidence:g}% expanded-percentile (Hesterberg 2015)"
         if self.exact_:
             return "exact distribution: no sampling error, intervals are points"
         if self.bootstrap_mode_ == "prompts":
@@ -360,8 +361,19 @@ class Frontier:
             replicates = weights @ t_budgets.gain.T  # each prompt keeps its own β
         else:
             replicates = self._bootstrap_prompts_shared(kls, weights, betas, t_budgets)
-        alpha = (1 - self.confidence) / 2
-        return np.quantile(replicates, [alpha, 1 - alpha], axis=0).T
+        tail = self._expanded_tail()
+        return np.quantile(replicates, [tail, 1 - tail], axis=0).T
+
+    def _expanded_tail(self) -> float:
+        r"""Tail probability of Hesterberg's expanded percentile interval.
+
+        Percentile intervals from m independent units (prompts; samples when there is one
+        prompt) are too narrow for small m; the expansion uses the tail level
+        :math:`\Phi(-\sqrt{m/(m-1)}\, t_{m-1, 1-\alpha/2})` instead of α/2.
+        """
+        m = self.n_prompts_ if self.n_prompts_ > 1 else int(self.groups_.sizes[0])
+        alpha = 1 - self.confidence
+        return float(stats.norm.cdf(-np.sqrt(m / (m - 1)) * stats.t.ppf(1 - alpha / 2, m - 1)))
 
     def _bootstrap_prompts_shared(self, kls, weights, betas, t_budgets: Tilt) -> np.ndarray:
         """Replicates of a prompt-resampled shared-β frontier, without another pass over the samples.

@@ -1,0 +1,3 @@
+from alignlimits.cli import main
+
+main()

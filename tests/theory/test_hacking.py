@@ -1,0 +1,88 @@
+"""Proxy-optimal tilts against gold, ensembles, and best-of-N selected by proxy."""
+
+import numpy as np
+import pytest
+
+from alignlimits.errors import AlignLimitsError
+from alignlimits.theory.best_of_n import bon_expected_reward
+from alignlimits.theory.hacking import aggregate_proxies, hacking_curve, proxy_tilt
+from alignlimits.theory.groups import Groups
+
+BETAS = np.array([2.0, 1.0, 0.5, 0.25])
+
+
+def gold_and_noise(seed=0, P=20, n=400):
+    rng = np.random.default_rng(seed)
+    gold = rng.normal(size=P * n)
+    return gold, rng.standard_normal((8, P * n)), np.repeat(np.arange(P), n)
+
+
+def test_objective_loss_matches_enumeration():
+    rng = np.random.default_rng(1)
+    gold, proxy = rng.normal(size=30), rng.normal(size=30)
+    beta = 0.7
+    w_hat = np.exp(proxy / beta) / np.exp(proxy / beta).sum()
+    w = np.exp(gold / beta) / np.exp(gold / beta).sum()
+    pt = proxy_tilt(gold, proxy, beta)
+    assert pt.objective_loss[0, 0] == pytest.approx(beta * np.sum(w_hat * np.log(w_hat / w)), abs=1e-12)
+    assert pt.gold_gain[0, 0] == pytest.approx(w_hat @ gold - gold.mean(), abs=1e-12)
+    # regularised objective of the gold tilt minus that of the proxy tilt = β KL(π̂‖π)
+    def objective(p):
+        return p @ gold - beta * np.sum(p * np.log(30 * p))
+    assert objective(w) - objective(w_hat) == pytest.approx(pt.objective_loss[0, 0], abs=1e-12)
+
+
+def test_gap_grows_with_error_and_as_beta_falls():
+    gold, noise, ids = gold_and_noise()
+    gaps = np.array([hacking_curve(gold, gold + s * noise[0], BETAS, ids)["gap"] for s in (0.25, 0.5, 1.0, 2.0)])
+    assert np.all(np.diff(gaps, axis=0) > 0)  # more error, bigger gap, at every β
+    assert np.all(np.diff(gaps, axis=1) > 0)  # smaller β, bigger gap, at every error level
+    exact = hacking_curve(gold, gold, BETAS, ids)
+    assert np.allclose(exact["gap"], 0, atol=1e-9) and np.allclose(exact["objective_loss"], 0, atol=1e-12)
+
+
+def test_mean_of_independent_proxies_has_smaller_gap():
+    gold, noise, ids = gold_and_noise(2)
+    single = np.mean([hacking_curve(gold, gold + noise[k], BETAS, ids)["gap"] for k in range(4)], axis=0)
+    ensemble = hacking_curve(gold, aggregate_proxies(gold + noise[:4], "mean"), BETAS, ids)["gap"]
+    assert np.all(ensemble < single)
+
+
+def test_aggregates_by_hand():
+    p = np.array([[1.0, 4.0], [3.0, 0.0], [2.0, 2.0]])
+    assert np.allclose(aggregate_proxies(p, "mean"), [2.0, 2.0])
+    assert np.allclose(aggregate_proxies(p, "min"), [1.0, 0.0])
+    # population variance: ((1-2)^2+(3-2)^2+0)/3 = 2/3 ; (4+4+0)/3 = 8/3
+    assert np.allclose(aggregate_proxies(p, "uwo", lam=0.5), [2 - 1 / 3, 2 - 4 / 3])
+    # unbiased: divide by 2 instead
+    assert np.allclose(aggregate_proxies(p, "uwo", lam=0.5, ddof=1), [2 - 0.5, 2 - 2.0])
+    with pytest.raises(AlignLimitsError):
+        aggregate_proxies(p, "median")
+
+
+def test_bon_by_proxy_matches_simulation():
+    rng = np.random.default_rng(3)
+    n, N = 40, 5
+    gold = rng.normal(size=n)
+    proxy = gold + rng.normal(size=n)
+    est = bon_expected_reward(gold, [N], sort_by=proxy)[0, 0]
+    # direct: all N-subsets without replacement, sampled
+    M = 200_000
+    subsets = np.argsort(rng.random((M, n)), axis=1)[:, :N]
+    chosen = subsets[np.arange(M), np.argmax(proxy[subsets], axis=1)]
+    sim = gold[chosen]
+    assert est == pytest.approx(sim.mean(), abs=4 * sim.std() / np.sqrt(M))
+
+
+def test_length_mismatch_refused():
+    with pytest.raises(AlignLimitsError, match="differ in length"):
+        proxy_tilt(np.zeros(3), np.zeros(4), 1.0)
+
+
+def test_ragged_groups_in_proxy_tilt():
+    rng = np.random.default_rng(4)
+    g = Groups(np.array([5, 9]))
+    gold, proxy = rng.normal(size=14), rng.normal(size=14)
+    both = proxy_tilt(gold, proxy, 0.5, g)
+    first = proxy_tilt(gold[:5], proxy[:5], 0.5)
+    assert both.gold_gain[0, 0] == pytest.approx(first.gold_gain[0, 0])
