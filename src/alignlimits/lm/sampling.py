@@ -50,7 +50,7 @@ GPU_MAX_BATCH = 512
 
 def encode_prompt(tokenizer, text: str) -> list[int]:
     """Token ids of a prompt text: special tokens added as the tokenizer does, a doubled BOS removed."""
-    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    ids = list(tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is not None and len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
         ids = ids[1:]
