@@ -1,0 +1,392 @@
+r"""GRPO through TRL's ``GRPOTrainer``: a thin wrapper that builds its config from our options.
+
+What TRL 1.16's GRPO optimises (so that its point on the KL–reward plane can be read right):
+
+* per prompt, ``num_generations`` completions sampled from the current policy (here at
+  temperature 1, top_p 1, top_k 0: the same sampling as everywhere else in alignlimits);
+* advantages A_i = r_i − mean of the group, divided by the group's standard deviation
+  (``scale_rewards="group"``, TRL's default), the batch's (``"batch"``) or not at all
+  (``"none"``, Dr. GRPO).  Dividing by the std rescales the reward against β, so the effective
+  KL coefficient is β·std, not β;
+* loss per token −min(ρA, clip(ρ, 1±ε)A) + β·k3, with k3 = π0/π − log(π0/π) − 1 **in the loss**
+  (not in the reward).  Its gradient is that of the per-token *reverse* KL(π0‖π) at the visited
+  states, so the fixed point is not π_β (the optimum of E[r] − β·KL(π‖π0)); it is close to it for
+  small KL.  Token losses are aggregated per ``loss_type`` (TRL's default ``"dapo"``: mean over
+  all completion tokens of the batch).
+
+So GRPO's β and PPO's β are not the same knob; compare methods only through the KL measured
+afresh by the evaluator.  The wrapper additionally logs ``kl_k1_seq``: the mean over the step's
+rollouts of Σ_t (log π − log π0), computed from the log-probs TRL already has (no extra pass).
+
+Options → ``GRPOConfig``: ``beta`` (must be > 0), ``steps`` → ``max_steps``, ``batch_size`` →
+``per_device_train_batch_size`` (completions per step, a multiple of ``num_generations``),
+``max_new_tokens`` → ``max_completion_length``, LoRA via ``peft_config``; on CPU
+``use_cpu=True``, no bf16, never vLLM; gradient checkpointing off by default (TRL turns it on).
+Any other ``GRPOConfig`` field goes through ``extra``.
+
+Output directory: TRL's ``checkpoint-STEP/`` folders (``save_steps``), ``metrics.jsonl`` (one row
+per logged step, TRL's names plus ``kl_k1_seq``), ``grpo_options.json`` and the final ``policy/``.
+``resume_from_checkpoint=True`` continues from the last checkpoint (a fresh start when none).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from alignlimits.errors import AlignLimitsError
+
+__all__ = ["GRPOOptions", "TRLReward", "build_grpo_trainer", "grpo_config", "train_grpo"]
+
+SCALE_REWARDS = ("group", "batch", "none")
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
+
+
+@dataclass
+class GRPOOptions:
+    """Our options for GRPO; :func:`grpo_config` maps them onto TRL's ``GRPOConfig``."""
+
+    beta: float = 0.04
+    """KL coefficient of the k3 term in the loss; must be > 0.  Default: DeepSeekMath's GRPO
+    (TRL's own default is 0, i.e. no KL and no reference model, which we refuse)."""
+    steps: int = 100
+    """Optimizer steps (``max_steps``)."""
+    batch_size: int = 16
+    """Completions per step (``per_device_train_batch_size``); a multiple of num_generations.
+    The number of distinct prompts per step is batch_size / num_generations."""
+    num_generations: int = 8
+    """Group size G (TRL's default)."""
+    num_iterations: int = 1
+    """μ: passes over each generation batch (TRL's default 1: on-policy)."""
+    learning_rate: float = 1e-6
+    """TRL's GRPO default.  Tiny models (the exact task) need far larger values, e.g. 3e-3."""
+    lr_scheduler_type: str = "linear"
+    epsilon: float = 0.2
+    """Clip range of the surrogate."""
+    scale_rewards: str = "group"
+    """"group" (TRL default: divide by the group std), "batch" or "none" (Dr. GRPO)."""
+    loss_type: str = "dapo"
+    """TRL's token aggregation: "dapo" (default), "grpo", "dr_grpo", "bnpo", "cispo", "sapo"."""
+    max_new_tokens: int = 64
+    """``max_completion_length``."""
+    use_lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] | str | None = "all-linear"
+    output_dir: str = "grpo-run"
+    save_steps: int = 50
+    """Checkpoint every this many steps (TRL also saves at the end); 0: only at the end."""
+    save_total_limit: int | None = 2
+    seed: int = 0
+    report_to: list[str] = field(default_factory=list)
+    """"tensorboard" and/or "wandb" (metrics.jsonl is always written)."""
+    logging_steps: int = 1
+    gradient_checkpointing: bool = False
+    progress: bool = True
+    """TRL's tqdm bar."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Any other ``GRPOConfig`` field, passed as is (wins over the mapping above)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.report_to, str):
+            self.report_to = [] if self.report_to in ("", "none") else [self.report_to]
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(msg: str) -> None:
+            raise AlignLimitsError(f"GRPO options: {msg}")
+
+        if not self.beta > 0:
+            bad(f"beta must be > 0 (got {self.beta}); without it GRPO has no KL penalty and no reference")
+        for name in ("steps", "batch_size", "max_new_tokens", "num_iterations"):
+            if int(getattr(self, name)) < 1:
+                bad(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.num_generations < 2:
+            bad(f"num_generations must be >= 2 (got {self.num_generations}); advantages are group-relative")
+        if self.batch_size % self.num_generations:
+            bad(f"batch_size {self.batch_size} must be a multiple of num_generations {self.num_generations}")
+        if self.scale_rewards not in SCALE_REWARDS:
+            bad(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)} (got {self.scale_rewards!r})")
+        if self.loss_type not in LOSS_TYPES:
+            bad(f"loss_type must be one of {', '.join(LOSS_TYPES)} (got {self.loss_type!r})")
+        if not self.learning_rate > 0:
+            bad(f"learning_rate must be > 0 (got {self.learning_rate})")
+        if self.save_steps < 0:
+            bad(f"save_steps must be >= 0 (got {self.save_steps})")
+        unknown = set(self.report_to) - {"tensorboard", "wandb"}
+        if unknown:
+            bad(f"unknown report_to {sorted(unknown)}; use 'tensorboard' and/or 'wandb'")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TRLReward:
+    """Adapts our reward callables ``f(prompts, completions) -> array`` to TRL's signature
+    ``f(prompts=..., completions=..., **kwargs) -> list[float]`` (TRL names it ``__name__``)."""
+
+    def __init__(self, fn: Callable[[Sequence[str], Sequence[str]], Any], name: str | None = None):
+        if not callable(fn):
+            raise AlignLimitsError(f"GRPO: reward must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.__name__ = name or getattr(fn, "name", None) or getattr(fn, "__name__", type(fn).__name__)
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        if completions and not isinstance(completions[0], str):  # conversational: take the text
+            completions = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
+            prompts = [p[-1]["content"] if isinstance(p, list) else str(p) for p in prompts]
+        try:
+            out = np.asarray(self.fn(list(prompts), list(completions)), dtype=np.float64).reshape(-1)
+        except AlignLimitsError:
+            raise
+        except Exception as e:  # noqa: BLE001 - re-raised with the reward's name
+            raise AlignLimitsError(f"GRPO: reward {self.__name__!r} failed: {type(e).__name__}: {e}") from e
+        bad = np.flatnonzero(~np.isfinite(out))
+        if bad.size:
+            i = int(bad[0])
+            raise AlignLimitsError(f"GRPO: reward {self.__name__!r} returned {out[i]} for row {i} (completion {completions[i]!r})")
+        return out.tolist()
+
+
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def grpo_config(options: GRPOOptions):
+    """The ``trl.GRPOConfig`` our options stand for (checked against TRL 1.16's field names)."""
+    import torch
+    from trl import GRPOConfig
+
+    options.validate()
+    gpu = _on_gpu()
+    kw: dict[str, Any] = dict(
+        output_dir=options.output_dir,
+        beta=options.beta,
+        max_steps=options.steps,
+        per_device_train_batch_size=options.batch_size,
+        gradient_accumulation_steps=1,
+        num_generations=options.num_generations,
+        num_iterations=options.num_iterations,
+        learning_rate=options.learning_rate,
+        lr_scheduler_type=options.lr_scheduler_type,
+        epsilon=options.epsilon,
+        scale_rewards=options.scale_rewards,
+        loss_type=options.loss_type,
+        max_completion_length=options.max_new_tokens,
+        # the base distribution: temperature 1, no truncation of the vocabulary
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        min_p=None,
+        repetition_penalty=1.0,
+        disable_dropout=True,
+        use_vllm=False,
+        use_cpu=not gpu,
+        bf16=bool(gpu and torch.cuda.is_bf16_supported()),
+        fp16=False,
+        seed=options.seed,
+        data_seed=options.seed,
+        logging_steps=options.logging_steps,
+        save_strategy="steps" if options.save_steps else "no",
+        save_steps=options.save_steps or options.steps,
+        save_total_limit=options.save_total_limit,
+        save_only_model=False,  # optimizer, scheduler and RNG too, for resumption
+        report_to=list(options.report_to) or "none",
+        disable_tqdm=not options.progress,
+        log_completions=False,
+        dataloader_num_workers=0,
+    )
+    # transformers 5.x renamed gradient_checkpointing (TRL defaults it to True) to activation_checkpointing
+    names = {f.name for f in dataclasses.fields(GRPOConfig)}
+    ckpt_name = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    kw[ckpt_name] = options.gradient_checkpointing
+    kw.update(options.extra)
+    return GRPOConfig(**kw)
+
+
+def _lora_config(options: GRPOOptions):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=options.lora_r,
+        lora_alpha=options.lora_alpha,
+        lora_dropout=options.lora_dropout,
+        target_modules=options.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _ensure_loadable(model, options: GRPOOptions) -> None:
+    """TRL builds the reference model from ``model.config._name_or_path``; a model built in
+    memory (the exact task) has none, so save it once under the run and point there."""
+    name = getattr(model.config, "_name_or_path", "") or ""
+    if name and Path(name).is_dir():
+        return
+    if name and not Path(name).exists():
+        return  # a hub id: TRL loads it from there
+    dest = Path(options.output_dir) / "reference-model"
+    if not (dest / "config.json").is_file():
+        dest.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(dest)
+    model.config._name_or_path = str(dest)
+
+
+def _metrics_callback(output_dir: Path):
+    from transformers import TrainerCallback
+
+    class MetricsJSONL(TrainerCallback):
+        """Appends each log row (TRL's metric names) to ``metrics.jsonl``."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs and "reward" not in logs:
+                return
+            row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+            with open(output_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    return MetricsJSONL()
+
+
+def _trainer_class():
+    from trl import GRPOTrainer
+
+    class AlignLimitsGRPOTrainer(GRPOTrainer):
+        """TRL's GRPOTrainer plus one logged metric, ``kl_k1_seq``: the rollouts' mean sequence
+        log π − log π0, from the log-probs of the loss pass (on-policy when num_iterations = 1)."""
+
+        def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+            out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+            self._al_last_logps = out[0]
+            return out
+
+        def _compute_loss(self, model, inputs):
+            self._al_last_logps = None
+            loss = super()._compute_loss(model, inputs)
+            lp, ref = self._al_last_logps, inputs.get("ref_per_token_logps")
+            if lp is not None and ref is not None and lp.shape == ref.shape:
+                import torch
+
+                with torch.no_grad():
+                    mask = inputs["completion_mask"].to(lp.dtype)
+                    k1 = ((lp.detach() - ref) * mask).sum(-1)
+                    k1 = self.accelerator.gather(k1).float().mean().item()
+                mode = "train" if self.model.training else "eval"
+                self._metrics[mode]["kl_k1_seq"].append(k1)
+            return loss
+
+    return AlignLimitsGRPOTrainer
+
+
+def build_grpo_trainer(
+    options: GRPOOptions,
+    model,
+    tokenizer,
+    reward_fn: Callable[[Sequence[str], Sequence[str]], Any],
+    prompts: Sequence[str],
+    *,
+    plain: bool = False,
+):
+    """A ready ``GRPOTrainer`` (ours, or TRL's own class when ``plain``, for the benchmark).
+
+    ``model``: a transformers causal LM (instance) or a path/id; ``tokenizer`` its tokenizer;
+    ``prompts``: the training prompts as text given verbatim to the model."""
+    from datasets import Dataset
+
+    options.validate()
+    prompts = list(prompts)
+    if not prompts:
+        raise AlignLimitsError("GRPO: no training prompts")
+    if not isinstance(model, str):
+        from peft import PeftModel
+
+        if isinstance(model, PeftModel) and options.use_lora:
+            raise AlignLimitsError("GRPO: the model already has adapters; pass the base model with use_lora")
+        if not isinstance(model, PeftModel) and not options.use_lora:
+            _ensure_loadable(model, options)
+    out = Path(options.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    args = grpo_config(options)
+    dataset = Dataset.from_dict({"prompt": prompts})
+    if plain:
+        from trl import GRPOTrainer as cls
+    else:
+        cls = _trainer_class()
+    trainer = cls(
+        model=model,
+        reward_funcs=[TRLReward(reward_fn)],
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=_lora_config(options) if options.use_lora else None,
+        callbacks=None if plain else [_metrics_callback(out)],
+    )
+    if not options.progress:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # it prints every log dict when tqdm is off
+    return trainer
+
+
+def train_grpo(
+    options: GRPOOptions,
+    model,
+    tokenizer,
+    reward_fn: Callable[[Sequence[str], Sequence[str]], Any],
+    prompts: Sequence[str],
+    resume_from_checkpoint: bool | str | None = None,
+):
+    """Train with GRPO and return the trained model (a ``PeftModel`` with LoRA).
+
+    ``resume_from_checkpoint``: True continues from the last ``checkpoint-STEP`` in
+    ``output_dir`` (a fresh start when there is none), a path from that checkpoint."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(options.output_dir)
+    ckpt: str | None = None
+    if resume_from_checkpoint is True:
+        ckpt = get_last_checkpoint(str(out)) if out.is_dir() else None
+    elif resume_from_checkpoint:
+        ckpt = str(resume_from_checkpoint)
+        if not Path(ckpt).is_dir():
+            raise AlignLimitsError(f"GRPO: no checkpoint at {ckpt}")
+    if ckpt is None and out.is_dir() and get_last_checkpoint(str(out)) is not None:
+        raise AlignLimitsError(
+            f"GRPO: {out} already holds checkpoints; resume (resume_from_checkpoint=True) or use a new output_dir"
+        )
+    trainer = build_grpo_trainer(options, model, tokenizer, reward_fn, prompts)
+    _truncate_metrics(out / "metrics.jsonl", _checkpoint_step(ckpt))
+    (out / "grpo_options.json").write_text(json.dumps(options.to_dict(), indent=2))
+    trainer.train(resume_from_checkpoint=ckpt)
+    final = out / "policy"
+    trainer.save_model(str(final))
+    if hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(str(final))
+    return trainer.model
+
+
+def _checkpoint_step(ckpt: str | None) -> int:
+    if ckpt is None:
+        return 0
+    tail = Path(ckpt).name.split("-")[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    keep = []
+    for ln in path.read_text().splitlines():
+        try:
+            if json.loads(ln)["step"] <= step:
+                keep.append(ln)
+        except (ValueError, KeyError):
+            pass
+    path.write_text("".join(k + "\n" for k in keep))
