@@ -19,7 +19,7 @@ from scipy import stats
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.theory.groups import Groups
-from alignlimits.theory.tilt import Tilt, tilt
+from alignlimits.theory.tilt import Tilt, TiltedSamples, tilt
 
 BUDGET_MODES = ("shared", "per-prompt")
 BOOTSTRAP_MODES = ("auto", "prompts", "prompts+samples")
@@ -111,7 +111,7 @@ class Frontier:
             groups, order = Groups.equal(1, rewards.size), np.arange(rewards.size)
             self.prompt_ids_ = np.array(["0"])
         else:
-            groups, order, self.prompt_ids_ = Groups.from_labels(np.asarray(prompt_ids).astype(str))
+            groups, order, self.prompt_ids_ = Groups.from_labels(np.asarray(prompt_ids))
         self.rewards_ = rewards[order]
         self.groups_ = groups
         self.exact_ = base_probs is not None
@@ -123,6 +123,7 @@ class Frontier:
                 "samples per prompt (sample more, or drop those prompts)"
             )
         q = self._base_probs()
+        self._samples = TiltedSamples(self.rewards_, groups, self.base_probs_)
         self.n_prompts_ = groups.n_groups
         self.n_samples_ = rewards.size
         base_means = groups.sum(q * self.rewards_)
@@ -143,8 +144,8 @@ class Frontier:
             return self.base_probs_
         return self.groups_.expand(1.0 / self.groups_.sizes)
 
-    def _tilt(self, beta, base_probs=None) -> Tilt:
-        return tilt(self.rewards_, beta, self.groups_, self.base_probs_ if base_probs is None else base_probs)
+    def _tilt(self, beta) -> Tilt:
+        return self._samples.at(beta)
 
     def _max_kl_per_prompt(self) -> np.ndarray:
         """KL as β → 0: all mass on the top atoms, :math:`-\\log \\pi_0(r = \\max r)`."""
@@ -156,10 +157,12 @@ class Frontier:
         spread = float(np.max(self.groups_.max(self.rewards_) + self.groups_.max(-self.rewards_)))
         if spread <= 0:
             raise AlignLimitsError("every reward is the same within each prompt: there is nothing to align toward")
-        # β from 100× the largest spread (KL ≈ 5e-5) down until the mean KL is 99.9% of its maximum
+        # β from 100× the largest spread (KL ≈ 5e-5) down until the mean KL is 99.9% of its maximum,
+        # located on at most 256 prompts: it only sets the range of the curve
         coarse = spread * np.logspace(2, -9, 23)
-        ct = self._tilt(coarse)
-        kl_mean = ct.kl.mean(axis=1)
+        sub_groups, flat = self.groups_.subset(np.unique(np.linspace(0, self.n_prompts_ - 1, 256).astype(int)))
+        q = None if self.base_probs_ is None else self.base_probs_[flat]
+        kl_mean = tilt(self.rewards_[flat], coarse, sub_groups, q).kl.mean(axis=1)
         near_max = np.nonzero(kl_mean >= 0.999 * kl_mean.max())[0]
         beta_lo = coarse[near_max[0]] if near_max.size else coarse[-1]
         betas = np.geomspace(spread * 1e2, beta_lo, self.n_curve)
@@ -188,7 +191,7 @@ class Frontier:
             return 0.0
         lo, hi = np.log(self.curve_["beta"][first_bad - 1]), np.log(self.curve_["beta"][first_bad])
         best_kl = float(self.curve_["kl"][first_bad - 1])
-        for _ in range(2):  # two passes of 8 points: 1/81 of a node interval
+        for _ in range(1):  # one pass of 8 points: 1/9 of a node interval
             us = np.linspace(lo, hi, 10)[1:-1]
             t = self._tilt(np.exp(us))
             ok = t.ess.min(axis=1) >= self.min_ess
@@ -253,22 +256,23 @@ class Frontier:
         lo = np.full((targets.size, 1), u.min() - 30.0)
         hi = np.full((targets.size, 1), u.max() + 30.0)
         if start is None:
+            # cubic Hermite between the curve nodes, with exact derivatives, then bisection on it
             t_nodes: Tilt = self._nodes["tilt"]
-            f_nodes = reduce(getattr(t_nodes, of))  # (G, P or 1), rising along the nodes (β falls)
+            f_nodes, d_nodes = reduce(getattr(t_nodes, of)), reduce(getattr(t_nodes, deriv))  # rise along nodes
             idx = np.clip((f_nodes[None, :, :] < targets[:, None, None]).sum(axis=1), 1, u.size - 1)
             cols = np.arange(f_nodes.shape[1])[None, :]
-            f0, f1 = f_nodes[idx - 1, cols], f_nodes[idx, cols]
-            frac = np.clip((targets[:, None] - f0) / np.where(f1 > f0, f1 - f0, 1.0), 0, 1)
-            x = u[idx - 1] + (u[idx] - u[idx - 1]) * frac
+            knots = (u[idx - 1], u[idx], f_nodes[idx - 1, cols], f_nodes[idx, cols], d_nodes[idx - 1, cols], d_nodes[idx, cols])
+            a, b = u[idx - 1], u[idx]  # u falls along the nodes
+            for _ in range(50):
+                mid = 0.5 * (a + b)
+                too_big = _hermite(mid, *knots) > targets[:, None]  # too much: β must grow, root above mid
+                a, b = np.where(too_big, a, mid), np.where(too_big, mid, b)
+            x = 0.5 * (a + b)
         else:
             x = np.log(np.asarray(start, float)).reshape(targets.size, -1)
+        samples = self._samples if base_probs is None else TiltedSamples(self.rewards_, self.groups_, base_probs)
         for _ in range(100):
-            t = tilt(
-                self.rewards_,
-                np.exp(x) if per_prompt else np.exp(x[:, 0]),
-                self.groups_,
-                self.base_probs_ if base_probs is None else base_probs,
-            )
+            t = samples.at(np.exp(x) if per_prompt else np.exp(x[:, 0]))
             err = reduce(getattr(t, of)) - targets[:, None]
             if np.all(np.abs(err) <= 1e-12 * np.maximum(1.0, np.abs(targets[:, None]))):
                 break

@@ -28,6 +28,13 @@ class Groups:
     def from_labels(cls, labels) -> tuple["Groups", np.ndarray, np.ndarray]:
         """Group by label; returns (groups, order that makes groups contiguous, unique labels)."""
         labels = np.asarray(labels)
+        if labels.size and labels.ndim == 1:
+            # already contiguous (each label in one run)? then no sort is needed
+            run_starts = np.concatenate([[0], np.nonzero(labels[1:] != labels[:-1])[0] + 1])
+            run_labels = labels[run_starts]
+            if np.unique(run_labels).size == run_labels.size:
+                sizes = np.diff(np.concatenate([run_starts, [labels.size]]))
+                return cls(sizes), np.arange(labels.size), run_labels
         uniques, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
         order = np.argsort(inverse, kind="stable")
         return cls(counts), order, uniques
@@ -78,6 +85,50 @@ class Groups:
         if n is not None:
             return np.repeat(per_group, n, axis=-1)
         return np.repeat(per_group, self.sizes, axis=-1)
+
+    def stack_columns(self, columns: list[np.ndarray]) -> np.ndarray:
+        """Prepare flat columns for :meth:`dot_columns`: shape (P, k, n) for equal groups, else (k, N)."""
+        stacked = np.stack(columns)
+        n = self.uniform_size
+        if n is not None:
+            return np.ascontiguousarray(stacked.reshape(len(columns), self.n_groups, n).transpose(1, 0, 2))
+        return stacked
+
+    def dot_columns(self, x: np.ndarray, prepared: np.ndarray) -> np.ndarray:
+        """Per group, the dot product of each row of ``x`` (B, N) with each prepared column: (k, B, P).
+
+        Equal groups use one batched matrix product per row, reading ``x`` once.
+        """
+        n = self.uniform_size
+        if n is not None:
+            out = np.empty((prepared.shape[1], x.shape[0], self.n_groups))
+            for row in range(x.shape[0]):
+                out[:, row, :] = np.matmul(prepared, x[row].reshape(self.n_groups, n, 1))[:, :, 0].T
+            return out
+        return np.stack([self.sum(x * col) for col in prepared])
+
+    def sum_squares(self, x: np.ndarray) -> np.ndarray:
+        """Per group, the sum of squares of each row of ``x`` (B, N): (B, P)."""
+        n = self.uniform_size
+        if n is not None:
+            shaped = x.reshape(x.shape[0], self.n_groups, n)
+            return np.einsum("bpn,bpn->bp", shaped, shaped)
+        return self.sum(x * x)
+
+    def subset(self, members: np.ndarray) -> tuple["Groups", np.ndarray]:
+        """The groups ``members`` (indices) alone, and the flat positions of their samples."""
+        sizes = self.sizes[members]
+        new_starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        flat = np.repeat(self.starts[members] - new_starts, sizes) + np.arange(sizes.sum())
+        return Groups(sizes), flat
+
+    def divide(self, flat: np.ndarray, per_group: np.ndarray) -> np.ndarray:
+        """``flat / expand(per_group)`` for ``per_group`` of shape (B, P): shape (B, N), without the repeat."""
+        n = self.uniform_size
+        if n is not None:
+            shaped = flat.reshape(self.n_groups, n)[None, :, :] / per_group[:, :, None]
+            return shaped.reshape(per_group.shape[0], -1)
+        return flat / self.expand(per_group)
 
     def sort_within(self, x: np.ndarray) -> np.ndarray:
         """Sort each group ascending, groups staying in place."""

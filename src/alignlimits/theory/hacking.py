@@ -80,7 +80,7 @@ def hacking_curve(gold, proxy, beta, prompt_ids=None, gold_frontier: Frontier | 
     if prompt_ids is None:
         groups, order = Groups.equal(1, gold.size), np.arange(gold.size)
     else:
-        groups, order, _ = Groups.from_labels(np.asarray(prompt_ids).astype(str))
+        groups, order, _ = Groups.from_labels(np.asarray(prompt_ids))
     frontier = gold_frontier or Frontier(n_bootstrap=0).fit(gold, prompt_ids)
     pt = proxy_tilt(gold[order], proxy[order], beta, groups)
     kl = pt.kl.mean(axis=1)

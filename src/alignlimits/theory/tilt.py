@@ -19,6 +19,8 @@ shape ``(B, P)``.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +28,8 @@ import numpy as np
 from alignlimits.theory.groups import Groups
 
 _CHUNK_ELEMENTS = 2_000_000  # (β values × samples) processed at once; bounds peak memory
+_PARALLEL_ELEMENTS = 4_000_000  # below this, threads cost more than they save
+_THREADS = min(4, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,60 @@ def _beta_grid(beta, groups: Groups) -> np.ndarray:
     return np.broadcast_to(beta, (beta.shape[0], groups.n_groups))
 
 
+class TiltedSamples:
+    r"""Rewards grouped by prompt, prepared once for evaluating :math:`\pi_\beta` at many β.
+
+    Per β it needs, per prompt, only :math:`\sum e`, :math:`\sum e\,(r-\bar r)`,
+    :math:`\sum e\,(r-\bar r)^2`, :math:`\sum e\,(r-\max r)` and :math:`\sum e^2` with
+    :math:`e = q\,e^{(r-\max r)/\beta}`: one exp and two reads of e.
+    """
+
+    def __init__(self, rewards, groups: Groups | None = None, base_probs=None):
+        self.rewards = np.asarray(rewards, dtype=np.float64)
+        self.groups = _as_groups(self.rewards, groups)
+        self.q = None if base_probs is None else np.asarray(base_probs, dtype=np.float64)
+        g = self.groups
+        q_flat = g.expand(1.0 / g.sizes) if self.q is None else self.q
+        peak = g.max(self.rewards)
+        base_mean = g.sum(q_flat * self.rewards)
+        centred = self.rewards - g.expand(base_mean)
+        self.below_peak = self.rewards - g.expand(peak)  # ≤ 0
+        self.mean_below_peak = base_mean - peak  # E_π0[r - max r], for the reverse KL
+        self.columns = g.stack_columns([np.ones_like(self.rewards), centred, centred * centred, self.below_peak])
+
+    def at(self, beta) -> Tilt:
+        """Evaluate at β of shape (B,) or (B, P)."""
+        g = self.groups
+        betas = _beta_grid(beta, g)
+        out = {k: np.empty(betas.shape) for k in ("gain", "kl", "kl_reverse", "variance", "ess")}
+
+        def fill(lo: int, hi: int) -> None:
+            b = betas[lo:hi]
+            e = g.divide(self.below_peak, b)
+            np.exp(e, out=e)
+            if self.q is not None:
+                e *= self.q
+            s, s_c, s_cc, s_below = g.dot_columns(e, self.columns)
+            log_s = np.log(s) if self.q is not None else np.log(s / g.sizes)
+            gain = s_c / s
+            out["gain"][lo:hi] = gain
+            out["kl"][lo:hi] = np.maximum(s_below / (b * s) - log_s, 0.0)  # Σ w (r - max)/β - log s
+            out["kl_reverse"][lo:hi] = np.maximum(log_s - self.mean_below_peak / b, 0.0)
+            out["variance"][lo:hi] = np.maximum(s_cc / s - gain * gain, 0.0)
+            out["ess"][lo:hi] = s * s / g.sum_squares(e)
+
+        chunk = max(1, _CHUNK_ELEMENTS // self.rewards.size)
+        bounds = [(lo, min(lo + chunk, betas.shape[0])) for lo in range(0, betas.shape[0], chunk)]
+        if len(bounds) > 1 and self.rewards.size * betas.shape[0] >= _PARALLEL_ELEMENTS:
+            # numpy releases the GIL inside these ufuncs and BLAS calls, so threads use every core
+            with ThreadPoolExecutor(_THREADS) as pool:
+                list(pool.map(lambda lh: fill(*lh), bounds))
+        else:
+            for lo, hi in bounds:
+                fill(lo, hi)
+        return Tilt(beta=np.asarray(betas), **out)
+
+
 def tilt(rewards, beta, groups: Groups | None = None, base_probs=None) -> Tilt:
     r"""Gain, KL, reverse KL, tilted variance and ESS of :math:`\pi_\beta` for every prompt and β.
 
@@ -78,41 +136,7 @@ def tilt(rewards, beta, groups: Groups | None = None, base_probs=None) -> Tilt:
     - reverse KL :math:`K^- = \log Z_\beta - E_{\pi_0}[r]/\beta`
     - ESS :math:`1/\sum_i w_i^2` (for base samples, :math:`q_i = 1/n`)
     """
-    rewards = np.asarray(rewards, dtype=np.float64)
-    groups = _as_groups(rewards, groups)
-    betas = _beta_grid(beta, groups)
-    q = None if base_probs is None else np.asarray(base_probs, dtype=np.float64)
-    q_flat = groups.expand(1.0 / groups.sizes) if q is None else q
-    peak = groups.max(rewards)
-    base_mean = groups.sum(q_flat * rewards)
-    centred = rewards - groups.expand(base_mean)
-    below_peak = rewards - groups.expand(peak)  # ≤ 0
-    # E_π0[(r - max r)] per prompt, for the reverse KL
-    mean_below_peak = base_mean - peak
-
-    out = {k: np.empty(betas.shape) for k in ("gain", "kl", "kl_reverse", "variance", "ess")}
-    chunk = max(1, _CHUNK_ELEMENTS // rewards.size)
-    for lo in range(0, betas.shape[0], chunk):
-        b = betas[lo : lo + chunk]
-        a = below_peak / groups.expand(b)  # (b, N), ≤ 0
-        e = np.exp(a)
-        if q is not None:
-            e *= q
-        s = groups.sum(e)
-        log_s = np.log(s) if q is not None else np.log(s / groups.sizes)
-        a *= e
-        kl = groups.sum(a) / s - log_s
-        np.multiply(e, centred, out=a)
-        g = groups.sum(a) / s
-        a *= centred
-        second = groups.sum(a) / s
-        np.multiply(e, e, out=a)
-        out["gain"][lo : lo + chunk] = g
-        out["kl"][lo : lo + chunk] = np.maximum(kl, 0.0)
-        out["kl_reverse"][lo : lo + chunk] = np.maximum(log_s - mean_below_peak / b, 0.0)
-        out["variance"][lo : lo + chunk] = np.maximum(second - g * g, 0.0)
-        out["ess"][lo : lo + chunk] = s * s / groups.sum(a)
-    return Tilt(beta=np.asarray(betas), **out)
+    return TiltedSamples(rewards, groups, base_probs).at(beta)
 
 
 def optimal_policy(rewards, beta: float, base_probs=None) -> np.ndarray:
@@ -132,7 +156,7 @@ def log_partition(rewards, beta, groups: Groups | None = None, base_probs=None) 
     betas = _beta_grid(beta, groups)
     q = groups.expand(1.0 / groups.sizes) if base_probs is None else np.asarray(base_probs, float)
     peak = groups.max(rewards)
-    e = q * np.exp((rewards - groups.expand(peak)) / groups.expand(betas))
+    e = q * np.exp(groups.divide(rewards - groups.expand(peak), betas))
     return peak / betas + np.log(groups.sum(e))
 
 
@@ -166,7 +190,7 @@ def gain_covariance_form(rewards, beta, groups: Groups | None = None, base_probs
     betas = _beta_grid(beta, groups)
     q = groups.expand(1.0 / groups.sizes) if base_probs is None else np.asarray(base_probs, float)
     peak = groups.max(rewards)
-    scaled_exp = np.exp((rewards - groups.expand(peak)) / groups.expand(betas))  # e^{r/β} / e^{max/β}
+    scaled_exp = np.exp(groups.divide(rewards - groups.expand(peak), betas))  # e^{r/β} / e^{max/β}
     mean_exp = groups.sum(q * scaled_exp)
     centred = rewards - groups.expand(groups.sum(q * rewards))
     cov = groups.sum(q * scaled_exp * centred)
