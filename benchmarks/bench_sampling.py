@@ -1,0 +1,122 @@
+"""Sampling and scoring throughput: alignlimits' sampler vs a bare ``model.generate`` loop, auto vs fixed batch size.
+
+    .venv/bin/python benchmarks/bench_sampling.py [--model smollm2-135m-instruct] [--prompts 8] [--n 8]
+                                                  [--max-new-tokens 32] [--batch-sizes 4,8,16,32] [--repeats 2]
+
+Workload: the first ``--prompts`` built-in safety prompts (chat template applied), ``--n`` samples each,
+``--max-new-tokens`` tokens at most. Both sides run the same batches with the same per-call seeds, so they
+draw the same samples and generate the same tokens; the bare loop only calls ``model.generate(do_sample=True,
+top_k=0)`` and keeps nothing else, the sampler also records exact log-probs and splits completions at EOS.
+Throughput = completion tokens (EOS included) per second. Each figure is the best of ``--repeats`` runs,
+interleaved, because the machine may be shared. Teacher-forced scoring of the same completions is compared
+with a bare forward loop the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--batch-sizes", default="4,8,16,32")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from alignlimits.lm.models import load_model
+    from alignlimits.lm.sampling import (
+        _pad_left, auto_batch_size, derive_seed, encode_prompt, sample_completions, score_logprobs,
+    )
+    from alignlimits.lm.tasks import get_task
+
+    lm = load_model(args.model)
+    model, tok = lm.model, lm.tokenizer
+    task = get_task("safety").limit(args.prompts)
+    texts = [lm.format_prompt(p["text"]) for p in task.prompts]
+    ids = [encode_prompt(tok, t) for t in texts]
+    T = args.max_new_tokens
+    auto = auto_batch_size(model, prompt_len=max(len(i) for i in ids), max_new_tokens=T)
+    sizes = sorted({int(b) for b in args.batch_sizes.split(",")} | {auto})
+    pad = tok.pad_token_id
+
+    def run_sampler(bs: int) -> tuple[float, int, list]:
+        t = time.perf_counter()
+        res = sample_completions(model, tok, texts, args.n, T, seed=0, batch_size=bs)
+        dt = time.perf_counter() - t
+        n_tok = int(sum(r.n_tokens.sum() for r in res))
+        comps = [(texts[r.prompt_index], ids_) for r in res for ids_ in r.token_ids]
+        return dt, n_tok, comps
+
+    def run_bare(bs: int) -> float:
+        flat = [ids[pi] for pi in range(len(texts)) for _ in range(args.n)]
+        t = time.perf_counter()
+        for j, start in enumerate(range(0, len(flat), bs)):
+            x, m = _pad_left(flat[start : start + bs], pad, model.device)
+            torch.manual_seed(derive_seed(0, j))
+            with torch.inference_mode():
+                model.generate(input_ids=x, attention_mask=m, do_sample=True, top_k=0, max_new_tokens=T,
+                               pad_token_id=pad)
+        return time.perf_counter() - t
+
+    rows = []
+    comps_at = {}
+    for bs in sizes:
+        best_s, best_b, n_tok = float("inf"), float("inf"), 0
+        for _ in range(args.repeats):
+            dt, n_tok, comps = run_sampler(bs)
+            best_s = min(best_s, dt)
+            best_b = min(best_b, run_bare(bs))
+        comps_at[bs] = comps
+        rows.append((bs, n_tok, n_tok / best_s, n_tok / best_b))
+        print(f"  batch {bs:4d}: sampler {n_tok / best_s:7.1f} tok/s   bare generate {n_tok / best_b:7.1f} tok/s", flush=True)
+
+    # teacher-forced scoring of the same completions, at the auto scoring batch size
+    comps = comps_at[auto]
+    prompts_s = [c[0] for c in comps]
+    comp_ids = [c[1] for c in comps]
+    n_score = sum(len(c) for c in comp_ids)
+    sbs = auto_batch_size(model, prompt_len=max(len(i) for i in ids) + T, max_new_tokens=0, scoring=True)
+    best_sc, best_fw = float("inf"), float("inf")
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        score_logprobs(model, tok, prompts_s, comp_ids, batch_size=sbs)
+        best_sc = min(best_sc, time.perf_counter() - t)
+        seqs = [encode_prompt(tok, p) + list(c) for p, c in zip(prompts_s, comp_ids)]
+        t = time.perf_counter()
+        for start in range(0, len(seqs), sbs):
+            x, m = _pad_left(seqs[start : start + sbs], pad, model.device)
+            with torch.inference_mode():
+                model(input_ids=x, attention_mask=m, use_cache=False)
+        best_fw = min(best_fw, time.perf_counter() - t)
+
+    best_fixed = max(r[2] for r in rows if r[0] != auto or auto in {int(b) for b in args.batch_sizes.split(",")})
+    auto_row = next(r for r in rows if r[0] == auto)
+    print()
+    print(f"model {args.model} on {lm.info['device']} ({lm.info['dtype']}), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(f"workload: {len(texts)} prompts x {args.n} samples, max_new_tokens {T}; best of {args.repeats}")
+    print()
+    print("| batch | completion tokens | sampler tok/s | bare generate tok/s | ratio |")
+    print("|---:|---:|---:|---:|---:|")
+    for bs, n_tok, s, b in rows:
+        mark = " (auto)" if bs == auto else ""
+        print(f"| {bs}{mark} | {n_tok} | {s:.1f} | {b:.1f} | {s / b:.3f} |")
+    print()
+    print(f"auto batch size {auto}: {auto_row[2]:.1f} tok/s = {auto_row[2] / best_fixed:.3f} x the best fixed batch size")
+    print(f"teacher-forced scoring (batch {sbs}): {n_score / best_sc:.1f} tok/s scored vs bare forward "
+          f"{n_score / best_fw:.1f} tok/s (ratio {best_fw / best_sc:.3f})")
+
+
+if __name__ == "__main__":
+    main()
