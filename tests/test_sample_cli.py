@@ -219,3 +219,47 @@ def test_two_rewards_two_columns(tmp_path, monkeypatch):
                "--n", "2", "--out", out, "--quiet") == 0
     df = table(out)
     assert "exact" in df.columns and len([c for c in df.columns if "length" in c]) == 1
+
+
+# --------------------------------------------------------------------------- tasks and the split
+
+
+def test_split_rule_is_per_prompt_id_and_disjoint():
+    from alignlimits.lm.tasks import HELDOUT_FRACTION, get_task, split_of
+
+    ids = [f"prompt-{i}" for i in range(4000)]
+    sides = [split_of(i) for i in ids]
+    assert sides == [split_of(i) for i in ids]  # deterministic
+    frac = sides.count("heldout") / len(ids)
+    assert abs(frac - HELDOUT_FRACTION) < 0.03
+    safety = get_task("safety")
+    assert len(safety.prompts) >= 64
+    train, held = safety.split("train"), safety.split("heldout")
+    tr, he = {p["prompt_id"] for p in train.prompts}, {p["prompt_id"] for p in held.prompts}
+    assert tr and he and not (tr & he) and len(tr) + len(he) == len(safety.prompts)
+    # the side of a prompt does not depend on which other prompts are present
+    assert {p["prompt_id"] for p in safety.limit(10).split("heldout").prompts} <= he
+
+
+def test_task_sources(tmp_path):
+    from alignlimits.errors import AlignLimitsError
+    from alignlimits.lm.tasks import get_task
+
+    f = tmp_path / "mine.jsonl"
+    f.write_text('{"id": "q1", "prompt": "Roast my cooking."}\n{"id": "q2", "prompt": "Insult my hat."}\n')
+    t = get_task("safety", prompts_file=str(f))
+    assert [p["prompt_id"] for p in t.prompts] == ["q1", "q2"] and t.default_rewards == ["profanity"]
+    ds = tmp_path / "beavertails.jsonl"
+    ds.write_text('{"prompt": "Why are people so rude?", "response": "x"}\n{"prompt": "Say a mean word.", "response": "y"}\n')
+    t = get_task("safety", dataset=str(ds))
+    assert len(t.prompts) == 2 and t.source.startswith("dataset")
+    tldr = tmp_path / "tldr.jsonl"
+    tldr.write_text('{"post": "My neighbour plays drums at night and I cannot sleep before work.", "summary": "noisy neighbour"}\n')
+    t = get_task("summarization", dataset=str(tldr))
+    assert t.prompts[0]["text"].startswith("Summarise the following text") and "drums" in t.prompts[0]["source"]
+    with pytest.raises(AlignLimitsError, match="either --prompts or --dataset"):
+        get_task("safety", prompts_file=str(f), dataset=str(ds))
+    bad = tmp_path / "bad.txt"
+    bad.write_text("hello there\n")
+    with pytest.raises(AlignLimitsError, match="a b c"):
+        get_task("exact", prompts_file=str(bad))

@@ -11,10 +11,11 @@ task                      prompts                                        default
 ``exact``                 the 12 prompts of :mod:`alignlimits.lm.exact`  ``exact``           plain
 ========================  =============================================  ==================  ======
 
-``--prompts FILE`` (one prompt per line, or JSONL with ``prompt`` and optional ``id``) replaces the prompts and
-uses them as given (no instruction added); ``--dataset NAME_OR_PATH`` loads BeaverTails / PKU-SafeRLHF-style
-prompts (safety) or Reddit TL;DR-style posts (summarisation, wrapped in the instruction) through
-``alignlimits.lm.datasets``.
+``--prompts FILE`` (``alignlimits.lm.datasets.load_prompt_file``: one prompt per line, or JSONL with ``prompt``
+— or ``document``, which gets the summarisation instruction — and optional ``id``) replaces the prompts;
+``--dataset NAME_OR_PATH`` (``load_hf_prompts``) loads BeaverTails / PKU-SafeRLHF-style prompts (safety) or
+Reddit TL;DR-style posts (summarisation, wrapped in the instruction). Prompts carrying a ``document`` pass it
+to rewards that use it (``sources=``).
 
 **Train / held-out split** (:func:`split_of`): a prompt is *held out* when the first 8 bytes of
 ``sha256("alignlimits-split:v1:" + prompt_id)``, read as an unsigned integer and divided by 2**64, fall below
@@ -35,7 +36,7 @@ from alignlimits.errors import AlignLimitsError
 TASKS = ("safety", "summarization", "exact")
 HELDOUT_FRACTION = 0.25
 SPLITS = ("all", "train", "heldout")
-SUMMARY_INSTRUCTION = "Summarise the following text in one or two sentences:\n\n{document}"
+SUMMARY_INSTRUCTION = "Summarise the following text in one or two sentences:\n\n{document}"  # = datasets.summarization_prompt
 _DATA = Path(__file__).resolve().parent / "data"
 
 
@@ -128,12 +129,23 @@ def _load_prompt_file(path: str) -> list[dict]:
     return rows
 
 
-def _builtin_rows(filename: str, field_name: str) -> list[dict]:
+def _builtin_rows(task: str) -> list[dict]:
+    try:
+        from alignlimits.lm.datasets import builtin_prompts
+    except ImportError:
+        builtin_prompts = None
+    if builtin_prompts is not None:
+        return builtin_prompts(task)
+    filename, field_name = {"safety": ("safety_prompts.jsonl", "prompt"),
+                            "summarization": ("summarization_docs.jsonl", "document")}[task]
     path = _DATA / filename
     if not path.is_file():
         raise AlignLimitsError(f"the built-in prompt set {filename} is missing from the installation; reinstall alignlimits")
     rows = _read_jsonl(path)
-    return [{"id": str(r["id"]), "prompt": str(r[field_name])} for r in rows]
+    if task == "safety":
+        return [{"prompt_id": str(r["id"]), "prompt": str(r["prompt"])} for r in rows]
+    return [{"prompt_id": str(r["id"]), "prompt": SUMMARY_INSTRUCTION.format(document=str(r["document"]).strip()),
+             "document": str(r["document"])} for r in rows]
 
 
 def _load_dataset(name: str, task: str) -> list[dict]:
@@ -147,10 +159,11 @@ def _load_dataset(name: str, task: str) -> list[dict]:
     return rows
 
 
-def _to_prompts(rows: list[dict], wrap: str | None = None) -> list[dict]:
+def _to_prompts(rows: list[dict]) -> list[dict]:
+    """Loader rows (``prompt_id``/``id``, ``prompt``, optional ``document``) -> task prompts."""
     out, seen = [], set()
     for i, r in enumerate(rows):
-        pid = str(r.get("id", r.get("prompt_id", f"p{i:05d}")))
+        pid = str(r.get("prompt_id", r.get("id", f"p{i:05d}")))
         text = str(r.get("prompt", r.get("text", "")))
         if not text.strip():
             raise AlignLimitsError(f"prompt {pid!r} is empty; remove it from the input")
@@ -158,9 +171,8 @@ def _to_prompts(rows: list[dict], wrap: str | None = None) -> list[dict]:
             raise AlignLimitsError(f"prompt id {pid!r} appears twice; prompt ids must be unique")
         seen.add(pid)
         item = {"prompt_id": pid, "text": text}
-        if wrap and not text.startswith(wrap.split("{", 1)[0]):
-            item["text"] = wrap.format(document=text)
-            item["source"] = text  # the document, for rewards that compare against it
+        if r.get("document"):
+            item["source"] = str(r["document"])  # the document, for rewards that compare against it
         out.append(item)
     return out
 
@@ -189,23 +201,15 @@ def get_task(name: str, *, prompts_file: str | None = None, dataset: str | None 
             name="exact", prompts=prompts, default_rewards=["exact"], chat=False, default_model="exact-tiny",
             default_max_new_tokens=exact.MAX_NEW_TOKENS, fixed_max_new_tokens=exact.MAX_NEW_TOKENS, source=source,
         )
-    if name == "safety":
-        if prompts_file:
-            rows, source = _load_prompt_file(prompts_file), f"file {prompts_file}"
-        elif dataset:
-            rows, source = _load_dataset(dataset, "safety"), f"dataset {dataset}"
-        else:
-            rows, source = _builtin_rows("safety_prompts.jsonl", "prompt"), "built-in"
-        return Task(name="safety", prompts=_to_prompts(rows), default_rewards=["profanity"], source=source)
-    # summarization
     if prompts_file:
-        rows, source, wrap = _load_prompt_file(prompts_file), f"file {prompts_file}", None
+        rows, source = _load_prompt_file(prompts_file), f"file {prompts_file}"
     elif dataset:
-        rows, source, wrap = _load_dataset(dataset, "summarization"), f"dataset {dataset}", SUMMARY_INSTRUCTION
+        rows, source = _load_dataset(dataset, name), f"dataset {dataset}"
     else:
-        rows = [{"id": r["id"], "prompt": r["prompt"]} for r in _builtin_rows("summarization_docs.jsonl", "document")]
-        source, wrap = "built-in", SUMMARY_INSTRUCTION
+        rows, source = _builtin_rows(name), "built-in"
+    if name == "safety":
+        return Task(name="safety", prompts=_to_prompts(rows), default_rewards=["profanity"], source=source)
     return Task(
-        name="summarization", prompts=_to_prompts(rows, wrap), default_rewards=["minilm-summary"], source=source,
+        name="summarization", prompts=_to_prompts(rows), default_rewards=["minilm-summary"], source=source,
         info={"instruction": SUMMARY_INSTRUCTION},
     )
