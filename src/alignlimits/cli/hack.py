@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -12,7 +13,7 @@ from rich.table import Table
 from alignlimits.cli.app import app
 from alignlimits.errors import AlignLimitsError
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 def parse_numbers(text: Optional[str], what: str, fractions: bool = False) -> Optional[list[float]]:
@@ -48,12 +49,12 @@ def parse_whole(text: Optional[str], what: str) -> Optional[list[int]]:
 
 
 def f(x, digits: int = 3) -> str:
-    return f"{x:.{digits}g}"
+    return f"{0.0 if abs(x) < 1e-12 else x:.{digits}g}"
 
 
-def ci(row: dict, key: str, digits: int = 3) -> str:
+def ci(row: dict, key: str, digits: int = 2) -> str:
     lo, hi = row[key + "_ci"]
-    return f"{row[key]:.{digits}g} [{lo:.{digits}g}, {hi:.{digits}g}]"
+    return f"{f(row[key], digits)} [{f(lo, digits)}, {f(hi, digits)}]"
 
 
 def print_result(result: dict) -> None:
@@ -104,7 +105,7 @@ def print_result(result: dict) -> None:
         for n in ns:
             t.add_column(f"N={n}", justify="right")
         rows = [("selected by gold", None)] + [
-            (f"{e['aggregate']} of {e['k']} {e['members']}", e) for e in result["ensembles"]
+            (f"{'single (average)' if e['k'] == 1 else 'mean of ' + str(e['k'])}, {e['members']}", e) for e in result["ensembles"]
             if e["aggregate"] == "mean" and e["k"] in (1, 4)
         ]
         for name, e in rows:
@@ -147,7 +148,8 @@ def hack(
     train_fraction: float = typer.Option(0.5, "--train-fraction", help="Fraction of prompts whose samples may be labelled."),
     n_bootstrap: int = typer.Option(200, "--n-bootstrap", help="Bootstrap replicates (prompts resampled)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split, labels, noise, resamples and bootstrap."),
-    proxy: Optional[list[str]] = typer.Option(None, "--proxy", help="Use these existing proxy columns instead of training (repeatable)."),
+    proxy: Optional[list[str]] = typer.Option(None, "--proxy", help="Use these existing proxy columns instead of training (repeatable): from the samples, or from --proxies-file."),
+    proxies_file: Optional[Path] = typer.Option(None, "--proxies-file", help="Table of proxy columns keyed by prompt_id, sample_idx (default RUN_DIR/proxies.parquet)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="hacking JSON (default RUN_DIR/hacking.json)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG (default RUN_DIR/hacking.png)."),
 ):
@@ -165,6 +167,7 @@ def hack(
         aggregates=[a.strip() for a in aggregates.split(",") if a.strip()], lam=lam, ddof=1 if unbiased_var else 0,
         betas=parse_numbers(betas, "--betas"), bon=parse_whole(bon, "--bon"), train_fraction=train_fraction,
         n_bootstrap=n_bootstrap, seed=seed, proxy_cols=list(proxy or []),
+        proxies_file=str(proxies_file) if proxies_file else None,
     )
     is_dir = run_dir.is_dir()
     json_path = json_out or (run_dir / "hacking.json" if is_dir else None)

@@ -73,6 +73,7 @@ class HackConfig:
     seed: int = 0
     n_features: int = 4096
     proxy_cols: Sequence[str] = ()
+    proxies_file: str | None = None
 
     def check(self) -> None:
         if self.features not in FEATURES:
@@ -282,13 +283,26 @@ def run_hacking_study(source, config: HackConfig | None = None, json_path=None, 
         from alignlimits.data import default_reward_column
 
         config.gold = default_reward_column(frame, str(source))
+    if "sample_idx" not in frame.columns:
+        frame = frame.copy()
+        frame["sample_idx"] = frame.groupby(frame["prompt_id"].astype(str)).cumcount()
+    missing = [c for c in config.proxy_cols if c not in frame.columns]
+    if missing:
+        frame = _join_proxies(frame, missing, source, config.proxies_file)
     table = validate(frame, [config.gold, *config.proxy_cols], str(source))
     frame = table.frame.reset_index(drop=True)
-    if "sample_idx" not in frame.columns:
-        frame["sample_idx"] = frame.groupby("prompt_id").cumcount()
     ids = frame["prompt_id"].to_numpy()
     gold = frame[config.gold].to_numpy(dtype=np.float64)
-    is_train = _split_prompts(ids, config.train_fraction, config.seed)
+    if not config.proxy_cols:
+        is_train = _split_prompts(ids, config.train_fraction, config.seed)
+        split_note = (f"prompts split at random (seed {config.seed}): {config.train_fraction:g} train (labels drawn from their "
+                      "samples), the rest evaluation (every curve and error below is on evaluation prompts only)")
+    elif "hack_split" in frame.columns and (frame["hack_split"] == "eval").any():
+        is_train = (frame["hack_split"] != "eval").to_numpy()
+        split_note = "evaluation rows of the proxies file's hack_split column (the proxies were trained on the others)"
+    else:
+        is_train = np.zeros(len(frame), bool)
+        split_note = "proxies given: every prompt is evaluated"
     train_rows, eval_rows = np.nonzero(is_train)[0], np.nonzero(~is_train)[0]
     g_all, o_all, _ = Groups.from_labels(ids)
     gold_sorted = gold[o_all]
@@ -495,8 +509,7 @@ def run_hacking_study(source, config: HackConfig | None = None, json_path=None, 
         "n_train_prompts": int(np.unique(ids[train_rows]).size),
         "n_eval_prompts": int(np.unique(eval_ids).size),
         "n_eval_samples": int(eval_rows.size),
-        "split": f"prompts split at random (seed {config.seed}): {config.train_fraction:g} train (labels drawn from their samples), "
-                 "the rest evaluation (every curve and error below is on evaluation prompts only)",
+        "split": split_note,
         "gold_within_prompt_sd": gold_sd,
         "betas": [float(b) for b in betas],
         "bon_n": [int(n) for n in bon_ns],
@@ -543,6 +556,37 @@ def run_hacking_study(source, config: HackConfig | None = None, json_path=None, 
         write_json_atomic(result, Path(json_path))
         result["json"] = str(json_path)
     return result
+
+
+def _join_proxies(frame: pd.DataFrame, columns: list[str], source: Path, proxies_file) -> pd.DataFrame:
+    """Bring proxy columns from a separate table keyed by (prompt_id, sample_idx); it must cover the same samples."""
+    path = Path(proxies_file) if proxies_file else (source / PROXIES_FILE if source.is_dir() else None)
+    if path is None or not path.exists():
+        raise AlignLimitsError(
+            f"proxy column(s) {', '.join(map(repr, columns))} are not in {source}"
+            + (f" and {path} does not exist" if path else "") + "; name existing columns or give --proxies-file"
+        )
+    other = read_table(path)
+    keys = ["prompt_id", "sample_idx"]
+    absent = [c for c in [*keys, *columns] if c not in other.columns]
+    if absent:
+        raise AlignLimitsError(f"{path} has no column {', '.join(map(repr, absent))}; its columns are: {', '.join(map(str, other.columns))}")
+    left = frame[keys].astype({"prompt_id": str}).assign(sample_idx=lambda d: d["sample_idx"].astype(np.int64))
+    extra = ["hack_split"] if "hack_split" in other.columns and "hack_split" not in frame.columns else []
+    right = other[[*keys, *columns, *extra]].astype({"prompt_id": str}).assign(sample_idx=lambda d: d["sample_idx"].astype(np.int64))
+    if right.duplicated(keys).any():
+        raise AlignLimitsError(f"{path} repeats (prompt_id, sample_idx) keys; it must hold one row per sample")
+    merged = left.merge(right, on=keys, how="left", indicator=True)
+    unmatched = int((merged["_merge"] != "both").sum())
+    if len(other) != len(frame) or unmatched:
+        raise AlignLimitsError(
+            f"gold ({len(frame)} samples in {source}) and proxies ({len(other)} rows in {path}) are not the same samples: "
+            f"{unmatched} gold samples have no proxy row; score the same (prompt_id, sample_idx) rows"
+        )
+    out = frame.copy()
+    for c in [*columns, *extra]:
+        out[c] = merged[c].to_numpy()
+    return out
 
 
 def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
