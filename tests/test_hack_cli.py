@@ -1,0 +1,87 @@
+"""`alignlimits hack RUN_DIR` end to end, and its bad inputs as one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+# registers the command even before cli/__init__ imports the module
+ENTRY = "import alignlimits.cli.hack; from alignlimits.cli import main; main()"
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-c", ENTRY, *map(str, args)], capture_output=True, text=True)
+
+
+def assert_clean_error(proc, *needles):
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), lines[0]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hackrun")
+    rng = np.random.default_rng(1)
+    weights = rng.normal(size=30)
+    rows = []
+    for p in range(12):
+        for s in range(8):
+            idx = rng.choice(30, size=rng.integers(3, 8), replace=False)
+            rows.append({"prompt_id": f"p{p}", "sample_idx": s, "prompt": "Tell me something.",
+                         "completion": " ".join(f"v{i}" for i in idx), "profanity": float(weights[idx].sum())})
+    (path / "samples").mkdir()
+    pd.DataFrame(rows).to_parquet(path / "samples" / "part-00000.parquet")
+    return path
+
+
+def test_hack_writes_json_plot_and_proxies(run_dir):
+    proc = run("hack", run_dir, "--labels", "all,1/2", "--noise", "0,1", "--seeds", "1", "--k", "1,2",
+               "--n-bootstrap", "30", "--bon", "1,2,8")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((run_dir / "hacking.json").read_text())
+    assert result["gold"] == "profanity" and result["bon_n"] == [1, 2, 8]
+    assert (run_dir / "hacking.png").stat().st_size > 10_000
+    assert "hack_split" in pd.read_parquet(run_dir / "proxies.parquet").columns
+    assert "expected orderings" in proc.stdout and "ensembles" in proc.stdout
+
+
+def run_inprocess(monkeypatch, capsys, *args):
+    """The same entry point in this process (no interpreter start-up): returns (exit code, stdout, stderr)."""
+    import alignlimits.cli.hack  # noqa: F401
+    from alignlimits.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["alignlimits", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--labels", "all", "--members", "4", "--k", "1,8"], ["larger than the 4", "--k"]),
+    (["--labels", "4", "--noise", "0"], ["at least 8"]),
+    (["--labels", "1/0"], ["--labels"]),
+    (["--features", "tfidf"], ["unknown --features"]),
+    (["--gold", "nope"], ["no column 'nope'"]),
+    (["--proxy", "missing_col"], ["missing_col"]),
+    (["--betas", "1,-1"], ["β must be positive"]),
+    (["--proxy", "profanity", "--proxy", "profanity", "--k", "1,4"], ["larger than the 2"]),
+])
+def test_hack_bad_inputs(run_dir, args, needles, monkeypatch, capsys):
+    code, out, err = run_inprocess(monkeypatch, capsys, "hack", run_dir, "--n-bootstrap", "10", "--seeds", "1", *args)
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), lines[0]
+
+
+def test_hack_bad_run_dir(tmp_path, monkeypatch, capsys):
+    code, out, err = run_inprocess(monkeypatch, capsys, "hack", tmp_path / "nowhere")
+    assert code == 2 and "does not exist" in err and out == ""
