@@ -138,6 +138,8 @@ class TRLReward:
         self.__name__ = name or getattr(fn, "name", None) or getattr(fn, "__name__", type(fn).__name__)
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        if kwargs.get("reward_prompt") is not None:  # the dataset's column: what the reward sees
+            prompts = kwargs["reward_prompt"]
         if completions and not isinstance(completions[0], str):  # conversational: take the text
             completions = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
             prompts = [p[-1]["content"] if isinstance(p, list) else str(p) for p in prompts]
@@ -291,13 +293,15 @@ def build_grpo_trainer(
     tokenizer,
     reward_fn: Callable[[Sequence[str], Sequence[str]], Any],
     prompts: Sequence[str],
+    reward_prompts: Sequence[str] | None = None,
     *,
     plain: bool = False,
 ):
     """A ready ``GRPOTrainer`` (ours, or TRL's own class when ``plain``, for the benchmark).
 
     ``model``: a transformers causal LM (instance) or a path/id; ``tokenizer`` its tokenizer;
-    ``prompts``: the training prompts as text given verbatim to the model."""
+    ``prompts``: the training prompts as text given verbatim to the model (chat template
+    applied); ``reward_prompts``: what the reward sees as each prompt (default: ``prompts``)."""
     from datasets import Dataset
 
     options.validate()
@@ -314,7 +318,12 @@ def build_grpo_trainer(
     out = Path(options.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     args = grpo_config(options)
-    dataset = Dataset.from_dict({"prompt": prompts})
+    columns = {"prompt": prompts}
+    if reward_prompts is not None:
+        if len(reward_prompts) != len(prompts):
+            raise AlignLimitsError(f"GRPO: {len(reward_prompts)} reward prompts for {len(prompts)} prompts")
+        columns["reward_prompt"] = [str(p) for p in reward_prompts]
+    dataset = Dataset.from_dict(columns)
     if plain:
         from trl import GRPOTrainer as cls
     else:
@@ -342,6 +351,7 @@ def train_grpo(
     reward_fn: Callable[[Sequence[str], Sequence[str]], Any],
     prompts: Sequence[str],
     resume_from_checkpoint: bool | str | None = None,
+    reward_prompts: Sequence[str] | None = None,
 ):
     """Train with GRPO and return the trained model (a ``PeftModel`` with LoRA).
 
@@ -361,7 +371,7 @@ def train_grpo(
         raise AlignLimitsError(
             f"GRPO: {out} already holds checkpoints; resume (resume_from_checkpoint=True) or use a new output_dir"
         )
-    trainer = build_grpo_trainer(options, model, tokenizer, reward_fn, prompts)
+    trainer = build_grpo_trainer(options, model, tokenizer, reward_fn, prompts, reward_prompts)
     _truncate_metrics(out / "metrics.jsonl", _checkpoint_step(ckpt))
     (out / "grpo_options.json").write_text(json.dumps(options.to_dict(), indent=2))
     trainer.train(resume_from_checkpoint=ckpt)

@@ -64,7 +64,7 @@ import torch
 from torch import nn
 
 from alignlimits.errors import AlignLimitsError
-from alignlimits.lm.sampling import encode_prompt, eos_token_ids
+from alignlimits.lm.sampling import encode_prompt, eos_token_ids, generate_batch
 from alignlimits.methods.ppo_config import PPOConfig
 
 __all__ = ["PPOConfig", "PPOTrainer", "ValueHead", "last_checkpoint"]
@@ -175,6 +175,8 @@ class PPOTrainer:
             accepts them positionally).
         prompts: the training prompts, the exact text given to the model (chat template already
             applied), encoded as the sampler does (:func:`alignlimits.lm.sampling.encode_prompt`).
+        reward_prompts: what the reward sees as each prompt (e.g. the task's text before the chat
+            template, as the sample table stores it); default: ``prompts``.
     """
 
     def __init__(
@@ -185,6 +187,7 @@ class PPOTrainer:
         tokenizer: Any,
         reward_fn: RewardFn,
         prompts: Sequence[str],
+        reward_prompts: Sequence[str] | None = None,
     ):
         config.validate()
         self.config = config
@@ -194,6 +197,11 @@ class PPOTrainer:
         self.prompts = list(prompts)
         if not self.prompts:
             raise AlignLimitsError("PPO: no training prompts")
+        self.reward_prompts = self.prompts if reward_prompts is None else [str(p) for p in reward_prompts]
+        if len(self.reward_prompts) != len(self.prompts):
+            raise AlignLimitsError(
+                f"PPO: {len(self.reward_prompts)} reward prompts for {len(self.prompts)} prompts; pass one per prompt"
+            )
         if not callable(reward_fn):
             raise AlignLimitsError(f"PPO: reward_fn must be callable, got {type(reward_fn).__name__}")
 
@@ -263,15 +271,13 @@ class PPOTrainer:
         ids = torch.cat([query, response], dim=1)
         attn = torch.cat([query_mask, torch.ones_like(response)], dim=1)
         position_ids = (attn.cumsum(1) - 1).clamp_min(0)
-        out = model(
-            input_ids=ids,
-            attention_mask=attn,
-            position_ids=position_ids,
-            output_hidden_states=values,
-            use_cache=False,
-        )
-        P = query.shape[1]
-        logits = out.logits[:, P - 1 : -1, :].float()  # temperature 1
+        P, L = query.shape[1], response.shape[1]
+        kwargs = dict(input_ids=ids, attention_mask=attn, position_ids=position_ids, output_hidden_states=values, use_cache=False)
+        try:  # the LM head only where needed: the last prompt position and the completion
+            out = model(**kwargs, logits_to_keep=L + 1)
+        except TypeError:  # a model without logits_to_keep
+            out = model(**kwargs)
+        logits = out.logits[:, -(L + 1) : -1, :].float()  # temperature 1
         logp_all = torch.log_softmax(logits, dim=-1)
         logp = logp_all.gather(-1, response.unsqueeze(-1)).squeeze(-1)
         v = self.value_head(out.hidden_states[-1][:, P - 1 : -1, :]) if values else None
@@ -313,36 +319,36 @@ class PPOTrainer:
 
     @torch.no_grad()
     def _rollout(self, step: int) -> dict[str, Any]:
-        from transformers import GenerationConfig
-
         cfg = self.config
         idx = self._batch_indices(step)
         prompts = [self.prompts[i] for i in idx]
         query, query_mask = self._left_pad([self.prompt_ids[i] for i in idx])
-        gen = GenerationConfig(
-            do_sample=True,
-            temperature=1.0,
-            top_k=0,
-            top_p=1.0,
-            min_p=None,
-            repetition_penalty=1.0,
-            max_new_tokens=cfg.max_new_tokens,
-            pad_token_id=self.pad_id,
-            eos_token_id=self.eos_ids,
-        )
-        torch.manual_seed(cfg.seed * 1_000_003 + 7919 * step)  # sampling seed: f(seed, step)
-        seqs = self.policy.generate(input_ids=query, attention_mask=query_mask, generation_config=gen)
-        response = seqs[:, query.shape[1] :]
-        # completion = tokens up to and including the first EOS (all when truncated)
-        is_eos = torch.isin(response, torch.tensor(self.eos_ids, device=response.device))
-        first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(is_eos[:, 0], response.shape[1], dtype=torch.long))
-        length = torch.clamp(first + 1, max=response.shape[1])
-        mask = (torch.arange(response.shape[1], device=response.device)[None, :] < length[:, None]).float()
-        response = torch.where(mask.bool(), response, torch.full_like(response, self.pad_id))
-        completions = self.tokenizer.batch_decode(
-            [r[: int(n)].tolist() for r, n in zip(response, length)], skip_special_tokens=True
-        )
-        scores = self._score(prompts, completions)
+        # Sampling is the project's base-distribution sampler (temperature 1, no top-k/top-p, no
+        # processor inherited from the checkpoint's generation_config), run on the current policy;
+        # LoRA layers live inside the base model's modules, so its generate() samples the policy.
+        gen_model = self.policy.get_base_model() if self.lora else self.policy
+        chunk = cfg.generation_batch_size or len(idx)
+        token_ids: list[list[int]] = []
+        completions: list[str] = []
+        for c, s in enumerate(range(0, len(idx), chunk)):
+            out = generate_batch(
+                gen_model,
+                self.tokenizer,
+                [self.prompt_ids[i] for i in idx[s : s + chunk]],
+                cfg.max_new_tokens,
+                seed=cfg.seed * 1_000_003 + 7919 * step + c,  # a function of (seed, step): resumable
+            )
+            token_ids += out.token_ids
+            completions += out.texts
+        # completion = tokens up to and including the first EOS (all when truncated); right-padded
+        length = torch.tensor([max(len(t), 1) for t in token_ids], device=self.device)
+        L = int(length.max())
+        response = torch.full((len(idx), L), self.pad_id, dtype=torch.long)
+        for i, t in enumerate(token_ids):
+            response[i, : len(t)] = torch.tensor(t, dtype=torch.long)
+        response = response.to(self.device)
+        mask = (torch.arange(L, device=self.device)[None, :] < torch.tensor([len(t) for t in token_ids], device=self.device)[:, None]).float()
+        scores = self._score([self.reward_prompts[i] for i in idx], completions)
 
         logprobs, values = [], []
         ref_logprobs = []

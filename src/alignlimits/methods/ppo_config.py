@@ -51,6 +51,9 @@ class PPOConfig:
     """Rollouts (prompt, completion) per step.  Default: lm-human-preferences ``batch_size``."""
     max_new_tokens: int = 53
     """Completion length limit.  Default: response length of the N+ details (TL;DR)."""
+    generation_batch_size: int | None = None
+    """Sequences per ``generate`` call (None: the whole batch at once).  On CPU throughput stops
+    growing around 16 (see ``alignlimits.lm.sampling.CPU_MAX_BATCH``)."""
 
     # --- optimisation -------------------------------------------------------------------
     learning_rate: float = 3e-6
@@ -136,8 +139,9 @@ class PPOConfig:
                 bad(f"{name} must be >= 1 (got {getattr(self, name)})")
         if self.batch_size % self.num_minibatches:
             bad(f"batch_size {self.batch_size} is not divisible by num_minibatches {self.num_minibatches}")
-        if self.micro_batch_size is not None and self.micro_batch_size < 1:
-            bad(f"micro_batch_size must be >= 1 or None (got {self.micro_batch_size})")
+        for name in ("micro_batch_size", "generation_batch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                bad(f"{name} must be >= 1 or None (got {getattr(self, name)})")
         if not self.learning_rate > 0:
             bad(f"learning_rate must be > 0 (got {self.learning_rate})")
         if self.lr_schedule not in ("linear", "constant"):
