@@ -129,5 +129,8 @@ def test_grpo_config_and_bad_input(tmp_path):
     r = TRLReward(exact_reward)
     assert r.__name__ == "exact_reward"
     assert r(prompts=["a", "b"], completions=["a a", ""], completion_ids=[[1, 1], [0]]) == [2.25, 0.25]
+    seen = []
+    TRLReward(lambda p, c: seen.extend(p) or [0.0] * len(c))(prompts=["<chat>a"], completions=["a"], reward_prompt=["a"])
+    assert seen == ["a"]  # the dataset's reward_prompt column wins over the templated prompt
     with pytest.raises(AlignLimitsError, match="row 1"):
         TRLReward(lambda p, c: [0.0, float("nan")])(prompts=["a", "b"], completions=["a", "b"])

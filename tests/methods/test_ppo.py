@@ -157,3 +157,19 @@ def test_ppo_bad_input(tmp_path):
         PPOTrainer(cfg, model, None, tok, nan_reward, PROMPTS).train()
     with pytest.raises(AlignLimitsError, match="returned 1 scores"):
         PPOTrainer(cfg, model, None, tok, lambda p, c: [0.0], PROMPTS).train()
+
+
+def test_ppo_reward_sees_reward_prompts(tmp_path):
+    model, tok = build_exact_model(0)
+    seen = []
+
+    def reward(prompts, completions):
+        seen.extend(prompts)
+        return exact_reward(prompts, completions)
+
+    raw = [f"raw:{p}" for p in PROMPTS]
+    cfg = PPOConfig(beta=0.5, steps=1, batch_size=12, max_new_tokens=3, output_dir=str(tmp_path / "r"), progress=False)
+    PPOTrainer(cfg, model, None, tok, reward, PROMPTS, reward_prompts=raw).train()
+    assert sorted(seen) == sorted(raw)  # one epoch of the 12 prompts, as the reward should see them
+    with pytest.raises(AlignLimitsError, match="reward prompts"):
+        PPOTrainer(cfg, model, None, tok, reward, PROMPTS, reward_prompts=raw[:3])
