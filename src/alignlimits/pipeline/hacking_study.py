@@ -261,6 +261,35 @@ def _pairwise_error_correlation(gold: np.ndarray, preds: list[np.ndarray], group
     return float(C[~np.eye(len(preds), dtype=bool)].mean())
 
 
+def _explanations(parts: dict) -> list[str]:
+    """Closing notes: the likely reasons the data do not show an expected ordering."""
+    out, why = [], []
+    if parts["n_eval_prompts"] < 20:
+        why.append("few_prompts")
+        out.append(f"only {parts['n_eval_prompts']} evaluation prompts: the intervals are wide; sample more prompts to tell the curves apart")
+    errs = parts["sweep_errors"]
+    if len(errs) > 1 and max(errs) < 1.25 * min(errs):
+        why.append("narrow_error_range")
+        out.append(f"the error sweep barely changes the proxies' held-out error (within-prompt RMSE {min(errs):.3g} to {max(errs):.3g}): "
+                   "label budget and noise are not what limits these proxies, so their gaps cannot separate")
+    if np.isfinite(parts["error_correlation"]) and parts["error_correlation"] > 0.5:
+        why.append("shared_errors")
+        out.append(f"independent members' held-out errors are strongly correlated (mean pairwise {parts['error_correlation']:.2f}): most of "
+                   "each proxy's error is what the features cannot represent, which every member shares and averaging cannot remove")
+    g, groups = parts["gold"], parts["groups"]
+    dev = np.abs(g - groups.expand(groups.mean(g)))
+    top = dev >= np.quantile(dev, 0.95)
+    share = float((dev[top] ** 2).sum() / max((dev ** 2).sum(), 1e-300))
+    if share > 0.5:
+        why.append("heavy_tailed_gold")
+        out.append(f"the gold reward is heavy-tailed: the 5% most extreme samples carry {100 * share:.0f}% of its within-prompt variance, "
+                   "so a few samples decide every gap and the curves are noisy")
+    parts["explained_by"] = why
+    if not out:
+        out.append("no simple cause found (enough prompts, a real error range, members with mostly independent errors)")
+    return out
+
+
 def default_betas(gold_sd: float) -> np.ndarray:
     """From 3× to 1/30 of the gold reward's within-prompt standard deviation, 11 points."""
     return gold_sd * np.logspace(0.5, -1.5, 11)
@@ -470,32 +499,38 @@ def run_hacking_study(source, config: HackConfig | None = None, json_path=None, 
                               steps, betas[order[1:]], "beta", conf))
     for kind in member_sets:
         if (kind, "mean", 4) in ens_tilt and (kind, "mean", 1) in ens_tilt:
-            checks.append(compare(
+            expected = kind != "correlated"  # averaging members that share their labels and noise removes little
+            checks.append({**compare(
                 f"mean of 4 {kind} proxies has a smaller gap than the average single proxy",
                 "average single proxy's gap minus the 4-member mean ensemble's gap",
-                ens_tilt[(kind, "mean", 1)]["gap"] - ens_tilt[(kind, "mean", 4)]["gap"], betas, "beta", conf))
-            checks.append(compare(
+                ens_tilt[(kind, "mean", 1)]["gap"] - ens_tilt[(kind, "mean", 4)]["gap"], betas, "beta", conf), "expected": expected})
+            checks.append({**compare(
                 f"best-of-N: mean of 4 {kind} proxies has a smaller gap than the average single proxy",
                 "average single proxy's best-of-N gap minus the 4-member mean ensemble's",
                 ens_bon[(kind, "mean", 1)]["gap"][:, 1:] - ens_bon[(kind, "mean", 4)]["gap"][:, 1:],
-                bon_ns[1:], "n", conf))
+                bon_ns[1:], "n", conf), "expected": expected})
     if ("independent", "mean", 4) in ens_tilt and ("correlated", "mean", 4) in ens_tilt:
         checks.append(compare(
             "independent members beat correlated ones (mean of 4)",
             "gap of the mean of 4 correlated proxies minus that of 4 independent ones",
             ens_tilt[("correlated", "mean", 4)]["gap"] - ens_tilt[("independent", "mean", 4)]["gap"], betas, "beta", conf))
+    for chk in checks:
+        chk.setdefault("expected", True)
     diagnostics = {}
     for kind, names in member_sets.items():
         diagnostics[f"{kind}_error_correlation"] = _pairwise_error_correlation(
             gold_eval_sorted, [preds[n][eval_rows][eorder] for n in names], eg)
-    for chk in checks:
-        if chk["verdict"] != "shown":
-            notes.append(f"NOT SHOWN ({chk['verdict']}): {chk['claim']} — {chk['detail']}")
-    if member_sets.get("independent") and diagnostics.get("independent_error_correlation", 0) > 0.5:
-        notes.append(
-            f"independent members' held-out errors are strongly correlated (mean pairwise {diagnostics['independent_error_correlation']:.2f}): "
-            "most of each proxy's error is what the features cannot represent, which every member shares and averaging cannot remove"
-        )
+    failed = [c for c in checks if c["expected"] and c["verdict"] != "shown"]
+    for chk in failed:
+        notes.append(f"NOT SHOWN ({chk['verdict']}): {chk['claim']}. {chk['detail']}")
+    if failed:
+        notes += _explanations(result_parts := {
+            "n_eval_prompts": int(np.unique(eval_ids).size),
+            "sweep_errors": [e["error"]["within_prompt_rmse"] for e in error_sweep],
+            "error_correlation": diagnostics.get("independent_error_correlation", float("nan")),
+            "gold": gold_eval_sorted, "groups": eg,
+        })
+        diagnostics["explained_by"] = result_parts.get("explained_by", [])
 
     result = {
         "gold": config.gold,
