@@ -170,9 +170,8 @@ def plot_plane(results: dict, path) -> Path:
                 shaded_to = max_rel
             if xmax > shaded_to:
                 ax.axvspan(shaded_to, xmax, color="0.85", alpha=0.6, lw=0)
-            ax.text(max_rel + 0.01 * xmax, 0.98, " unreliable: too few effective samples\n"
-                    f" (frontier beyond KL {max_rel:.2g} is extrapolated)", transform=ax.get_xaxis_transform(),
-                    va="top", fontsize=8, color="0.35")
+            ax.text(max_rel + 0.01 * xmax, 0.015, f"unreliable beyond KL {max_rel:.2g}: too few effective samples",
+                    transform=ax.get_xaxis_transform(), va="bottom", fontsize=8, color="0.35")
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_xlabel("KL(π ‖ π0)  [nats, sequence level]")
     reward = results.get("reward") or frontier.get("reward_col") or "reward"
