@@ -45,7 +45,20 @@ def test_ridge_matches_weighted_normal_equations(n, d):
     assert np.allclose(model.predict(X), A @ beta, atol=1e-8)
 
 
-def test_ridge_gcv_recovers_known_linear_predictor():
+@pytest.mark.parametrize("n, d", [(30, 80), (60, 8)])
+def test_ridge_leave_one_out_matches_refitting(n, d):
+    rng = np.random.default_rng(d)
+    X = rng.normal(size=(n, d))
+    y = X[:, 0] + rng.normal(size=n)
+    model = RidgeProxy().fit(X, y)
+    brute = np.mean([
+        (y[i] - RidgeProxy(alpha=model.alpha_).fit(np.delete(X, i, 0), np.delete(y, i)).predict(X[i : i + 1])[0]) ** 2
+        for i in range(n)
+    ])
+    assert model.loo_mse_ == pytest.approx(brute, rel=1e-6)
+
+
+def test_ridge_loo_recovers_known_linear_predictor():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(500, 12))
     theta = rng.normal(size=12)

@@ -140,18 +140,21 @@ def text_features(kind: str, completions: Sequence[str], prompts: Sequence[str] 
 # --------------------------------------------------------------------------- ridge
 @dataclass
 class RidgeProxy:
-    r"""Ridge regression in closed form, the penalty chosen by generalised cross-validation.
+    r"""Ridge regression in closed form, the penalty chosen by leave-one-out cross-validation.
 
     Minimises :math:`\sum_i w_i (y_i - b - x_i^\top\theta)^2 + \alpha\|\theta\|^2` (intercept b not
     penalised). With :math:`Z = \mathrm{diag}(\sqrt w)(X - \bar x_w)` and the eigendecomposition of
     :math:`ZZ^\top` (n ≤ d, dual) or :math:`Z^\top Z` (n > d, primal), every α of the grid costs
-    O(n): GCV(α) = (RSS/n) / (1 − tr H/n)², H the hat matrix. ``alpha`` a number fixes it.
+    O(n·rank): the leave-one-out residuals are :math:`e_i / (1 - H_{ii})`, H the hat matrix (intercept
+    included), and ``alpha="loo"`` takes the α of the smallest mean squared LOO residual on a grid of
+    ``n_alphas`` values from 1e-6 to 10 times the largest eigenvalue. (Generalised CV is not used: with
+    fewer samples than features it always picks the interpolating α → 0.) ``alpha`` a number fixes it.
 
-    Fitted: ``coef_``, ``intercept_``, ``alpha_``, ``gcv_``, ``n_features_in_``.
+    Fitted: ``coef_``, ``intercept_``, ``alpha_``, ``loo_mse_``, ``n_features_in_``.
     """
 
-    alpha: float | str = "gcv"
-    n_alphas: int = 41
+    alpha: float | str = "loo"
+    n_alphas: int = 36
 
     def fit(self, X, y, sample_weight=None) -> "RidgeProxy":
         X = np.asarray(X, dtype=np.float64)
@@ -170,42 +173,39 @@ class RidgeProxy:
         Z = (X - mu) * s[:, None]
         t = (y - y_bar) * s
         n, d = Z.shape
+        self.n_features_in_ = d
         if n <= d:
             lam, U = np.linalg.eigh(Z @ Z.T)
-            ok = lam > lam.max() * 1e-12 if lam.max() > 0 else np.zeros_like(lam, bool)
+            ok = lam > lam.max() * 1e-10 if lam.max() > 0 else np.zeros_like(lam, bool)
             lam, U = lam[ok], U[:, ok]
-            p = U.T @ t  # projections on left singular vectors
-
-            def coef(alpha):
-                return Z.T @ (U @ (p / (lam + alpha)))
+            V = None
         else:
             lam, V = np.linalg.eigh(Z.T @ Z)
-            ok = lam > lam.max() * 1e-12 if lam.max() > 0 else np.zeros_like(lam, bool)
+            ok = lam > lam.max() * 1e-10 if lam.max() > 0 else np.zeros_like(lam, bool)
             lam, V = lam[ok], V[:, ok]
-            q = V.T @ (Z.T @ t)
-            p = q / np.sqrt(lam)
-
-            def coef(alpha):
-                return V @ (q / (lam + alpha))
-        self.n_features_in_ = d
+            U = (Z @ V) / np.sqrt(lam)
         if lam.size == 0:  # features constant over the labelled rows: predict the mean
-            self.alpha_, self.gcv_ = float("nan"), float("nan")
+            self.alpha_, self.loo_mse_ = float("nan"), float("nan")
             self.coef_, self.intercept_ = np.zeros(d), y_bar
             return self
-        rest = float(t @ t - p @ p)  # part of t outside the span of Z
-        if self.alpha == "gcv":
-            grid = lam.max() * np.logspace(-8, 1, self.n_alphas)
-            shrink = grid[:, None] / (lam[None, :] + grid[:, None])  # (A, r)
-            rss = rest + (p[None, :] ** 2 * shrink ** 2).sum(axis=1)
-            tr = (lam[None, :] / (lam[None, :] + grid[:, None])).sum(axis=1)
-            gcv = (rss / W) / np.maximum(1 - tr / W, 1e-12) ** 2
-            best = int(np.argmin(gcv))
-            self.alpha_, self.gcv_ = float(grid[best]), float(gcv[best])
+        p = U.T @ t  # coordinates of t on the left singular vectors
+        if self.alpha in ("loo", "gcv"):
+            grid = lam.max() * np.logspace(-6, 1, self.n_alphas)
+            h = lam[:, None] / (lam[:, None] + grid[None, :])  # (r, A)
+            resid = t[:, None] - U @ (p[:, None] * h)  # (n, A), in the √w-scaled space
+            lev = w[:, None] / W + (U ** 2) @ h
+            loo = resid / np.maximum(1.0 - lev, 1e-9)
+            mse = (loo ** 2).sum(axis=0) / W
+            best = int(np.argmin(mse))
+            self.alpha_, self.loo_mse_ = float(grid[best]), float(mse[best])
         else:
             if not float(self.alpha) > 0:
                 raise AlignLimitsError(f"ridge alpha must be positive, got {self.alpha}")
-            self.alpha_, self.gcv_ = float(self.alpha), float("nan")
-        self.coef_ = coef(self.alpha_)
+            self.alpha_, self.loo_mse_ = float(self.alpha), float("nan")
+        if V is None:
+            self.coef_ = Z.T @ (U @ (p / (lam + self.alpha_)))
+        else:
+            self.coef_ = V @ (np.sqrt(lam) * p / (lam + self.alpha_))
         self.intercept_ = float(y_bar - mu @ self.coef_)
         return self
 
@@ -242,7 +242,7 @@ class GoldLabelledProxy:
     bootstrap: resample the labelled rows with replacement before fitting.
     random_state: seed of the resample, and of the labelled rows and noise unless ``label_state``.
     label_state: seed of the labelled rows and their noise; members sharing it have correlated errors.
-    alpha: ridge penalty, or ``"gcv"``.
+    alpha: ridge penalty, or ``"loo"`` (leave-one-out on the distinct labelled rows, before the resample).
     min_labels: fewer labelled rows than this is an error.
 
     Fitted: ``labelled_rows_`` (indices into the arrays given to ``fit``), ``n_labels_``,
@@ -255,7 +255,7 @@ class GoldLabelledProxy:
     bootstrap: bool = True
     random_state: int = 0
     label_state: int | None = None
-    alpha: float | str = "gcv"
+    alpha: float | str = "loo"
     min_labels: int = MIN_LABELS
     name: str = field(default="proxy")
 
@@ -288,7 +288,12 @@ class GoldLabelledProxy:
         else:
             counts = np.ones(n_labels)
         self.labelled_rows_, self.n_labels_, self.labels_, self.sample_weight_ = rows, n_labels, y, counts
-        self.ridge_ = RidgeProxy(alpha=self.alpha).fit(X[rows], y, sample_weight=counts)
+        alpha = self.alpha
+        if alpha in ("loo", "gcv") and self.bootstrap:
+            # cross-validate on the distinct labelled rows: duplicates of a resample make it pick too small a penalty
+            alpha = RidgeProxy(alpha="loo").fit(X[rows], y).alpha_
+            alpha = alpha if np.isfinite(alpha) else 1.0
+        self.ridge_ = RidgeProxy(alpha=alpha).fit(X[rows], y, sample_weight=counts)
         self.coef_, self.intercept_, self.alpha_ = self.ridge_.coef_, self.ridge_.intercept_, self.ridge_.alpha_
         return self
 

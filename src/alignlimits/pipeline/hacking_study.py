@@ -537,7 +537,7 @@ def run_hacking_study(source, config: HackConfig | None = None, json_path=None, 
         "source": str(source),
         "features": config.features if not config.proxy_cols else None,
         "features_detail": features_note,
-        "proxy_model": "ridge regression (closed form, penalty by GCV) on gold labels of training-prompt samples, "
+        "proxy_model": "ridge regression (closed form, penalty by leave-one-out CV) on gold labels of training-prompt samples, "
                        "labels resampled with replacement; label noise sd = noise × std of the labelled gold",
         "n_prompts": int(np.unique(ids).size),
         "n_samples": int(len(frame)),
