@@ -7,7 +7,7 @@ from alignlimits.errors import AlignLimitsError
 
 def main() -> None:
     from alignlimits.cli.app import app
-    from alignlimits.cli import analysis, sample  # noqa: F401  (they register commands)
+    from alignlimits.cli import analysis, hack, run, sample  # noqa: F401  (they register commands)
 
     try:
         app(standalone_mode=False)
