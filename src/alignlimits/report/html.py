@@ -334,6 +334,8 @@ def _kv(d) -> str:
     for k, v in d.items():
         if isinstance(v, (dict, list)):
             v = json.dumps(v, ensure_ascii=False, default=str)
+        elif v is None or isinstance(v, float):
+            v = fmt(v, 6)
         rows.append([k, ("html", f"<code>{esc(v)}</code>")])
     return _table(["key", "value"], rows)
 

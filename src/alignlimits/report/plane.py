@@ -136,6 +136,8 @@ def plot_plane(results: dict, path) -> Path:
             continue
         key = p.get("method") if p.get("method") in METHOD_STYLE else "other"
         color, marker, legend = METHOD_STYLE[key]
+        if key == "other":
+            key, legend = f"other:{p.get('method')}", str(p.get("method") or "other")
         se = num(p.get("kl_se"))
         xerr = 1.96 * se if math.isfinite(se) and se > 0 else 0.0
         lo, hi = _ci(p)
@@ -180,7 +182,8 @@ def plot_plane(results: dict, path) -> Path:
     n_p, n_s = frontier.get("n_prompts"), frontier.get("n_samples")
     size = f" — {n_p} prompts, {n_s} base samples" if n_p and n_s else ""
     ax.set_title(f"{results.get('task', '?')}: {results.get('model', '?')}, reward {reward}{size}", fontsize=11)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

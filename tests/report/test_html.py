@@ -1,0 +1,175 @@
+"""report.html: self-contained, escaped, complete, robust to odd numbers; and opened in a real headless browser.
+
+The browser test needs Debian's chromium (``apt-get install -y chromium``); it is skipped only when no
+chromium binary is found (``$ALIGNLIMITS_CHROMIUM``, else ``chromium``, ``chromium-browser``,
+``google-chrome`` or ``google-chrome-stable`` on PATH).
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alignlimits.report.html import summary_text, write_report
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_plane import edge_results, load  # noqa: E402
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def find_chromium() -> str | None:
+    env = os.environ.get("ALIGNLIMITS_CHROMIUM")
+    if env:
+        return env if Path(env).exists() else shutil.which(env)
+    return next((p for p in map(shutil.which, CHROMIUM_NAMES) if p), None)
+
+
+CHROMIUM = find_chromium()
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
+
+
+def _tiny_png(path: Path) -> None:
+    Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(path)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> tuple[Path, str]:
+    run_dir = tmp_path_factory.mktemp("run")
+    _tiny_png(run_dir / "hacking.png")
+    _tiny_png(run_dir / "hacking_bon.png")
+    path = write_report(run_dir, load())
+    return path, path.read_text(encoding="utf-8")
+
+
+def test_self_contained(report):
+    path, text = report
+    assert path.name == "report.html" and (path.parent / "plane.png").exists()
+    imgs = re.findall(r"<img[^>]*\bsrc=['\"]([^'\"]+)", text)
+    assert len(imgs) == 3  # the plane and both hacking figures
+    assert all(src.startswith("data:image/png;base64,") for src in imgs)
+    # nothing is fetched: no src/href to the network or to files, no script, no external CSS
+    assert not re.search(r"""(src|href)\s*=\s*['"]?\s*(https?:|//|file:)""", text, re.I)
+    assert "<script" not in text.lower().replace("&lt;script", "")
+    assert "<link" not in text.lower() and "@import" not in text and "url(" not in text
+
+
+def test_sections_and_numbers(report):
+    _, text = report
+    for heading in ("Methods", "Planning", "Reward hacking", "Sample completions", "Notes", "Run", "Config",
+                    "Timings", "Seeds", "Versions"):
+        assert f">{heading}<" in text, heading
+    assert text.index("data:image/png") < text.index("class='summary'") < text.index(">Methods<")
+    r = load()
+    for p in r["evaluate"]:
+        assert p["label"] in text
+    assert "97%" in text and "23×" in text  # best-of-16's efficiency, PPO β=0.1's KL overspend
+    assert "unreachable" in text  # a planning target the samples cannot reach (kl = inf)
+    assert "gap at β=" in text and "corr. with gold" in text  # the hacking tables
+    assert "torch" in text and "train-ppo-beta0.1" in text and "11 min 47 s" in text
+
+
+def test_summary_sentence():
+    s = summary_text(load())
+    assert "Best-of-16 reaches 97% of the optimal gain at its KL" in s
+    assert "PPO β=0.1 reaches 44%" in s and "23× the KL" in s
+    r = load()
+    r["evaluate"][3]["gain"] = -0.02
+    assert "PPO β=0.1 lost reward (gain −0.02)" in summary_text(r)
+    assert "No method was evaluated" in summary_text({"evaluate": []})
+
+
+def test_completions_are_escaped(report):
+    _, text = report
+    assert "<script>alert" not in text and "<b>bold</b>" not in text
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text and "&amp; a &lt;b&gt;bold&lt;/b&gt;" in text
+
+
+def test_hostile_strings_everywhere_are_escaped(tmp_path):
+    r = load()
+    evil = "<img src=http://evil.example/x.png onerror=alert(1)>"
+    r["task"] = r["model"] = evil
+    r["evaluate"][0]["label"] = evil
+    r["examples"][0]["prompt"] = evil
+    r["config"]["prompts_file"] = evil
+    r["notes"].append(evil)
+    text = write_report(tmp_path, r).read_text()
+    assert "<img src=http" not in text and "evil.example" in text
+
+
+def test_edge_values_and_missing_parts(tmp_path):
+    text = write_report(tmp_path / "a", edge_results()).read_text()
+    words = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)
+    assert "∞" in words and "—" in words and not re.search(r"\b(nan|inf|none|null)\b", words, re.I)
+    assert "Reward hacking" not in text and "Sample completions" not in text
+    bare = {"version": 1, "task": "exact", "frontier": {}, "frontier_band": [], "soft_bon": [], "evaluate": [],
+            "plan": {"for_gains": [], "for_kls": []}, "hacking": None, "examples": [], "notes": [], "config": {},
+            "versions": {}, "seeds": {}, "timings": {}, "wall_time_s": None}
+    text = write_report(tmp_path / "b", bare).read_text()
+    assert "No evaluated methods" in text and "data:image/png;base64," in text
+
+
+def test_hacking_figures_without_hacking_json(tmp_path):
+    _tiny_png(tmp_path / "hacking.png")
+    r = load()
+    r["hacking"] = None
+    text = write_report(tmp_path, r).read_text()
+    assert ">Reward hacking<" in text and text.count("data:image/png;base64,") == 2
+
+
+# ------------------------------------------------------------------------------------- real browser
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+CONSOLE = re.compile(r"(:CONSOLE[(:]|Uncaught|Failed to load resource|Not allowed to load|Refused to)", re.I)
+
+
+def run_chromium(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+    profile = tmp / f"profile{len(list(tmp.glob('profile*')))}"
+    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *extra, url],
+                          capture_output=True, text=True, timeout=180, cwd=tmp)
+
+
+def console_messages(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if CONSOLE.search(line)]
+
+
+@needs_chromium
+def test_console_check_catches_errors(tmp_path):
+    """The console scan below is live: a page with a script error is caught by it."""
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!DOCTYPE html><html><body><p>x</p><script>undefinedFunction();</script></body></html>")
+    out = run_chromium(bad.as_uri(), tmp_path, f"--screenshot={tmp_path / 'bad.png'}", "--window-size=400,300")
+    assert any("Uncaught" in m for m in console_messages(out.stderr)), out.stderr[-2000:]
+
+
+@needs_chromium
+def test_report_in_headless_chromium(report, tmp_path):
+    path, _ = report
+    shot = tmp_path / "report.png"
+    out = run_chromium(path.as_uri(), tmp_path, f"--screenshot={shot}", "--window-size=1280,2000")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert console_messages(out.stderr) == [], console_messages(out.stderr)
+    assert shot.exists(), out.stderr[-2000:]
+
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert img.shape[:2] == (2000, 1280)
+    # the headline figure is drawn near the top: the frontier's blue and PPO's orange appear in the first 1000 px
+    top = img[:1000]
+    for rgb in ((31, 119, 180), (255, 127, 14)):
+        assert (np.abs(top - rgb).sum(axis=2) < 40).sum() > 100, f"colour {rgb} of the figure not on screen"
+    # and the page is not blank below it (the summary and the methods table)
+    assert (img[1000:].min(axis=2) < 128).sum() > 2000
+
+    dom = run_chromium(path.as_uri(), tmp_path, "--dump-dom")
+    assert dom.returncode == 0
+    assert re.search(r"<img[^>]+src=\"data:image/png;base64,", dom.stdout)
+    assert "PPO β=0.1" in dom.stdout and ">Methods<" in dom.stdout
+    if os.environ.get("ALIGNLIMITS_KEEP_SCREENSHOT"):
+        shutil.copy(shot, os.environ["ALIGNLIMITS_KEEP_SCREENSHOT"])

@@ -1,0 +1,124 @@
+"""The headline figure and the terminal table, from the realistic fixture and from broken-edged results."""
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from rich.console import Console
+
+from alignlimits.report.plane import plot_plane
+from alignlimits.report.terminal import fmt, fmt_ci, fmt_pct, fmt_seconds, fmt_times, headline_rows, print_headline
+
+FIXTURE = Path(__file__).parent / "fixtures" / "results.json"
+
+
+def load() -> dict:
+    return json.loads(FIXTURE.read_text())
+
+
+def edge_results() -> dict:
+    """The fixture with NaN/inf/None in every kind of place and most lists emptied."""
+    r = load()
+    r["frontier"]["curve"][3]["gain"] = float("nan")
+    r["frontier"]["curve"][5]["kl"] = float("inf")
+    r["frontier"]["budgets"][0]["gain_ci"] = [None, float("nan")]
+    r["frontier"]["bon"] = []
+    r["frontier"]["max_reliable_kl"] = float("nan")
+    r["frontier_band"] = [{"kl": float("nan"), "lo": 0.0, "hi": 1.0}]
+    r["soft_bon"] = []
+    ev = r["evaluate"]
+    ev[0].update(kl=float("nan"))
+    ev[1].update(kl_overspend=float("inf"), efficiency=float("nan"), optimal_gain_at_kl=None)
+    ev[2].update(kl_se=None, gain_ci=[float("-inf"), float("inf")])
+    ev[3].update(gain=-0.05, gain_ci=[-0.08, -0.02], kl=40.0, kl_se=3.0)  # lost reward, far beyond the frontier
+    ev[4].update(label=None, method="grpo", beta=0.01)
+    ev[5].update(method="dpo", label=None, beta=None, n=None)
+    r["plan"] = {"for_gains": [], "for_kls": []}
+    r["hacking"] = None
+    r["examples"] = []
+    return r
+
+
+def _png_ok(path: Path) -> np.ndarray:
+    assert path.exists() and path.stat().st_size > 10_000
+    img = np.asarray(Image.open(path).convert("RGB"))
+    assert img.shape[0] > 400 and img.shape[1] > 700
+    return img
+
+
+def test_plane_from_fixture(tmp_path):
+    img = _png_ok(plot_plane(load(), tmp_path / "plane.png"))
+    # the frontier's colour (matplotlib C0) and PPO's (C1) are drawn
+    for rgb in ((31, 119, 180), (255, 127, 14)):
+        assert (np.abs(img.astype(int) - rgb).sum(axis=2) < 30).sum() > 50, rgb
+
+
+def test_plane_covers_every_method_point(tmp_path):
+    import matplotlib.pyplot as plt
+
+    r = load()
+    r["evaluate"][3]["kl"] = 12.0  # PPO overspending KL far past the frontier's end
+    seen = {}
+    orig = plt.Figure.savefig
+
+    def spy(self, *a, **k):
+        seen["xlim"] = self.axes[0].get_xlim()
+        seen["ylim"] = self.axes[0].get_ylim()
+        return orig(self, *a, **k)
+
+    plt.Figure.savefig = spy
+    try:
+        plot_plane(r, tmp_path / "p.png")
+    finally:
+        plt.Figure.savefig = orig
+    assert seen["xlim"][1] >= 12.0 + 1.96 * r["evaluate"][3]["kl_se"]
+    assert seen["ylim"][0] <= min(p["gain_ci"][0] for p in r["evaluate"])
+
+
+def test_plane_with_nan_inf_and_empty_lists(tmp_path):
+    _png_ok(plot_plane(edge_results(), tmp_path / "edge.png"))
+
+
+def test_plane_with_almost_nothing(tmp_path):
+    r = {"task": "safety", "frontier": {}, "frontier_band": [], "soft_bon": [], "evaluate": [], "hacking": None}
+    assert plot_plane(r, tmp_path / "empty.png").exists()
+    r["frontier"] = {"curve": [], "bon": [], "budgets": []}
+    assert plot_plane(r, tmp_path / "empty2.png").exists()
+
+
+def test_formatting_never_crashes():
+    assert fmt(float("nan")) == "—" and fmt(None) == "—" and fmt("junk") == "—"
+    assert fmt(float("inf")) == "∞" and fmt(float("-inf")) == "−∞"
+    assert fmt(-0.0512) == "−0.0512" and fmt(1e-17) == "0"
+    assert fmt_pct(0.613) == "61%" and fmt_pct(None) == "—"
+    assert fmt_times(3.21) == "3.2×" and fmt_times(float("inf")) == "∞"
+    assert fmt_ci(0.1, [0.05, 0.15]) == "0.1 [0.05, 0.15]" and fmt_ci(0.1, None) == "0.1"
+    assert fmt_seconds(61.2) == "1 min 01 s" and fmt_seconds(5) == "5.0 s"
+
+
+def test_headline_table(tmp_path):
+    out = io.StringIO()
+    print_headline(load(), Console(file=out, width=140, color_system=None))
+    text = out.getvalue()
+    for label in ("best-of-16", "PPO β=0.1", "GRPO β=0.04", "efficiency", "overspend"):
+        assert label in text
+    assert "97%" in text  # best-of-16's efficiency
+
+    out = io.StringIO()
+    print_headline(edge_results(), Console(file=out, width=100, color_system=None))
+    assert "∞" in out.getvalue() and "—" in out.getvalue()
+
+    out = io.StringIO()
+    print_headline({"evaluate": []}, Console(file=out, width=100, color_system=None))
+    assert "no evaluated methods" in out.getvalue()
+
+
+def test_headline_rows_fallback_labels():
+    rows = headline_rows(edge_results())
+    assert rows[4]["method"] == "GRPO β=0.01"
+    assert rows[5]["method"] == "dpo"
+    assert rows[1]["overspend"] == "∞"
+    assert all(isinstance(v, str) and v for r in rows for k, v in r.items() if k != "point")
