@@ -105,6 +105,8 @@ class RewardModel:
             raise AlignLimitsError(
                 f"reward {self.spec!r} was given {len(prompts)} prompts but {n} completions; pass one prompt per completion"
             )
+        if prompt_ids is not None:
+            prompt_ids = list(prompt_ids)
         if prompt_ids is not None and len(prompt_ids) != n:
             raise AlignLimitsError(
                 f"reward {self.spec!r} was given {len(prompt_ids)} prompt ids for {n} completions; pass one per completion"
@@ -666,7 +668,7 @@ def _load_exact(spec: str) -> CallableReward:
     except Exception as err:  # noqa: BLE001
         raise AlignLimitsError(f"reward 'exact' failed to load: {_short(err)}") from None
     doc = (exact_reward.__doc__ or "").strip().splitlines()
-    desc = "exact = the exact task's fixed reward table" + (f" ({doc[0].strip().rstrip('.')})" if doc else "")
+    desc = "exact = " + (doc[0].strip().rstrip(".") if doc else "the exact task's fixed reward table")
     return CallableReward(exact_reward, spec="exact", name="exact", description=desc)
 
 
