@@ -464,7 +464,8 @@ class HFClassifierReward(RewardModel):
     message lists its labels).
 
     Input: if the tokenizer has a chat template, the conversation ``[user: prompt, assistant: completion]``
-    rendered by it (no generation prompt); otherwise the (prompt, completion) text pair encoded the way the
+    rendered by it (no generation prompt) and tokenised without adding special tokens (the template carries
+    them); otherwise the (prompt, completion) text pair encoded the way the
     tokenizer encodes pairs (for BERT-like models ``[CLS] prompt [SEP] completion [SEP]``; models without
     pair support concatenate them). Inputs longer than the model's maximum length are truncated from the
     prompt side first (``longest_first`` for pairs; chat-rendered text keeps its end). Batched, right-padded,
