@@ -70,20 +70,35 @@ def test_sections_and_numbers(report):
     r = load()
     for p in r["evaluate"]:
         assert p["label"] in text
-    assert "97%" in text and "23×" in text  # best-of-16's efficiency, PPO β=0.1's KL overspend
+    ppo = next(p for p in r["evaluate"] if p["label"] == "PPO β=0.1")
+    assert f"{100 * ppo['efficiency']:.0f}%" in text and f"{ppo['kl_overspend']:.2g}×" in text
+    for title in ("Trained policies", "Best-of-N", "Soft best-of-N"):
+        assert f"<h3>{title} " in text
     assert "unreachable" in text  # a planning target the samples cannot reach (kl = inf)
     assert "gap at β=" in text and "corr. with gold" in text  # the hacking tables
     assert "torch" in text and "train-ppo-beta0.1" in text and "11 min 47 s" in text
 
 
 def test_summary_sentence():
-    s = summary_text(load())
-    assert "Best-of-16 reaches 97% of the optimal gain at its KL" in s
-    assert "PPO β=0.1 reaches 44%" in s and "23× the KL" in s
     r = load()
-    r["evaluate"][3]["gain"] = -0.02
+    s = summary_text(r)
+    ev = {p["label"]: p for p in r["evaluate"]}
+    largest = max((p for p in r["evaluate"] if p["method"] == "bon"), key=lambda p: p["n"])
+    assert f"Best-of-{largest['n']} reaches {100 * largest['efficiency']:.0f}% of the optimal gain at its KL" in s
+    ppo = ev["PPO β=0.1"]
+    assert f"PPO β=0.1 reaches {100 * ppo['efficiency']:.0f}%" in s and f"{ppo['kl_overspend']:.2g}× the KL" in s
+    # one sentence for best-of-N and one for soft best-of-N, not one per N and β
+    assert len(re.findall(r"Soft best-of-\d+ β=\S+ reaches", s)) == 1 and len(re.findall(r"(?<!Soft )Best-of-\d+ reaches", s)) == 1
+    ppo["gain"] = -0.02
     assert "PPO β=0.1 lost reward (gain −0.02)" in summary_text(r)
     assert "No method was evaluated" in summary_text({"evaluate": []})
+    r["exact_frontier"] = [{"kl": c["kl"], "gain": c["gain"] * 1.1} for c in r["frontier"]["curve"]]
+    assert "The exact frontier (every sequence enumerated) gains" in summary_text(r)
+
+
+def test_example_labels_read_well(report):
+    _, text = report
+    assert "ppo-beta0.1" not in text.split("Sample completions")[1].split(">Notes<")[0]
 
 
 def test_completions_are_escaped(report):
@@ -96,7 +111,7 @@ def test_hostile_strings_everywhere_are_escaped(tmp_path):
     r = load()
     evil = "<img src=http://evil.example/x.png onerror=alert(1)>"
     r["task"] = r["model"] = evil
-    r["evaluate"][0]["label"] = evil
+    r["evaluate"][-1]["label"] = evil
     r["examples"][0]["prompt"] = evil
     r["config"]["prompts_file"] = evil
     r["notes"].append(evil)

@@ -29,13 +29,13 @@ def edge_results() -> dict:
     r["frontier"]["max_reliable_kl"] = float("nan")
     r["frontier_band"] = [{"kl": float("nan"), "lo": 0.0, "hi": 1.0}]
     r["soft_bon"] = []
-    ev = r["evaluate"]
-    ev[0].update(kl=float("nan"))
-    ev[1].update(kl_overspend=float("inf"), efficiency=float("nan"), optimal_gain_at_kl=None)
-    ev[2].update(kl_se=None, gain_ci=[float("-inf"), float("inf")])
-    ev[3].update(gain=-0.05, gain_ci=[-0.08, -0.02], kl=40.0, kl_se=3.0)  # lost reward, far beyond the frontier
-    ev[4].update(label=None, method="grpo", beta=0.01)
-    ev[5].update(method="dpo", label=None, beta=None, n=None)
+    ev = {p["label"]: p for p in r["evaluate"]}
+    ev["best-of-4"].update(kl=float("nan"))
+    ev["best-of-16"].update(kl_overspend=float("inf"), efficiency=float("nan"), optimal_gain_at_kl=None)
+    ev["soft best-of-8 β=0.0541"].update(kl_se=None, gain_ci=[float("-inf"), float("inf")])
+    ev["PPO β=0.1"].update(gain=-0.05, gain_ci=[-0.08, -0.02], kl=40.0, kl_se=3.0)  # lost reward, far beyond the frontier
+    ev["PPO β=0.3"].update(label=None, method="grpo", beta=0.01)
+    ev["GRPO β=0.04"].update(method="dpo", label=None, beta=None, n=None)
     r["plan"] = {"for_gains": [], "for_kls": []}
     r["hacking"] = None
     r["examples"] = []
@@ -60,7 +60,8 @@ def test_plane_covers_every_method_point(tmp_path):
     import matplotlib.pyplot as plt
 
     r = load()
-    r["evaluate"][3]["kl"] = 12.0  # PPO overspending KL far past the frontier's end
+    ppo = next(p for p in r["evaluate"] if p["label"] == "PPO β=0.1")
+    ppo["kl"] = 12.0  # overspending KL far past the frontier's end
     seen = {}
     orig = plt.Figure.savefig
 
@@ -74,7 +75,7 @@ def test_plane_covers_every_method_point(tmp_path):
         plot_plane(r, tmp_path / "p.png")
     finally:
         plt.Figure.savefig = orig
-    assert seen["xlim"][1] >= 12.0 + 1.96 * r["evaluate"][3]["kl_se"]
+    assert seen["xlim"][1] >= 12.0 + 1.96 * ppo["kl_se"]
     assert seen["ylim"][0] <= min(p["gain_ci"][0] for p in r["evaluate"])
 
 
@@ -105,7 +106,8 @@ def test_headline_table(tmp_path):
     text = out.getvalue()
     for label in ("best-of-16", "PPO β=0.1", "GRPO β=0.04", "efficiency", "overspend"):
         assert label in text
-    assert "97%" in text  # best-of-16's efficiency
+    best = next(p for p in load()["evaluate"] if p["label"] == "best-of-16")
+    assert f"{100 * best['efficiency']:.0f}%" in text
 
     out = io.StringIO()
     print_headline(edge_results(), Console(file=out, width=100, color_system=None))
@@ -117,8 +119,8 @@ def test_headline_table(tmp_path):
 
 
 def test_headline_rows_fallback_labels():
-    rows = headline_rows(edge_results())
-    assert rows[4]["method"] == "GRPO β=0.01"
-    assert rows[5]["method"] == "dpo"
-    assert rows[1]["overspend"] == "∞"
-    assert all(isinstance(v, str) and v for r in rows for k, v in r.items() if k != "point")
+    rows = {r["point"].get("label") or r["method"]: r for r in headline_rows(edge_results())}
+    assert "GRPO β=0.01" in rows and "dpo" in rows
+    assert rows["best-of-16"]["overspend"] == "∞" and rows["best-of-16"]["efficiency"] == "—"
+    assert rows["best-of-4"]["kl"] == "—"
+    assert all(isinstance(v, str) and v for r in rows.values() for k, v in r.items() if k != "point")

@@ -16,6 +16,7 @@ import base64
 import html
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ main { max-width: 1180px; margin: 0 auto; padding: 18px 26px 40px; }
 h1 { font-size: 22px; margin: 6px 0 2px; }
 h2 { font-size: 17px; margin: 28px 0 8px; padding-bottom: 3px; border-bottom: 1px solid var(--line); }
 h3 { font-size: 14px; margin: 16px 0 6px; }
+h3 .note { font-weight: 400; }
 .sub { color: var(--muted); margin: 0 0 12px; }
 .figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }
 .summary { font-size: 15px; background: var(--soft); border-left: 4px solid #1f77b4; padding: 10px 14px; margin: 12px 0; }
@@ -142,10 +144,18 @@ def summary_text(results: dict) -> str:
             at = float(np.interp(max_rel, [c[0] for c in curve], [c[1] for c in curve]))
             s += f", where it gains {fmt(at)} over the base mean of {fmt(front.get('base_reward_mean'))}"
         parts.append(s + ".")
+        exact = sorted((num(e.get("kl")), num(e.get("gain"))) for e in results.get("exact_frontier") or []
+                       if isinstance(e, dict) and math.isfinite(num(e.get("kl"))) and math.isfinite(num(e.get("gain"))))
+        if exact and curve and math.isfinite(max_rel):
+            true = float(np.interp(max_rel, [e[0] for e in exact], [e[1] for e in exact]))
+            parts.append(f"The exact frontier (every sequence enumerated) gains {fmt(true)} there: the estimate is "
+                         f"{fmt_pct(at / true) if true > 0 else DASH} of it.")
     points = [p for p in results.get("evaluate") or [] if isinstance(p, dict)]
     bons = [p for p in points if p.get("method") == "bon"]
+    softs = [p for p in points if p.get("method") == "soft-bon" and math.isfinite(num(p.get("gain")))]
     shown = ([max(bons, key=lambda p: num(p.get("n")) if math.isfinite(num(p.get("n"))) else -1)] if bons else [])
-    shown += [p for p in points if p.get("method") not in ("bon",)]
+    shown += [max(softs, key=lambda p: num(p["gain"]))] if softs else []
+    shown += [p for p in points if p.get("method") not in ("bon", "soft-bon")]
     parts += [_sentence(p, i == 0) for i, p in enumerate(shown)]
     beyond = [method_label(p) for p in shown if p.get("reliable") is False]
     if beyond:
@@ -160,28 +170,50 @@ def summary_text(results: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------ sections
+#: how the report groups evaluated methods into tables: (title, methods, how their numbers were obtained)
+METHOD_GROUPS = [
+    ("Trained policies", None, "sampled on held-out prompts; KL measured per whole sequence from the policy's samples"),
+    ("Best-of-N", ("bon",), "the exact best-of-N law on the empirical distribution of the base samples (no sampling error)"),
+    ("Soft best-of-N", ("soft-bon",), "the exact sampling–importance–resampling law on the empirical distribution of the base samples"),
+]
+
+
+def _group_of(p: dict) -> int:
+    for g, (_, methods, _) in enumerate(METHOD_GROUPS):
+        if methods and p.get("method") in methods:
+            return g
+    return 0
+
+
 def _methods_section(results: dict) -> str:
     rows = headline_rows(results)
     if not rows:
         return "<h2>Methods</h2><p class='note'>No evaluated methods.</p>"
     header = [name for _, name, _ in COLUMNS] + ["prompts × samples"]
     eff_col = [k for k, _, _ in COLUMNS].index("efficiency")
+    out = ["<h2>Methods</h2>"]
+    for g, (title, _, how) in enumerate(METHOD_GROUPS):
+        group = [r for r in rows if _group_of(r["point"]) == g]
+        if not group:
+            continue
 
-    def eff_class(i, j):
-        if j != eff_col:
-            return ""
-        e = num(rows[i]["point"].get("efficiency"))
-        return "" if not math.isfinite(e) else "good" if e >= 0.9 else "mid" if e >= 0.6 else "bad"
+        def eff_class(i, j, group=group):
+            if j != eff_col:
+                return ""
+            e = num(group[i]["point"].get("efficiency"))
+            return "" if not math.isfinite(e) else "good" if e >= 0.9 else "mid" if e >= 0.6 else "bad"
 
-    body = [[r[k] for k, _, _ in COLUMNS] + [f"{r['point'].get('n_prompts', DASH)} × "
-                                              f"{_per_prompt(r['point'])}"] for r in rows]
-    table = _table(header, body, numeric=set(range(1, len(COLUMNS) - 1)) | {len(COLUMNS)}, cell_class=eff_class,
-                   row_class=lambda i: "unrel" if rows[i]["point"].get("reliable") is False else "")
-    note = ("KL is measured afresh on held-out prompts, per whole sequence, from samples of each policy: k1 = log π − log π0 "
-            "(± its standard error) and k3 (non-negative). The gain interval is 95%. <b>optimal</b> is the frontier's gain at "
+        body = [[r[k] for k, _, _ in COLUMNS] + [f"{r['point'].get('n_prompts', DASH)} × {_per_prompt(r['point'])}"]
+                for r in group]
+        out.append(f"<h3>{esc(title)} <span class='note'>— {esc(how)}</span></h3>")
+        out.append(_table(header, body, numeric=set(range(1, len(COLUMNS) - 1)) | {len(COLUMNS)}, cell_class=eff_class,
+                          row_class=lambda i, group=group: "unrel" if group[i]["point"].get("reliable") is False else ""))
+    note = ("KL in nats: k1 = mean of log π(y|x) − log π0(y|x) over whole sequences (± its standard error) and k3 (non-negative). "
+            "The gain is in reward units over the base mean, with its 95% interval. <b>optimal</b> is the frontier's gain at "
             "the method's KL; <b>efficiency</b> = gain / optimal; <b>KL overspend</b> = the method's KL / the KL the frontier "
             "needs for the method's gain. * beyond the frontier's reliable KL range (few effective samples): the optimum there is approximate.")
-    return f"<h2>Methods</h2>{table}<p class='note'>{note}</p>"
+    out.append(f"<p class='note'>{note}</p>")
+    return "".join(out)
 
 
 def _per_prompt(p: dict) -> str:
@@ -311,6 +343,12 @@ def _hacking_section(run_dir: Path, results: dict) -> str:
     return "".join(out)
 
 
+def _pretty_label(label) -> str:
+    """Run-directory names such as ``ppo-beta0.1`` as a person writes them: ``PPO β=0.1``."""
+    m = re.fullmatch(r"(ppo|grpo)-beta([0-9.eE+-]+)", str(label))
+    return f"{m.group(1).upper()} β={m.group(2)}" if m else str(label)
+
+
 def _examples_section(results: dict) -> str:
     examples = results.get("examples") or []
     if not examples:
@@ -320,7 +358,7 @@ def _examples_section(results: dict) -> str:
     for ex in examples:
         cards = []
         for c in ex.get("completions") or []:
-            cards.append(f"<div class='card'><div class='head'>{esc(c.get('label') or c.get('method'))}"
+            cards.append(f"<div class='card'><div class='head'>{esc(_pretty_label(c.get('label') or c.get('method')))}"
                          f"<span>r = {esc(fmt(c.get('reward')))}</span></div><div class='text'>{esc(c.get('text'))}</div></div>")
         out.append(f"<div class='ex'><div class='prompt'><b>{esc(ex.get('prompt_id'))}</b> · {esc(ex.get('prompt'))}</div>"
                    f"<div class='cards'>{''.join(cards)}</div></div>")

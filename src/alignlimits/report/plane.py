@@ -100,6 +100,8 @@ def plot_plane(results: dict, path) -> Path:
     ys: list[float] = [0.0]
 
     if clean is not None:
+        if len([b for b in results.get("frontier_band") or [] if _finite(b.get("kl"), b.get("lo"), b.get("hi"))]) >= 2:
+            clean["budgets"] = []  # the band below shows the same bootstrap intervals, continuously
         draw_frontier(ax, clean, label="frontier Δ*(KL) from base samples")
         xs += [num(c["kl"]) for c in clean["curve"]]
         ys += [num(c["gain"]) for c in clean["curve"]]
@@ -119,25 +121,46 @@ def plot_plane(results: dict, path) -> Path:
     by_beta: dict[float, list[dict]] = {}
     for s in soft:
         by_beta.setdefault(num(s.get("beta")), []).append(s)
+    soft_markers = "Dosv^<>p"
     for j, (beta, group) in enumerate(sorted(by_beta.items(), key=lambda kv: -kv[0] if math.isfinite(kv[0]) else 0)):
         group.sort(key=lambda s: num(s["kl"]))
-        ax.plot([num(s["kl"]) for s in group], [num(s["gain"]) for s in group], "D--", color="C4", ms=4.5, lw=0.8,
-                mfc="white" if j % 2 == 0 else "C4", label=f"soft best-of-N, β={beta:g} (numbers: N)")
+        shade = plt.cm.Purples(0.45 + 0.5 * j / max(len(by_beta) - 1, 1))
+        ax.plot([num(s["kl"]) for s in group], [num(s["gain"]) for s in group], "--", marker=soft_markers[j % 8],
+                color=shade, ms=4.5, lw=0.8, mfc="white", label=f"soft best-of-N, β={beta:.3g} (numbers: N)")
         for s in group:
-            ax.annotate(str(s.get("n", "")), (num(s["kl"]), num(s["gain"])), fontsize=6.5, color="C4",
+            ax.annotate(str(s.get("n", "")), (num(s["kl"]), num(s["gain"])), fontsize=6.5, color=shade,
                         xytext=(3, 4), textcoords="offset points")
         xs += [num(s["kl"]) for s in group]
         ys += [num(s["gain"]) for s in group]
 
+    # evaluated points that are the very rows already drawn (best-of-N and soft best-of-N on the empirical law
+    # of the base samples) are only labelled, not drawn twice
+    def key_of(*vals) -> tuple:
+        return tuple(round(num(v), 9) for v in vals)
+
+    drawn_soft = {key_of(s.get("n"), s.get("beta"), s.get("kl")) for s in soft}
+    drawn_bon = {key_of(b["n"], b["kl_empirical"], b["gain_empirical"]) for b in (clean or {}).get("bon", [])}
+    points = [p for p in results.get("evaluate") or [] if _finite(p.get("kl"), p.get("gain"))]
+    bons = [p for p in points if p.get("method") == "bon"]
+    largest_bon = max(bons, key=lambda p: num(p.get("n")) if math.isfinite(num(p.get("n"))) else -1) if bons else None
     seen: set[str] = set()
-    for i, p in enumerate(results.get("evaluate") or []):
-        kl, gain = num(p.get("kl")), num(p.get("gain"))
-        if not (math.isfinite(kl) and math.isfinite(gain)):
+    for i, p in enumerate(points):
+        kl, gain = num(p["kl"]), num(p["gain"])
+        method = p.get("method")
+        if method == "soft-bon" and key_of(p.get("n"), p.get("beta"), kl) in drawn_soft:
             continue
-        key = p.get("method") if p.get("method") in METHOD_STYLE else "other"
+        if method == "bon" and key_of(p.get("n"), kl, gain) in drawn_bon:
+            big = p is largest_bon
+            ax.annotate(method_label(p) if big else str(p.get("n", "")), (kl, gain), fontsize=8.5 if big else 7,
+                        color="C3", fontweight="bold" if big else "normal", xytext=(6, -12 if big else -10),
+                        textcoords="offset points", zorder=6)
+            xs.append(kl)
+            ys.append(gain)
+            continue
+        key = method if method in METHOD_STYLE else "other"
         color, marker, legend = METHOD_STYLE[key]
         if key == "other":
-            key, legend = f"other:{p.get('method')}", str(p.get("method") or "other")
+            key, legend = f"other:{method}", str(method or "other")
         se = num(p.get("kl_se"))
         xerr = 1.96 * se if math.isfinite(se) and se > 0 else 0.0
         lo, hi = _ci(p)
@@ -151,9 +174,17 @@ def plot_plane(results: dict, path) -> Path:
             ax.plot([kl, kl], [gain, opt], ":", color=color, lw=1.2, zorder=4)
             ys.append(opt)
         ax.annotate(method_label(p), (kl, gain), fontsize=8.5, color=color, fontweight="bold",
-                    xytext=(7, -4 - 9 * (i % 2)), textcoords="offset points", zorder=6)
+                    xytext=(6, 5), textcoords="offset points", zorder=6)
         xs += [kl + xerr, kl - xerr]
         ys += [lo if math.isfinite(lo) else gain, hi if math.isfinite(hi) else gain]
+
+    exact = sorted(((num(e.get("kl")), num(e.get("gain"))) for e in results.get("exact_frontier") or []
+                    if isinstance(e, dict) and _finite(e.get("kl"), e.get("gain"))))
+    if exact:
+        x_end = max(x for x in xs if math.isfinite(x))
+        ax.plot([e[0] for e in exact], [e[1] for e in exact], color="black", lw=1.3, zorder=3,
+                label="exact frontier (every sequence enumerated)")
+        ys += [e[1] for e in exact if e[0] <= x_end * 1.08]
 
     xs = [x for x in xs if math.isfinite(x)]
     ys = [y for y in ys if math.isfinite(y)]

@@ -60,8 +60,8 @@ def fmt_pm(x, se, digits: int = 3) -> str:
 
 def fmt_ci(x, ci, digits: int = 3) -> str:
     ci = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
-    if all(math.isnan(num(c)) for c in ci):
-        return fmt(x, digits)
+    if all(math.isnan(num(c)) for c in ci) or (num(ci[0]) == num(ci[1]) == num(x)):
+        return fmt(x, digits)  # no interval, or an exact value
     return f"{fmt(x, digits)} [{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
 
 
