@@ -57,6 +57,9 @@ def test_evaluator_point_estimates_match_the_theory():
     front = Frontier(n_bootstrap=0).fit(gold, ids)
     kls = np.array([0.01, 0.2, 1.0, 1.8])
     assert np.allclose(ev.frontier(np.tile(kls, (ev.weights.shape[0], 1)))[0], frontier_gain_at(front, kls), rtol=2e-3)
+    # gold as its own proxy: no gap, at every β and every KL
+    own = ev.tilt_curves(gold)
+    assert np.abs(own["gap"][0]).max() < 2e-3 and np.nanmax(np.abs(own["gap_at_kl"][0])) < 5e-3
     # bootstrap replicates bracket the point estimate
     lo, hi = np.quantile(curves["gap"][1:], [0.025, 0.975], axis=0)
     assert np.all(lo <= curves["gap"][0] + 1e-9) and np.all(curves["gap"][0] <= hi + 1e-9)
@@ -104,6 +107,7 @@ def test_study_end_to_end(study):
     for key in ("beta", "kl", "proxy_gain", "gold_gain", "optimal_gold_gain", "gap", "objective_loss"):
         assert key in row
     assert {"gap_ci", "gold_gain_ci", "kl_ci"} <= set(row)
+    assert [r["kl"] for r in saved["per_proxy"][0]["at_kl"]] == saved["kl_grid"]
     assert {(e["aggregate"], e["k"], e["members"]) for e in saved["ensembles"]} == {
         (a, k, m) for a in ("mean", "min", "uwo") for k in (1, 2, 4) for m in ("independent", "correlated")}
     assert len(saved["error_sweep"]) == 4 and saved["bon_n"] == [1, 2, 4, 8, 16]

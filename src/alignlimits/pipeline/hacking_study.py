@@ -47,6 +47,7 @@ from alignlimits.theory.tilt import tilt
 TILT_KEYS = ("beta", "kl", "proxy_gain", "gold_gain", "optimal_gold_gain", "gap", "objective_loss")
 BON_KEYS = ("n", "kl_bound", "kl_empirical", "proxy_gain", "gold_gain", "gold_gain_by_gold", "optimal_gold_gain", "gap")
 PROXIES_FILE = "proxies.parquet"
+DEFAULT_KL_GRID = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 
 
 @dataclass
@@ -109,8 +110,10 @@ class CurveEvaluator:
     1..R are bootstrap replicates (prompts resampled with replacement, the same for every signal).
     """
 
-    def __init__(self, gold, prompt_ids, betas, bon_ns, n_bootstrap: int = 200, seed: int = 0, n_grid: int = 256):
+    def __init__(self, gold, prompt_ids, betas, bon_ns, n_bootstrap: int = 200, seed: int = 0, n_grid: int = 256,
+                 kl_grid=DEFAULT_KL_GRID):
         gold = np.asarray(gold, dtype=np.float64)
+        self.kl_grid = np.asarray(kl_grid, dtype=np.float64)
         self.groups, self.order, self.prompts = Groups.from_labels(np.asarray(prompt_ids))
         g = self.groups
         self.gold = gold[self.order]
@@ -159,6 +162,20 @@ class CurveEvaluator:
         out["optimal_gold_gain"] = self.frontier(out["kl"])
         out["gap"] = out["optimal_gold_gain"] - out["gold_gain"]
         out["beta"] = np.broadcast_to(self.betas, out["kl"].shape)
+        # the same curve read at fixed KL (comparisons free of how far each proxy moves the policy at a given β)
+        # on a β grid of its own, scaled to the proxy's spread, so that every proxy reaches the same KLs
+        g = self.groups
+        spread = float(np.sqrt(g.mean((p - g.expand(g.mean(p))) ** 2).mean())) or 1.0
+        dense = proxy_tilt(self.gold, p, spread * np.logspace(1.5, -3, 40), g)
+        kl_d, gold_d = W @ dense.kl.T, W @ dense.gold_gain.T
+        at = np.full((W.shape[0], self.kl_grid.size), np.nan)
+        for r in range(W.shape[0]):
+            k = np.concatenate([[0.0], kl_d[r]])
+            d = np.concatenate([[0.0], gold_d[r]])
+            o = np.argsort(k, kind="stable")
+            at[r] = np.interp(self.kl_grid, k[o], d[o], right=np.nan)
+        out["gold_gain_at_kl"] = at
+        out["gap_at_kl"] = self.frontier(np.broadcast_to(self.kl_grid, at.shape).copy()) - at
         return out
 
     def bon_curves(self, proxy) -> dict[str, np.ndarray]:
@@ -198,10 +215,35 @@ def summarise(curve: dict[str, np.ndarray], keys, confidence: float) -> list[dic
     return rows
 
 
-def compare(name: str, expected: str, diff: np.ndarray, xs, x_name: str, confidence: float) -> dict:
-    """Verdict on ``diff`` (R+1, B) expected to be > 0 at every x: shown, inconclusive or not shown."""
+def summarise_at_kl(curve: dict[str, np.ndarray], kl_grid, confidence: float) -> list[dict]:
+    """Gold gain and gap at fixed KL; ``None`` where the proxy's tilts never reach that KL."""
     tail = (1 - confidence) / 2
-    lo, hi = np.quantile(diff[1:], [tail, 1 - tail], axis=0)
+    rows = []
+    for i, kl in enumerate(kl_grid):
+        row = {"kl": float(kl)}
+        for k, name in (("gold_gain_at_kl", "gold_gain"), ("gap_at_kl", "gap")):
+            col = curve[k][:, i]
+            reps = col[1:][np.isfinite(col[1:])]
+            if not np.isfinite(col[0]) or reps.size < 0.5 * (col.size - 1):
+                row[name], row[name + "_ci"] = None, None
+            else:
+                lo, hi = np.quantile(reps, [tail, 1 - tail])
+                row[name], row[name + "_ci"] = float(col[0]), [float(lo), float(hi)]
+        rows.append(row)
+    return rows
+
+
+def compare(name: str, expected: str, diff: np.ndarray, xs, x_name: str, confidence: float) -> dict:
+    """Verdict on ``diff`` (R+1, B) expected to be > 0 at every x: shown, inconclusive or not shown.
+
+    Points whose estimate is undefined (NaN: a KL some curve never reaches) are left out."""
+    tail = (1 - confidence) / 2
+    finite = np.isfinite(diff[0]) & (np.isfinite(diff[1:]).mean(axis=0) >= 0.5)
+    diff, xs = diff[:, finite], np.asarray(list(xs), dtype=float)[finite]
+    if diff.shape[1] == 0:
+        return {"claim": name, "verdict": "inconclusive", "detail": f"{expected}: no {x_name} value where both curves are defined",
+                "per_point": []}
+    lo, hi = np.nanquantile(diff[1:], [tail, 1 - tail], axis=0)
     point = diff[0]
     B = point.size
     right = int((point > 0).sum())
@@ -432,8 +474,9 @@ def run_hacking_study(source, config: HackConfig | None = None, json_path=None, 
         tilt_of[name] = ev.tilt_curves(p[eval_rows])
         bon_of[name] = ev.bon_curves(p[eval_rows])
     conf = config.confidence
-    per_proxy = [{**info[n], "curve": summarise(tilt_of[n], TILT_KEYS, conf), "bon": summarise(bon_of[n], BON_KEYS, conf)}
-                 for n in preds]
+    kl_grid = ev.kl_grid
+    per_proxy = [{**info[n], "curve": summarise(tilt_of[n], TILT_KEYS, conf), "at_kl": summarise_at_kl(tilt_of[n], kl_grid, conf),
+                  "bon": summarise(bon_of[n], BON_KEYS, conf)} for n in preds]
 
     error_sweep = []
     sweep_tilts, sweep_bons = [], []
@@ -445,7 +488,8 @@ def run_hacking_study(source, config: HackConfig | None = None, json_path=None, 
         err = {k: float(np.mean([info[n][f"heldout_{k}"] for n in grp["proxies"]]))
                for k in ("correlation", "rmse", "within_prompt_correlation", "within_prompt_rmse")}
         error_sweep.append({**grp, "n_labels": info[grp["proxies"][0]]["n_labels"], "error": err,
-                            "curve": summarise(t_avg, TILT_KEYS, conf), "bon": summarise(b_avg, BON_KEYS, conf)})
+                            "curve": summarise(t_avg, TILT_KEYS, conf), "at_kl": summarise_at_kl(t_avg, kl_grid, conf),
+                            "bon": summarise(b_avg, BON_KEYS, conf)})
 
     ensembles = []
     ens_tilt: dict[tuple, dict] = {}
@@ -472,7 +516,8 @@ def run_hacking_study(source, config: HackConfig | None = None, json_path=None, 
                 ensembles.append({
                     "aggregate": how, "k": k, "members": kind, "n_groups": len(subsets), "groups": subsets,
                     "error": {key: float(np.mean([e[key] for e in errs])) for key in errs[0]},
-                    "curve": summarise(t_avg, TILT_KEYS, conf), "bon": summarise(b_avg, BON_KEYS, conf),
+                    "curve": summarise(t_avg, TILT_KEYS, conf), "at_kl": summarise_at_kl(t_avg, kl_grid, conf),
+                    "bon": summarise(b_avg, BON_KEYS, conf),
                 })
 
     # ---------------------------------------------------------------- checks
@@ -489,8 +534,12 @@ def run_hacking_study(source, config: HackConfig | None = None, json_path=None, 
             gaps = np.array([t["gap"][0] for t in sweep_tilts])  # (C, B)
             from scipy.stats import spearmanr
 
+            checks.append(compare(
+                "at equal KL: gap grows with proxy error",
+                "gold gain of the smallest-error proxies minus that of the largest-error ones, read at the same KL",
+                sweep_tilts[lo_i]["gold_gain_at_kl"] - sweep_tilts[hi_i]["gold_gain_at_kl"], kl_grid, "kl", conf))
             rho = [float(spearmanr(errors, gaps[:, j]).statistic) if np.ptp(gaps[:, j]) > 0 else float("nan") for j in range(betas.size)]
-            checks[-1]["spearman_error_vs_gap"] = [{"beta": float(b), "rho": r} for b, r in zip(betas, rho)]
+            checks[-2]["spearman_error_vs_gap"] = [{"beta": float(b), "rho": r} for b, r in zip(betas, rho)]
         every = average_curves(sweep_tilts)
         order = np.argsort(betas)[::-1]  # large β first
         steps = every["gap"][:, order[1:]] - every["gap"][:, order[:-1]]
@@ -504,6 +553,11 @@ def run_hacking_study(source, config: HackConfig | None = None, json_path=None, 
                 f"mean of 4 {kind} proxies has a smaller gap than the average single proxy",
                 "average single proxy's gap minus the 4-member mean ensemble's gap",
                 ens_tilt[(kind, "mean", 1)]["gap"] - ens_tilt[(kind, "mean", 4)]["gap"], betas, "beta", conf), "expected": expected})
+            checks.append({**compare(
+                f"at equal KL: mean of 4 {kind} proxies has a smaller gap than the average single proxy",
+                "the 4-member mean ensemble's gold gain minus the average single proxy's, read at the same KL (where both reach it)",
+                ens_tilt[(kind, "mean", 4)]["gold_gain_at_kl"] - ens_tilt[(kind, "mean", 1)]["gold_gain_at_kl"], kl_grid, "kl", conf),
+                "expected": expected})
             checks.append({**compare(
                 f"best-of-N: mean of 4 {kind} proxies has a smaller gap than the average single proxy",
                 "average single proxy's best-of-N gap minus the 4-member mean ensemble's",
@@ -556,7 +610,10 @@ def run_hacking_study(source, config: HackConfig | None = None, json_path=None, 
             "gold frontier at its own KL (linear interpolation on a 256-point β grid)"
         ),
         "gap_definition": "gap = gold frontier at the tilt's KL (or best-of-N's exact empirical KL) minus the gold gain; "
-                          "objective_loss = β·KL(π̂_β‖π_β)",
+                          "objective_loss = β·KL(π̂_β‖π_β); at_kl: the proxy's tilt curve read at fixed KL (linear in KL between "
+                          "its β points; null where it never reaches that KL), so that proxies that move the policy by different "
+                          "amounts at the same β are compared at the same distance from the base model",
+        "kl_grid": [float(k) for k in kl_grid],
         "uwo": {"lambda": lam, "lambda_default": "1 / gold_within_prompt_sd" if config.lam is None else None,
                 "variance": "population (ddof=0)" if config.ddof == 0 else "unbiased (ddof=1)",
                 "k1": "K = 1: every aggregate is the member itself"},
