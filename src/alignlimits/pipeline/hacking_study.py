@@ -312,7 +312,7 @@ def _explanations(parts: dict) -> list[str]:
     errs = parts["sweep_errors"]
     if len(errs) > 1 and max(errs) < 1.25 * min(errs):
         why.append("narrow_error_range")
-        out.append(f"the error sweep barely changes the proxies' held-out error (within-prompt RMSE {min(errs):.3g} to {max(errs):.3g}): "
+        out.append(f"the error sweep barely changes the proxies' held-out error (1 − within-prompt correlation {min(errs):.3g} to {max(errs):.3g}): "
                    "label budget and noise are not what limits these proxies, so their gaps cannot separate")
     if np.isfinite(parts["error_correlation"]) and parts["error_correlation"] > 0.5:
         why.append("shared_errors")
@@ -487,6 +487,7 @@ def run_hacking_study(source, config: HackConfig | None = None, json_path=None, 
         sweep_bons.append(b_avg)
         err = {k: float(np.mean([info[n][f"heldout_{k}"] for n in grp["proxies"]]))
                for k in ("correlation", "rmse", "within_prompt_correlation", "within_prompt_rmse")}
+        err["index"] = 1.0 - err["within_prompt_correlation"]  # the error axis: what a tilt or best-of-N sees
         error_sweep.append({**grp, "n_labels": info[grp["proxies"][0]]["n_labels"], "error": err,
                             "curve": summarise(t_avg, TILT_KEYS, conf), "at_kl": summarise_at_kl(t_avg, kl_grid, conf),
                             "bon": summarise(b_avg, BON_KEYS, conf)})
@@ -523,7 +524,7 @@ def run_hacking_study(source, config: HackConfig | None = None, json_path=None, 
     # ---------------------------------------------------------------- checks
     checks = []
     if sweep_groups:
-        errors = np.array([e["error"]["within_prompt_rmse"] for e in error_sweep])
+        errors = np.array([e["error"]["index"] for e in error_sweep])
         lo_i, hi_i = int(np.argmin(errors)), int(np.argmax(errors))
         if lo_i != hi_i:
             checks.append(compare(
@@ -580,7 +581,7 @@ def run_hacking_study(source, config: HackConfig | None = None, json_path=None, 
     if failed:
         notes += _explanations(result_parts := {
             "n_eval_prompts": int(np.unique(eval_ids).size),
-            "sweep_errors": [e["error"]["within_prompt_rmse"] for e in error_sweep],
+            "sweep_errors": [e["error"]["index"] for e in error_sweep],
             "error_correlation": diagnostics.get("independent_error_correlation", float("nan")),
             "gold": gold_eval_sorted, "groups": eg,
         })
@@ -614,6 +615,8 @@ def run_hacking_study(source, config: HackConfig | None = None, json_path=None, 
                           "its β points; null where it never reaches that KL), so that proxies that move the policy by different "
                           "amounts at the same β are compared at the same distance from the base model",
         "kl_grid": [float(k) for k in kl_grid],
+        "error_index": "1 − held-out within-prompt correlation of proxy and gold (both centred per prompt): the error a tilt or "
+                       "best-of-N sees, free of the proxy's scale; 'largest/smallest-error' configurations are ranked by it",
         "uwo": {"lambda": lam, "lambda_default": "1 / gold_within_prompt_sd" if config.lam is None else None,
                 "variance": "population (ddof=0)" if config.ddof == 0 else "unbiased (ddof=1)",
                 "k1": "K = 1: every aggregate is the member itself"},

@@ -44,7 +44,7 @@ def plot_hacking_study(result: dict, path, beta_index: int | None = None) -> Pat
         ax_curve.plot([p["kl"] for p in front], [p["gain"] for p in front], color="k", lw=2, label="gold frontier")
     picks = []
     if sweep:
-        errors = [s["error"]["within_prompt_rmse"] for s in sweep]
+        errors = [s["error"]["index"] for s in sweep]
         picks += [(f"labels {sweep[i]['labels']}, noise {sweep[i]['noise']:g}", sweep[i]["curve"]) for i in
                   dict.fromkeys([int(np.argmin(errors)), int(np.argmax(errors))])]
     for e in ens:
@@ -79,7 +79,7 @@ def plot_hacking_study(result: dict, path, beta_index: int | None = None) -> Pat
 
     # (c) gap vs error at three β
     if sweep:
-        x = np.array([s["error"]["within_prompt_rmse"] for s in sweep])
+        x = np.array([s["error"]["index"] for s in sweep])
         order = np.argsort(x)
         for k, bi in enumerate(sorted(set([0, j, len(betas) - 1]))):
             y = np.array([s["curve"][bi]["gap"] for s in sweep])
@@ -89,7 +89,7 @@ def plot_hacking_study(result: dict, path, beta_index: int | None = None) -> Pat
         ax_err.legend(fontsize=8)
     else:
         ax_err.text(0.5, 0.5, "no error sweep (proxies given as columns)", ha="center", va="center", transform=ax_err.transAxes)
-    ax_err.set_xlabel("proxy error: held-out within-prompt RMSE against gold")
+    ax_err.set_xlabel("proxy error: 1 − held-out within-prompt correlation with gold")
     ax_err.set_ylabel("hacking gap")
     ax_err.set_title("gap vs proxy error")
     ax_err.grid(alpha=0.3)
