@@ -188,3 +188,27 @@ def test_report_in_headless_chromium(report, tmp_path):
     assert "PPO β=0.1" in dom.stdout and ">Methods<" in dom.stdout
     if os.environ.get("ALIGNLIMITS_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["ALIGNLIMITS_KEEP_SCREENSHOT"])
+
+
+def test_hacking_figure_drawn_when_missing(tmp_path):
+    text = write_report(tmp_path, load()).read_text()
+    assert (tmp_path / "hacking.png").exists()
+    assert text.count("data:image/png;base64,") == 2  # the plane and the hacking study
+
+
+def test_old_style_hacking_json(tmp_path):
+    """The `alignlimits hacking` JSON (per proxy: correlation and a curve without intervals) still makes tables."""
+    r = load()
+    r["hacking"] = {"gold": "reward", "proxies": ["proxy_1"], "n_prompts": 8, "per_proxy": [
+        {"proxy": "proxy_1", "correlation": 0.7, "curve": [
+            {"beta": b, "kl": 0.1 / b, "proxy_gain": 0.2, "gold_gain": 0.1, "optimal_gold_gain": 0.15, "gap": 0.05 * b,
+             "objective_loss": 0.01} for b in (1.0, 0.3, 0.1)]}],
+        "ensembles": [{"aggregate": "mean", "k": 4, "correlation": 0.8, "curve": []}], "notes": []}
+    text = write_report(tmp_path, r).read_text()
+    assert "proxy_1" in text and "0.7" in text and "mean" in text and "gap at β=" in text
+
+
+def test_empty_completion_is_said(tmp_path):
+    r = load()
+    r["examples"][0]["completions"][0]["text"] = ""
+    assert "(empty completion)" in write_report(tmp_path, r).read_text()

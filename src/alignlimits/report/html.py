@@ -60,6 +60,7 @@ td.good { background: var(--good); } td.mid { background: var(--mid); } td.bad {
 .card:last-child { border-right: 0; }
 .card .head { font-weight: 600; font-size: 12.5px; display: flex; justify-content: space-between; gap: 8px; }
 .card .head span { font-weight: 400; color: var(--muted); font-variant-numeric: tabular-nums; }
+.card .text.empty { color: var(--muted); font-style: italic; }
 .card .text { white-space: pre-wrap; word-break: break-word; font-size: 13px; margin-top: 3px; max-height: 16em; overflow: auto; }
 .cols { display: grid; grid-template-columns: repeat(auto-fit, minmax(340px, 1fr)); gap: 8px 28px; }
 .verdict-shown { color: #1a7f37; font-weight: 600; } .verdict-not { color: #b42318; font-weight: 600; }
@@ -304,6 +305,17 @@ def _hacking_section(run_dir: Path, results: dict) -> str:
     if not hack and not pngs:
         return ""
     out = ["<h2>Reward hacking</h2>"]
+    if isinstance(hack, dict) and not pngs:
+        # nobody drew the study's figure: draw it here (the study JSON of alignlimits.pipeline.hacking_study)
+        try:
+            from alignlimits.report.hacking_plots import plot_hacking_study
+
+            pngs = [plot_hacking_study(hack, run_dir / "hacking.png")]
+        except Exception as err:  # an older or partial hacking JSON: the tables below still show it
+            import matplotlib.pyplot as plt
+
+            plt.close("all")
+            out.append(f"<p class='note'>(no hacking figure: {esc(type(err).__name__)}: {esc(err)})</p>")
     if isinstance(hack, dict):
         gold = hack.get("gold", "gold")
         n_eval = hack.get("n_eval_prompts", hack.get("n_prompts"))
@@ -320,9 +332,9 @@ def _hacking_section(run_dir: Path, results: dict) -> str:
         beta_head = [f"gap at β={fmt(betas[i], 2)}" for i in idx]
         if hack.get("error_sweep"):
             rows = [[f"labels {e.get('labels')}, noise {fmt(e.get('noise'))} (mean of {len(e.get('proxies') or [])})",
-                     fmt(_correlation(e)), fmt((e.get("error") or {}).get("within_prompt_rmse"))] + _gap_cells(e.get("curve"), betas, idx)
+                     fmt(_correlation(e)), fmt((e.get("error") or {}).get("within_prompt_correlation"))] + _gap_cells(e.get("curve"), betas, idx)
                     for e in hack["error_sweep"]]
-            out.append("<h3>Proxies by error</h3>" + _table(["proxy", "corr. with gold", "within-prompt RMSE", *beta_head], rows,
+            out.append("<h3>Proxies by error</h3>" + _table(["proxy", "corr. with gold", "within-prompt corr.", *beta_head], rows,
                                                             numeric=set(range(1, 3 + len(idx)))))
         elif hack.get("per_proxy"):
             rows = [[p.get("proxy", "?"), fmt(_correlation(p))] + _gap_cells(p.get("curve"), betas, idx) for p in hack["per_proxy"]]
@@ -343,6 +355,12 @@ def _hacking_section(run_dir: Path, results: dict) -> str:
     return "".join(out)
 
 
+def _completion_text(text) -> str:
+    if text is None or not str(text).strip():
+        return "<div class='text empty'>(empty completion)</div>"
+    return f"<div class='text'>{esc(text)}</div>"
+
+
 def _pretty_label(label) -> str:
     """Run-directory names such as ``ppo-beta0.1`` as a person writes them: ``PPO β=0.1``."""
     m = re.fullmatch(r"(ppo|grpo)-beta([0-9.eE+-]+)", str(label))
@@ -359,7 +377,7 @@ def _examples_section(results: dict) -> str:
         cards = []
         for c in ex.get("completions") or []:
             cards.append(f"<div class='card'><div class='head'>{esc(_pretty_label(c.get('label') or c.get('method')))}"
-                         f"<span>r = {esc(fmt(c.get('reward')))}</span></div><div class='text'>{esc(c.get('text'))}</div></div>")
+                         f"<span>r = {esc(fmt(c.get('reward')))}</span></div>{_completion_text(c.get('text'))}</div>")
         out.append(f"<div class='ex'><div class='prompt'><b>{esc(ex.get('prompt_id'))}</b> · {esc(ex.get('prompt'))}</div>"
                    f"<div class='cards'>{''.join(cards)}</div></div>")
     return "".join(out)
