@@ -5,7 +5,6 @@ chromium binary is found (``$ALIGNLIMITS_CHROMIUM``, else ``chromium``, ``chromi
 ``google-chrome`` or ``google-chrome-stable`` on PATH).
 """
 
-import json
 import os
 import re
 import shutil
@@ -140,7 +139,7 @@ def test_hacking_figures_without_hacking_json(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- real browser
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
 CONSOLE = re.compile(r"(:CONSOLE[(:]|Uncaught|Failed to load resource|Not allowed to load|Refused to)", re.I)
 

@@ -26,7 +26,6 @@ from alignlimits.report.terminal import (
     COLUMNS,
     DASH,
     fmt,
-    fmt_ci,
     fmt_pct,
     fmt_seconds,
     fmt_times,
