@@ -316,8 +316,10 @@ def _explanations(parts: dict) -> list[str]:
                    "label budget and noise are not what limits these proxies, so their gaps cannot separate")
     if np.isfinite(parts["error_correlation"]) and parts["error_correlation"] > 0.5:
         why.append("shared_errors")
-        out.append(f"independent members' held-out errors are strongly correlated (mean pairwise {parts['error_correlation']:.2f}): most of "
-                   "each proxy's error is what the features cannot represent, which every member shares and averaging cannot remove")
+        r = parts.get("member_correlation", float("nan"))
+        out.append(f"independent members' held-out errors are strongly correlated (mean pairwise {parts['error_correlation']:.2f}; members' "
+                   f"within-prompt correlation with gold {r:.2f}): most of each proxy's error is the part of the gold reward the "
+                   "features cannot represent, which every member shares and averaging cannot remove")
     g, groups = parts["gold"], parts["groups"]
     dev = np.abs(g - groups.expand(groups.mean(g)))
     top = dev >= np.quantile(dev, 0.95)
@@ -337,13 +339,26 @@ def default_betas(gold_sd: float) -> np.ndarray:
     return gold_sd * np.logspace(0.5, -1.5, 11)
 
 
-def run_hacking_study(source, config: HackConfig | None = None, json_path=None, proxies_path=None, log: Callable[[str], None] | None = None) -> dict:
+def run_hacking_study(source, config: HackConfig | None = None, json_path=None, proxies_path=None,
+                      log: Callable[[str], None] | None = None) -> dict:
     """Run the study on a run directory (or sample file); returns the ``hacking`` JSON dict.
 
     ``json_path``/``proxies_path`` default to ``hacking.json`` and ``proxies.parquet`` inside a run
     directory; for a sample file nothing is written unless given. The plot
     (:func:`alignlimits.report.hacking_plots.plot_hacking_study`) is drawn by the caller (report layer).
+
+    BLAS runs single-threaded here (through ``threadpoolctl`` when installed): the matrices are small
+    (at most a few thousand rows), and on a shared 2-core machine threaded BLAS made the study ~3× slower.
     """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional
+        return _run_hacking_study(source, config, json_path, proxies_path, log)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _run_hacking_study(source, config, json_path, proxies_path, log)
+
+
+def _run_hacking_study(source, config, json_path, proxies_path, log) -> dict:
     started = time.perf_counter()
     config = config or HackConfig()
     config.check()
@@ -583,6 +598,8 @@ def run_hacking_study(source, config: HackConfig | None = None, json_path=None, 
             "n_eval_prompts": int(np.unique(eval_ids).size),
             "sweep_errors": [e["error"]["index"] for e in error_sweep],
             "error_correlation": diagnostics.get("independent_error_correlation", float("nan")),
+            "member_correlation": float(np.mean([info[n]["heldout_within_prompt_correlation"] for n in member_sets.get("independent", [])]))
+            if member_sets.get("independent") else float("nan"),
             "gold": gold_eval_sorted, "groups": eg,
         })
         diagnostics["explained_by"] = result_parts.get("explained_by", [])
