@@ -108,6 +108,11 @@ def test_headline_table(tmp_path):
     best = next(p for p in load()["evaluate"] if p["label"] == "best-of-16")
     assert f"{100 * best['efficiency']:.0f}%" in text
 
+    out = io.StringIO()  # a narrow terminal wraps names but never cuts a number
+    print_headline(load(), Console(file=out, width=80, color_system=None))
+    ppo = next(p for p in load()["evaluate"] if p["label"] == "PPO β=0.1")
+    assert headline_rows({"evaluate": [ppo]})[0]["gain"] in out.getvalue() and "…" not in out.getvalue()
+
     out = io.StringIO()
     print_headline(edge_results(), Console(file=out, width=100, color_system=None))
     assert "∞" in out.getvalue() and "—" in out.getvalue()

@@ -30,8 +30,8 @@ TERMINAL_COLUMNS = [
     ("kl", "KL ± se", True),
     ("gain", "gain [95% CI]", True),
     ("optimal", "optimal", True),
-    ("efficiency", "efficiency", True),
-    ("overspend", "overspend", True),
+    ("efficiency", "eff.", True),
+    ("overspend", "KL over", True),
 ]
 
 
@@ -117,11 +117,20 @@ def print_headline(results: dict, console=None) -> None:
     console = console or Console()
     front = results.get("frontier") or {}
     title = f"{results.get('task', '?')} · {results.get('model', '?')} · reward {results.get('reward', '?')}"
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for _, name, right in TERMINAL_COLUMNS:
-        table.add_column(name, justify="right" if right else "left", no_wrap=True)
-    rows = headline_rows(results)
+    from rich import box
+
+    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    for key, name, right in TERMINAL_COLUMNS:
+        # numbers never wrap or get cut; on a narrow terminal the method's name wraps instead
+        table.add_column(name, justify="right" if right else "left", no_wrap=key != "method", overflow="fold")
+    # trained policies first: they are what the run is about
+    rows = sorted(headline_rows(results), key=lambda r: r["point"].get("method") in ("bon", "soft-bon"))
+    last_group = None
     for row in rows:
+        group = row["point"].get("method") if row["point"].get("method") in ("bon", "soft-bon") else "trained"
+        if last_group is not None and group != last_group and hasattr(table, "add_section"):
+            table.add_section()
+        last_group = group
         eff = num(row["point"].get("efficiency"))
         style = "green" if eff >= 0.9 else "yellow" if eff >= 0.6 else "red" if math.isfinite(eff) else ""
         cells = {k: row[k] for k, _, _ in TERMINAL_COLUMNS}
