@@ -117,6 +117,8 @@ def _sentence(p: dict, first: bool) -> str:
         s = f"{name} reaches {fmt_pct(eff)} of the optimal gain at its KL ({fmt(kl)} nats)"
     else:
         s = f"{name} reaches {fmt_pct(eff)} (KL {fmt(kl)} nats)"
+    if math.isfinite(eff) and eff > 1.02:
+        s += ", above the estimated frontier (see its confidence band)"
     if math.isinf(over):
         s += ", more than the frontier reaches from these samples"
     elif math.isfinite(over):
@@ -162,8 +164,8 @@ def summary_text(results: dict) -> str:
         names = beyond[0] if len(beyond) == 1 else ", ".join(beyond[:-1]) + " and " + beyond[-1]
         if len(beyond) == len(shown) > 1:
             names = "All of them"
-        parts.append(f"{_cap(names)} {'lies' if len(beyond) == 1 else 'lie'} beyond the frontier's reliable range, where its estimate "
-                     "rests on few effective samples: read those comparisons as approximate.")
+        parts.append(f"{_cap(names)} {'lies' if len(beyond) == 1 else 'lie'} beyond the frontier's reliable range, where the frontier's "
+                     "estimate rests on few effective samples: read those comparisons as approximate.")
     if not points:
         parts.append("No method was evaluated in this run.")
     return " ".join(parts)
