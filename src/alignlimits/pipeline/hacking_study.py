@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from alignlimits.data import METADATA_COLUMNS, read_table, validate
+from alignlimits.data import read_table, validate
 from alignlimits.errors import AlignLimitsError
 from alignlimits.methods.proxies import FEATURES, GoldLabelledProxy, proxy_error, resolve_labels, text_features
 from alignlimits.theory.best_of_n import bon_expected_reward, bon_kl_bound, bon_kl_empirical
