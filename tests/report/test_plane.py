@@ -128,3 +128,27 @@ def test_headline_rows_fallback_labels():
     assert rows["best-of-16"]["overspend"] == "∞" and rows["best-of-16"]["efficiency"] == "—"
     assert rows["best-of-4"]["kl"] == "—"
     assert all(isinstance(v, str) and v for r in rows.values() for k, v in r.items() if k != "point")
+
+
+def test_plane_draws_the_exact_frontier(tmp_path):
+    """`alignlimits run exact` adds the enumerated frontier: it is drawn (and an empty or broken one is not fatal)."""
+    import matplotlib.pyplot as plt
+
+    r = load()
+    r["exact_frontier"] = [{"kl": c["kl"], "gain": c["gain"] * 1.05} for c in r["frontier"]["curve"]]
+    labels = {}
+    orig = plt.Figure.savefig
+
+    def spy(self, *a, **k):
+        labels["all"] = self.axes[0].get_legend_handles_labels()[1]
+        return orig(self, *a, **k)
+
+    plt.Figure.savefig = spy
+    try:
+        plot_plane(r, tmp_path / "exact.png")
+        assert any("exact frontier" in s for s in labels["all"])
+        r["exact_frontier"] = [{"kl": None, "gain": float("nan")}]
+        plot_plane(r, tmp_path / "exact2.png")
+        assert not any("exact frontier" in s for s in labels["all"])
+    finally:
+        plt.Figure.savefig = orig
