@@ -41,7 +41,7 @@ BASE_SAMPLING = {
     "logits_processors": "none (raw logits)",
 }
 
-CPU_MAX_BATCH = 16  # on CPU throughput stops growing around here (benchmarks/bench_sampling.py)
+CPU_MAX_BATCH = 64  # ~135M parameters on CPU: tokens/s still grow up to about here (benchmarks/bench_sampling.py)
 GPU_MAX_BATCH = 512
 
 
@@ -380,8 +380,10 @@ def bytes_per_sequence(model, seq_len: int, *, scoring: bool = False) -> int:
 def auto_batch_size(model, *, prompt_len: int, max_new_tokens: int, scoring: bool = False, fraction: float = 0.5) -> int:
     """Sequences per forward/generate call: what fits in ``fraction`` of free memory, capped for throughput.
 
-    On CPU the cap is :data:`CPU_MAX_BATCH` (throughput is flat beyond it and padding waste grows); on GPU
-    :data:`GPU_MAX_BATCH`. The environment variable ``ALIGNLIMITS_BATCH_SIZE`` overrides the choice.
+    On CPU the cap is :data:`CPU_MAX_BATCH` for a ~135M-parameter model, scaled by sqrt(135M / parameters)
+    (between 8 and 1024; x4 for scoring): beyond it tokens/s stop growing while padding waste (sequences that
+    ended early still computed) grows. On GPU the cap is :data:`GPU_MAX_BATCH`. The environment variable
+    ``ALIGNLIMITS_BATCH_SIZE`` overrides the choice.
     """
     env = os.environ.get("ALIGNLIMITS_BATCH_SIZE")
     if env:
@@ -395,7 +397,7 @@ def auto_batch_size(model, *, prompt_len: int, max_new_tokens: int, scoring: boo
     fit = max(1, int(free // max(per, 1)))
     if device.type == "cuda":
         cap = GPU_MAX_BATCH
-    else:  # small models keep gaining from bigger batches on CPU; ~135M parameters saturate near 16
+    else:  # smaller models keep gaining from bigger batches on CPU, larger ones saturate sooner
         n_params = sum(p.numel() for p in model.parameters())
         cap = int(min(1024, max(8, CPU_MAX_BATCH * math.sqrt(135e6 / max(n_params, 1)))))
         cap *= 4 if scoring else 1
