@@ -19,6 +19,10 @@ Columns (DESIGN §2): ``prompt_id``, ``sample_idx``, ``prompt`` (the exact text 
 ``completion``, ``completion_ids`` (list of token ids, EOS included when generated), ``logp_base`` (log π0 of
 the completion under the sampling model), ``n_tokens``, ``truncated``, ``seed`` (the run's ``--seed``),
 ``split`` (``train``/``heldout``, :func:`alignlimits.lm.tasks.split_of`), then one float column per reward.
+Rewards are called with the ``prompt`` column (chat template applied) and the completion texts, exactly as
+policy samples are scored at evaluation, so base and policy rewards are one function.
+
+Test hook: ``ALIGNLIMITS_SAMPLE_PART_DELAY=SECONDS`` sleeps after each part (the kill/resume test uses it).
 
 Seeds: the prompts of part k are sampled with base seed ``derive_seed(seed, "part", first prompt_id of the
 part)`` and generate call j of that part with ``derive_seed(that, j)``; rerunning the same command with the
@@ -445,7 +449,6 @@ def run_sampling(req: SampleRequest, out_dir: str | Path, *, force: bool = False
                                          batch_size=batch_size, on_batch=on_batch)
             rows = {k: [] for k in ("prompt_id", "sample_idx", "prompt", "completion", "completion_ids", "logp_base",
                                     "n_tokens", "truncated", "seed", "split")}
-            user_prompts, sources = [], []
             for p, res in zip(group, results):
                 for k in range(req.n):
                     rows["prompt_id"].append(p["prompt_id"])
@@ -458,10 +461,9 @@ def run_sampling(req: SampleRequest, out_dir: str | Path, *, force: bool = False
                     rows["truncated"].append(bool(res.truncated[k]))
                     rows["seed"].append(int(req.seed))
                     rows["split"].append(split_of(p["prompt_id"]))
-                    user_prompts.append(p["text"])
-                    sources.append(p.get("source", p["text"]))
-            reward_cols = _score_rewards(rewards, user_prompts, rows["completion"], rows["prompt_id"],
-                                         sources if any("source" in p for p in group) else None)
+            # Rewards see the exact text given to the model (the `prompt` column), as when policies are
+            # evaluated or a table is re-scored later, so base and policy rewards are the same function.
+            reward_cols = _score_rewards(rewards, rows["prompt"], rows["completion"], rows["prompt_id"], None)
             import pandas as pd
 
             frame = pd.DataFrame(rows)
