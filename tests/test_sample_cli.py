@@ -263,3 +263,15 @@ def test_task_sources(tmp_path):
     bad.write_text("hello there\n")
     with pytest.raises(AlignLimitsError, match="a b c"):
         get_task("exact", prompts_file=str(bad))
+
+
+def test_two_writers_are_refused(tmp_path, capsys):
+    out = tmp_path / "r"
+    out.mkdir()
+    held = sampling_run._lock_run_dir(out)  # as if another `sample` were running
+    try:
+        assert cli("sample", "--task", "exact", "--n", "2", "--out", out, "--quiet") == 2
+        assert "another `alignlimits sample` is writing" in _err(capsys)
+    finally:
+        held.close()
+    assert cli("sample", "--task", "exact", "--n", "2", "--out", out, "--quiet") == 0

@@ -294,6 +294,24 @@ def _progress(console, total_prompts: int, done: int, enabled: bool):
     )
 
 
+def _lock_run_dir(out: Path):
+    """An exclusive, non-blocking lock on ``RUN_DIR/.sample.lock`` (released on close or process death), so two
+    ``sample`` processes never write the same run (which could duplicate rows)."""
+    fh = open(out / ".sample.lock", "a+")
+    try:
+        import fcntl
+
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # not POSIX: no lock
+        pass
+    except OSError:
+        fh.close()
+        raise AlignLimitsError(
+            f"another `alignlimits sample` is writing to {out}; wait for it to finish (or stop it) and run again"
+        ) from None
+    return fh
+
+
 def run_sampling(req: SampleRequest, out_dir: str | Path, *, force: bool = False, console=None,
                  progress: bool = True) -> SampleRunResult:
     """Sample, score and store (see the module docstring). Resumes a partial run in ``out_dir``."""
@@ -331,171 +349,179 @@ def run_sampling(req: SampleRequest, out_dir: str | Path, *, force: bool = False
     cfg_path = out / CONFIG_FILE
     if out.exists() and not out.is_dir():
         raise AlignLimitsError(f"--out {out} is a file; give a directory (it is created if missing)")
-    if cfg_path.is_file():
-        try:
-            old = json.loads(cfg_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            old = None
-        old_id = (old or {}).get("identity")
-        if old_id != identity:
-            if not force:
-                if old_id is None:
-                    why = "its config.json is not a sample run's"
-                else:
-                    why = "; ".join(_diff(old_id, identity))
-                raise AlignLimitsError(
-                    f"{out} holds a run with a different config ({why}); use another --out, or --force to replace it"
-                )
-            shutil.rmtree(parts_dir(out), ignore_errors=True)
-            cfg_path.unlink()
-    elif existing_parts(out):
-        if not force:
-            raise AlignLimitsError(f"{out}/samples holds parts but no config.json; use another --out, or --force to replace them")
-        shutil.rmtree(parts_dir(out), ignore_errors=True)
-
-    # Resume: skip the prompts already present.
-    counts = done_prompt_ids(out)
-    wanted = {p["prompt_id"] for p in task.prompts}
-    stray = [pid for pid in counts if pid not in wanted]
-    if stray:
-        raise AlignLimitsError(f"{out}/samples holds prompt {stray[0]!r}, which this config does not sample; use --force to start over")
-    partial = [pid for pid, c in counts.items() if c != req.n]
-    if partial:
-        raise AlignLimitsError(
-            f"{out}/samples holds {counts[partial[0]]} rows for prompt {partial[0]!r} instead of {req.n}; "
-            "the table was edited by hand: delete that part or use --force"
-        )
-    todo = [p for p in task.prompts if p["prompt_id"] not in counts]
-    rows_before = sum(counts.values())
-    if not todo and cfg_path.is_file():
-        console.print(
-            f"{out} already holds all {rows_before} samples ({len(task.prompts)} prompts x {req.n}); nothing to do.",
-            soft_wrap=True,
-        )
-        return SampleRunResult(str(out), rows_before, 0, len(task.prompts), len(counts), True, time.time() - t0)
-
-    # Model, prompts as given to the model, rewards.
-    rewards = _load_rewards(reward_specs, req.device)
-    clash = [r.name for r in rewards if r.name in ("prompt_id", "sample_idx", "prompt", "completion", "completion_ids",
-                                                   "logp_base", "n_tokens", "truncated", "seed", "split")]
-    if clash:
-        raise AlignLimitsError(f"reward column {clash[0]!r} would overwrite a sample-table column; rename the reward")
-    lm = lm_models.load_model(model_spec, device=req.device, dtype=req.dtype, chat=task.chat)
-    model_texts = {p["prompt_id"]: lm.format_prompt(p["text"]) for p in task.prompts}
-    lengths = check_prompt_lengths(lm.tokenizer, [model_texts[p["prompt_id"]] for p in task.prompts],
-                                   [p["prompt_id"] for p in task.prompts], max_new, lm.max_context)
-    batch_size = req.batch_size or auto_batch_size(lm.model, prompt_len=max(lengths), max_new_tokens=max_new)
-
-    config = {
-        "schema": CONFIG_SCHEMA,
-        "kind": "sample",
-        "identity": identity,
-        "command": "alignlimits sample",
-        "task": {"name": task.name, "source": task.source, "chat": task.chat, "n_prompts": len(task.prompts),
-                 "default_rewards": task.default_rewards, "info": task.info},
-        "model": lm.info,
-        "sampling": {**BASE_SAMPLING, "max_new_tokens": max_new, "stop": "EOS",
-                     "eos_token_ids": lm.model.generation_config.eos_token_id,
-                     "note": "the model's generation_config is ignored: samples come from the base distribution"},
-        "rewards": [{"spec": s, "column": r.name, "description": getattr(r, "description", "")}
-                    for s, r in zip(reward_specs, rewards)],
-        "seeds": {"seed": req.seed, "rule": "part seed = derive_seed(seed, 'part', first prompt_id of the part); "
-                                            "generate call j of a part: derive_seed(part seed, j)"},
-        "split_rule": "heldout iff sha256('alignlimits-split:v1:' + prompt_id)[:8] / 2**64 < 0.25",
-        "batch_size": batch_size,
-        "versions": package_versions(),
-        "platform": {"machine": platform.machine(), "system": platform.system(), "argv": sys.argv},
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    if cfg_path.is_file():
-        try:
-            config["history"] = json.loads(cfg_path.read_text()).get("history", [])
-        except (OSError, json.JSONDecodeError):
-            config["history"] = []
-    config.setdefault("history", []).append({"started": config["started"], "prompts_done_before": len(counts),
-                                             "batch_size": batch_size})
-    parts_dir(out).mkdir(parents=True, exist_ok=True)
-    for stale in parts_dir(out).glob(".part-*.tmp"):
-        stale.unlink(missing_ok=True)
     try:
-        _write_json_atomic(config, cfg_path)
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise AlignLimitsError(f"cannot write {cfg_path}: {err.strerror or err}; free space or pick another --out") from None
-
-    per_part = prompts_per_part(req.n, batch_size)
-    groups = [todo[i : i + per_part] for i in range(0, len(todo), per_part)]
-    part_idx = _next_part_index(out)
-    delay = float(os.environ.get("ALIGNLIMITS_SAMPLE_PART_DELAY", "0") or 0)  # test hook: slow runs down
-    rows_written, tokens = 0, 0
-    columns: list[str] = []
-    stats = {"samples": 0, "tokens": 0, "t": time.time()}
-
-    def rates() -> str:
-        dt = max(time.time() - stats["t"], 1e-9)
-        return f"{stats['samples'] / dt:6.1f} samples/s {stats['tokens'] / dt:7.1f} tok/s"
-
-    with _progress(console, len(task.prompts), len(counts), progress) as bar:
-        tid = bar.add_task("sample", total=len(task.prompts), completed=len(counts), rates=rates())
-        for group in groups:
-            base_seed = derive_seed(req.seed, "part", group[0]["prompt_id"])
-            texts = [model_texts[p["prompt_id"]] for p in group]
-
-            def on_batch(prompts_done: int, n_samples: int, n_tokens: int) -> None:
-                stats["samples"] += n_samples
-                stats["tokens"] += n_tokens
-                bar.update(tid, completed=len(counts) + rows_written // req.n + prompts_done, rates=rates())
-
-            results = sample_completions(lm.model, lm.tokenizer, texts, req.n, max_new, seed=base_seed,
-                                         batch_size=batch_size, on_batch=on_batch)
-            rows = {k: [] for k in ("prompt_id", "sample_idx", "prompt", "completion", "completion_ids", "logp_base",
-                                    "n_tokens", "truncated", "seed", "split")}
-            for p, res in zip(group, results):
-                for k in range(req.n):
-                    rows["prompt_id"].append(p["prompt_id"])
-                    rows["sample_idx"].append(k)
-                    rows["prompt"].append(model_texts[p["prompt_id"]])
-                    rows["completion"].append(res.texts[k])
-                    rows["completion_ids"].append(np.asarray(res.token_ids[k], dtype=np.int32))
-                    rows["logp_base"].append(float(res.logp[k]))
-                    rows["n_tokens"].append(int(res.n_tokens[k]))
-                    rows["truncated"].append(bool(res.truncated[k]))
-                    rows["seed"].append(int(req.seed))
-                    rows["split"].append(split_of(p["prompt_id"]))
-            # Rewards see the exact text given to the model (the `prompt` column), as when policies are
-            # evaluated or a table is re-scored later, so base and policy rewards are the same function.
-            reward_cols = _score_rewards(rewards, rows["prompt"], rows["completion"], rows["prompt_id"], None)
-            import pandas as pd
-
-            frame = pd.DataFrame(rows)
-            frame["sample_idx"] = frame["sample_idx"].astype("int64")
-            frame["n_tokens"] = frame["n_tokens"].astype("int64")
-            frame["seed"] = frame["seed"].astype("int64")
-            for name, vals in reward_cols.items():
-                frame[name] = vals
-            path = parts_dir(out) / f"part-{part_idx:05d}.parquet"
+        raise AlignLimitsError(f"cannot create --out {out}: {err.strerror or err}; pick another directory") from None
+    lock = _lock_run_dir(out)
+    try:
+        if cfg_path.is_file():
             try:
-                write_part_atomic(frame, path)
-            except OSError as err:
-                done = len(counts) + rows_written // req.n
-                raise AlignLimitsError(
-                    f"cannot write {path.name}: {err.strerror or err}; the table in {out} stays valid with {done} of "
-                    f"{len(task.prompts)} prompts; free space and run the same command again to resume"
-                ) from None
-            columns = list(frame.columns)
-            part_idx += 1
-            rows_written += len(frame)
-            tokens += int(frame["n_tokens"].sum())
-            bar.update(tid, completed=len(counts) + rows_written // req.n, rates=rates())
-            if delay:
-                time.sleep(delay)
+                old = json.loads(cfg_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                old = None
+            old_id = (old or {}).get("identity")
+            if old_id != identity:
+                if not force:
+                    if old_id is None:
+                        why = "its config.json is not a sample run's"
+                    else:
+                        why = "; ".join(_diff(old_id, identity))
+                    raise AlignLimitsError(
+                        f"{out} holds a run with a different config ({why}); use another --out, or --force to replace it"
+                    )
+                shutil.rmtree(parts_dir(out), ignore_errors=True)
+                cfg_path.unlink()
+        elif existing_parts(out):
+            if not force:
+                raise AlignLimitsError(f"{out}/samples holds parts but no config.json; use another --out, or --force to replace them")
+            shutil.rmtree(parts_dir(out), ignore_errors=True)
 
-    total = rows_before + rows_written
-    secs = time.time() - t0
-    console.print(
-        f"wrote {rows_written} samples for {len(todo)} prompts to {parts_dir(out)} "
-        f"({total} rows in all; {tokens} tokens, {tokens / max(secs, 1e-9):.1f} tok/s overall)", soft_wrap=True
-    )
-    return SampleRunResult(str(out), total, rows_written, len(task.prompts), len(counts), False, secs, tokens, columns)
+        # Resume: skip the prompts already present.
+        counts = done_prompt_ids(out)
+        wanted = {p["prompt_id"] for p in task.prompts}
+        stray = [pid for pid in counts if pid not in wanted]
+        if stray:
+            raise AlignLimitsError(f"{out}/samples holds prompt {stray[0]!r}, which this config does not sample; use --force to start over")
+        partial = [pid for pid, c in counts.items() if c != req.n]
+        if partial:
+            raise AlignLimitsError(
+                f"{out}/samples holds {counts[partial[0]]} rows for prompt {partial[0]!r} instead of {req.n}; "
+                "the table was edited by hand: delete that part or use --force"
+            )
+        todo = [p for p in task.prompts if p["prompt_id"] not in counts]
+        rows_before = sum(counts.values())
+        if not todo and cfg_path.is_file():
+            console.print(
+                f"{out} already holds all {rows_before} samples ({len(task.prompts)} prompts x {req.n}); nothing to do.",
+                soft_wrap=True,
+            )
+            return SampleRunResult(str(out), rows_before, 0, len(task.prompts), len(counts), True, time.time() - t0)
+
+        # Model, prompts as given to the model, rewards.
+        rewards = _load_rewards(reward_specs, req.device)
+        clash = [r.name for r in rewards if r.name in ("prompt_id", "sample_idx", "prompt", "completion", "completion_ids",
+                                                       "logp_base", "n_tokens", "truncated", "seed", "split")]
+        if clash:
+            raise AlignLimitsError(f"reward column {clash[0]!r} would overwrite a sample-table column; rename the reward")
+        lm = lm_models.load_model(model_spec, device=req.device, dtype=req.dtype, chat=task.chat)
+        model_texts = {p["prompt_id"]: lm.format_prompt(p["text"]) for p in task.prompts}
+        lengths = check_prompt_lengths(lm.tokenizer, [model_texts[p["prompt_id"]] for p in task.prompts],
+                                       [p["prompt_id"] for p in task.prompts], max_new, lm.max_context)
+        batch_size = req.batch_size or auto_batch_size(lm.model, prompt_len=max(lengths), max_new_tokens=max_new)
+
+        config = {
+            "schema": CONFIG_SCHEMA,
+            "kind": "sample",
+            "identity": identity,
+            "command": "alignlimits sample",
+            "task": {"name": task.name, "source": task.source, "chat": task.chat, "n_prompts": len(task.prompts),
+                     "default_rewards": task.default_rewards, "info": task.info},
+            "model": lm.info,
+            "sampling": {**BASE_SAMPLING, "max_new_tokens": max_new, "stop": "EOS",
+                         "eos_token_ids": lm.model.generation_config.eos_token_id,
+                         "note": "the model's generation_config is ignored: samples come from the base distribution"},
+            "rewards": [{"spec": s, "column": r.name, "description": getattr(r, "description", "")}
+                        for s, r in zip(reward_specs, rewards)],
+            "seeds": {"seed": req.seed, "rule": "part seed = derive_seed(seed, 'part', first prompt_id of the part); "
+                                                "generate call j of a part: derive_seed(part seed, j)"},
+            "split_rule": "heldout iff sha256('alignlimits-split:v1:' + prompt_id)[:8] / 2**64 < 0.25",
+            "batch_size": batch_size,
+            "versions": package_versions(),
+            "platform": {"machine": platform.machine(), "system": platform.system(), "argv": sys.argv},
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        if cfg_path.is_file():
+            try:
+                config["history"] = json.loads(cfg_path.read_text()).get("history", [])
+            except (OSError, json.JSONDecodeError):
+                config["history"] = []
+        config.setdefault("history", []).append({"started": config["started"], "prompts_done_before": len(counts),
+                                                 "batch_size": batch_size})
+        parts_dir(out).mkdir(parents=True, exist_ok=True)
+        for stale in parts_dir(out).glob(".part-*.tmp"):
+            stale.unlink(missing_ok=True)
+        try:
+            _write_json_atomic(config, cfg_path)
+        except OSError as err:
+            raise AlignLimitsError(f"cannot write {cfg_path}: {err.strerror or err}; free space or pick another --out") from None
+
+        per_part = prompts_per_part(req.n, batch_size)
+        groups = [todo[i : i + per_part] for i in range(0, len(todo), per_part)]
+        part_idx = _next_part_index(out)
+        delay = float(os.environ.get("ALIGNLIMITS_SAMPLE_PART_DELAY", "0") or 0)  # test hook: slow runs down
+        rows_written, tokens = 0, 0
+        columns: list[str] = []
+        stats = {"samples": 0, "tokens": 0, "t": time.time()}
+
+        def rates() -> str:
+            dt = max(time.time() - stats["t"], 1e-9)
+            return f"{stats['samples'] / dt:6.1f} samples/s {stats['tokens'] / dt:7.1f} tok/s"
+
+        with _progress(console, len(task.prompts), len(counts), progress) as bar:
+            tid = bar.add_task("sample", total=len(task.prompts), completed=len(counts), rates=rates())
+            for group in groups:
+                base_seed = derive_seed(req.seed, "part", group[0]["prompt_id"])
+                texts = [model_texts[p["prompt_id"]] for p in group]
+
+                def on_batch(prompts_done: int, n_samples: int, n_tokens: int) -> None:
+                    stats["samples"] += n_samples
+                    stats["tokens"] += n_tokens
+                    bar.update(tid, completed=len(counts) + rows_written // req.n + prompts_done, rates=rates())
+
+                results = sample_completions(lm.model, lm.tokenizer, texts, req.n, max_new, seed=base_seed,
+                                             batch_size=batch_size, on_batch=on_batch)
+                rows = {k: [] for k in ("prompt_id", "sample_idx", "prompt", "completion", "completion_ids", "logp_base",
+                                        "n_tokens", "truncated", "seed", "split")}
+                for p, res in zip(group, results):
+                    for k in range(req.n):
+                        rows["prompt_id"].append(p["prompt_id"])
+                        rows["sample_idx"].append(k)
+                        rows["prompt"].append(model_texts[p["prompt_id"]])
+                        rows["completion"].append(res.texts[k])
+                        rows["completion_ids"].append(np.asarray(res.token_ids[k], dtype=np.int32))
+                        rows["logp_base"].append(float(res.logp[k]))
+                        rows["n_tokens"].append(int(res.n_tokens[k]))
+                        rows["truncated"].append(bool(res.truncated[k]))
+                        rows["seed"].append(int(req.seed))
+                        rows["split"].append(split_of(p["prompt_id"]))
+                # Rewards see the exact text given to the model (the `prompt` column), as when policies are
+                # evaluated or a table is re-scored later, so base and policy rewards are the same function.
+                reward_cols = _score_rewards(rewards, rows["prompt"], rows["completion"], rows["prompt_id"], None)
+                import pandas as pd
+
+                frame = pd.DataFrame(rows)
+                frame["sample_idx"] = frame["sample_idx"].astype("int64")
+                frame["n_tokens"] = frame["n_tokens"].astype("int64")
+                frame["seed"] = frame["seed"].astype("int64")
+                for name, vals in reward_cols.items():
+                    frame[name] = vals
+                path = parts_dir(out) / f"part-{part_idx:05d}.parquet"
+                try:
+                    write_part_atomic(frame, path)
+                except OSError as err:
+                    done = len(counts) + rows_written // req.n
+                    raise AlignLimitsError(
+                        f"cannot write {path.name}: {err.strerror or err}; the table in {out} stays valid with {done} of "
+                        f"{len(task.prompts)} prompts; free space and run the same command again to resume"
+                    ) from None
+                columns = list(frame.columns)
+                part_idx += 1
+                rows_written += len(frame)
+                tokens += int(frame["n_tokens"].sum())
+                bar.update(tid, completed=len(counts) + rows_written // req.n, rates=rates())
+                if delay:
+                    time.sleep(delay)
+
+        total = rows_before + rows_written
+        secs = time.time() - t0
+        console.print(
+            f"wrote {rows_written} samples for {len(todo)} prompts to {parts_dir(out)} "
+            f"({total} rows in all; {tokens} tokens, {tokens / max(secs, 1e-9):.1f} tok/s overall)", soft_wrap=True
+        )
+        return SampleRunResult(str(out), total, rows_written, len(task.prompts), len(counts), False, secs, tokens, columns)
+    finally:
+        lock.close()  # releases the lock
 
 
 def read_run_samples(out_dir: str | Path):
