@@ -584,6 +584,11 @@ def _run_hacking_study(source, config, json_path, proxies_path, log) -> dict:
             "independent members beat correlated ones (mean of 4)",
             "gap of the mean of 4 correlated proxies minus that of 4 independent ones",
             ens_tilt[("correlated", "mean", 4)]["gap"] - ens_tilt[("independent", "mean", 4)]["gap"], betas, "beta", conf))
+        checks.append(compare(
+            "at equal KL: independent members beat correlated ones (mean of 4)",
+            "gold gain of the mean of 4 independent proxies minus that of 4 correlated ones, read at the same KL",
+            ens_tilt[("independent", "mean", 4)]["gold_gain_at_kl"] - ens_tilt[("correlated", "mean", 4)]["gold_gain_at_kl"],
+            kl_grid, "kl", conf))
     for chk in checks:
         chk.setdefault("expected", True)
     diagnostics = {}
