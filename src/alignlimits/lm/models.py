@@ -17,7 +17,8 @@ Every conversion is written into a temporary folder next to its destination and 
 step, so a killed conversion never passes for a finished one (the next use converts again).
 
 Device and dtype: CUDA with bfloat16 (float16 on GPUs without bf16) when a GPU is present, else CPU float32;
-override with ``device=`` / ``dtype=`` or the ``ALIGNLIMITS_DEVICE`` environment variable.
+override with ``device=`` / ``dtype=`` or the ``ALIGNLIMITS_DEVICE`` environment variable. The exact task's
+model defaults to CPU float32 everywhere (a GPU gains nothing on it, and bfloat16 would break exactness).
 """
 
 from __future__ import annotations
@@ -327,6 +328,10 @@ def load_model(spec: str | None = None, *, device: str | None = None, dtype=None
 
     spec = spec or DEFAULT_MODEL
     path, kwargs = resolve_model(spec)
+    if is_builtin(spec) and spec != DEFAULT_MODEL:
+        # the exact task's model: float32 (its enumeration is exact only at full precision), CPU unless asked
+        device = device or os.environ.get("ALIGNLIMITS_DEVICE") or "cpu"
+        dtype = dtype or "float32"
     dev, dt = choose_device(device, dtype)
     with _quiet_transformers():
         try:
