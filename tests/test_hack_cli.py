@@ -48,6 +48,7 @@ def test_hack_writes_json_plot_and_proxies(run_dir):
     result = json.loads((run_dir / "hacking.json").read_text())
     assert result["gold"] == "profanity" and result["bon_n"] == [1, 2, 8]
     assert (run_dir / "hacking.png").stat().st_size > 10_000
+    assert (run_dir / "hacking.md").read_text().startswith("## Reward hacking")
     assert "hack_split" in pd.read_parquet(run_dir / "proxies.parquet").columns
     assert "expected orderings" in proc.stdout and "ensembles" in proc.stdout
 

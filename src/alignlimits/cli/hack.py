@@ -155,7 +155,7 @@ def hack(
 ):
     """Reward hacking on real reward models: proxies trained on gold labels, their gap to the gold frontier, ensembles."""
     from alignlimits.pipeline.hacking_study import HackConfig, run_hacking_study, write_json_atomic
-    from alignlimits.report.hacking_plots import plot_hacking_study
+    from alignlimits.report.hacking_plots import hacking_report_section, plot_hacking_study
 
     label_values = parse_numbers(labels, "--labels", fractions=True)
     ens_labels = parse_numbers(ensemble_labels, "--ensemble-labels", fractions=True)
@@ -173,11 +173,14 @@ def hack(
     json_path = json_out or (run_dir / "hacking.json" if is_dir else None)
     plot_path = plot or (run_dir / "hacking.png" if is_dir else None)
     with console.status("reward-hacking study…"):
-        result = run_hacking_study(run_dir, config, json_path=None, log=lambda m: console.print(f"[dim]{m}[/]"))
+        result = run_hacking_study(run_dir, config, write_json=False, log=lambda m: console.print(f"[dim]{m}[/]"))
     if plot_path is not None:
         result["plot"] = str(plot_hacking_study(result, plot_path))
     print_result(result)
     if json_path is not None:
+        section = Path(json_path).with_suffix(".md")
+        section.write_text(hacking_report_section(result, Path(plot_path).name if plot_path else None))
+        result["report_section"] = str(section)
         write_json_atomic(result, json_path)
-        console.print(f"[dim]wrote {json_path}" + (f", {plot_path}" if plot_path else "") +
+        console.print(f"[dim]wrote {json_path}, {section}" + (f", {plot_path}" if plot_path else "") +
                       (f", {result['proxies_file']}" if result.get("proxies_file") else "") + "[/]")

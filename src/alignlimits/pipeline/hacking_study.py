@@ -340,11 +340,11 @@ def default_betas(gold_sd: float) -> np.ndarray:
 
 
 def run_hacking_study(source, config: HackConfig | None = None, json_path=None, proxies_path=None,
-                      log: Callable[[str], None] | None = None) -> dict:
+                      log: Callable[[str], None] | None = None, write_json: bool = True) -> dict:
     """Run the study on a run directory (or sample file); returns the ``hacking`` JSON dict.
 
     ``json_path``/``proxies_path`` default to ``hacking.json`` and ``proxies.parquet`` inside a run
-    directory; for a sample file nothing is written unless given. The plot
+    directory; for a sample file nothing is written unless given (``write_json=False``: no JSON). The plot
     (:func:`alignlimits.report.hacking_plots.plot_hacking_study`) is drawn by the caller (report layer).
 
     BLAS runs single-threaded here (through ``threadpoolctl`` when installed): the matrices are small
@@ -353,12 +353,12 @@ def run_hacking_study(source, config: HackConfig | None = None, json_path=None, 
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - optional
-        return _run_hacking_study(source, config, json_path, proxies_path, log)
+        return _run_hacking_study(source, config, json_path, proxies_path, log, write_json)
     with threadpool_limits(limits=1, user_api="blas"):
-        return _run_hacking_study(source, config, json_path, proxies_path, log)
+        return _run_hacking_study(source, config, json_path, proxies_path, log, write_json)
 
 
-def _run_hacking_study(source, config, json_path, proxies_path, log) -> dict:
+def _run_hacking_study(source, config, json_path, proxies_path, log, write_json) -> dict:
     started = time.perf_counter()
     config = config or HackConfig()
     config.check()
@@ -554,6 +554,12 @@ def _run_hacking_study(source, config, json_path, proxies_path, log) -> dict:
                 "at equal KL: gap grows with proxy error",
                 "gold gain of the smallest-error proxies minus that of the largest-error ones, read at the same KL",
                 sweep_tilts[lo_i]["gold_gain_at_kl"] - sweep_tilts[hi_i]["gold_gain_at_kl"], kl_grid, "kl", conf))
+            if errors[hi_i] < 1.25 * errors[lo_i]:
+                for chk in checks[-2:]:
+                    if chk["verdict"] == "shown":
+                        chk["verdict"] = "inconclusive"
+                    chk["detail"] += (f" (but the configurations' errors hardly differ: 1 − within-prompt correlation "
+                                      f"{errors[lo_i]:.3g} to {errors[hi_i]:.3g}, so the ranking is itself noise)")
             rho = [float(spearmanr(errors, gaps[:, j]).statistic) if np.ptp(gaps[:, j]) > 0 else float("nan") for j in range(betas.size)]
             checks[-2]["spearman_error_vs_gap"] = [{"beta": float(b), "rho": r} for b, r in zip(betas, rho)]
         every = average_curves(sweep_tilts)
@@ -669,7 +675,7 @@ def _run_hacking_study(source, config, json_path, proxies_path, log) -> dict:
         _atomic_parquet(out, Path(proxies_path))
         result["proxies_file"] = str(proxies_path)
     json_path = json_path or (run_dir / "hacking.json" if run_dir else None)
-    if json_path is not None:
+    if json_path is not None and write_json:
         write_json_atomic(result, Path(json_path))
         result["json"] = str(json_path)
     return result

@@ -122,3 +122,48 @@ def plot_hacking_study(result: dict, path, beta_index: int | None = None) -> Pat
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _pm(row: dict | None, key: str) -> str:
+    if row is None or row.get(key) is None:
+        return "—"
+    lo, hi = row[key + "_ci"]
+    return f"{row[key]:.3g} [{lo:.3g}, {hi:.3g}]"
+
+
+def hacking_report_section(result: dict, plot: str | None = None) -> str:
+    """A Markdown section of the run report: set-up, headline numbers with intervals, verdicts and notes."""
+    betas = result["betas"]
+    j = reference_beta_index(result)
+    lines = [
+        "## Reward hacking",
+        "",
+        f"Gold reward `{result['gold']}`; proxies: {result.get('features_detail', '')}. {result['split']}. "
+        f"{result['n_train_prompts']} training and {result['n_eval_prompts']} evaluation prompts.",
+        "",
+        f"Intervals: {result['ci_method']}.",
+        "",
+    ]
+    if plot:
+        lines += [f"![reward hacking]({plot})", ""]
+    if result.get("error_sweep"):
+        lines += ["| labels | noise | within-prompt corr. | gap at β=%.3g | gap at β=%.3g |" % (betas[0], betas[-1]),
+                  "|---|---|---|---|---|"]
+        for s in result["error_sweep"]:
+            lines.append(f"| {s['labels']} | {s['noise']:g} | {s['error']['within_prompt_correlation']:.3g} | "
+                         f"{_pm(s['curve'][0], 'gap')} | {_pm(s['curve'][-1], 'gap')} |")
+        lines.append("")
+    mean_rows = [e for e in result.get("ensembles", []) if e["aggregate"] == "mean"]
+    if mean_rows:
+        lines += [f"| members | K | gap at β={betas[j]:.3g} | gold gain at KL={result['kl_grid'][2]:g} |", "|---|---|---|---|"]
+        for e in mean_rows:
+            lines.append(f"| {e['members']} | {e['k']} | {_pm(e['curve'][j], 'gap')} | {_pm(e['at_kl'][2], 'gold_gain')} |")
+        lines.append("")
+    lines += ["| expected ordering | verdict | detail |", "|---|---|---|"]
+    for c in result["checks"]:
+        if c.get("expected", True):
+            lines.append(f"| {c['claim']} | **{c['verdict']}** | {c['detail']} |")
+    lines.append("")
+    for note in result.get("notes", []):
+        lines.append(f"- {note}")
+    return "\n".join(lines) + "\n"
