@@ -31,6 +31,7 @@ def sample(
     limit_prompts: Optional[int] = typer.Option(None, "--limit-prompts", help="Use only the first K prompts (after the split)."),
     split: str = typer.Option("all", "--split", help="all, train or heldout (fixed rule on prompt ids; see docs)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: GPU when present)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, bfloat16 or float16 (default: bfloat16 on GPU, float32 on CPU)."),
     force: bool = typer.Option(False, "--force", help="Replace a run in OUT made with a different config."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -43,6 +44,6 @@ def sample(
     req = SampleRequest(
         task=task, model=model, rewards=list(reward) if reward else None, prompts_file=prompts, dataset=dataset,
         n=n, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, limit_prompts=limit_prompts,
-        split=split, device=device,
+        split=split, device=device, dtype=dtype,
     )
     run_sampling(req, out, force=force, progress=not quiet)
