@@ -189,7 +189,7 @@ def get_task(name: str, *, prompts_file: str | None = None, dataset: str | None 
         if dataset:
             raise AlignLimitsError("--dataset does not apply to the exact task; use --prompts with words over 'a b c'")
         if prompts_file:
-            prompts, source = _to_prompts(_load_prompt_file(prompts_file)), f"file {prompts_file}"
+            prompts, source = _to_prompts(_load_prompt_file(prompts_file)), f"file {Path(prompts_file).expanduser().resolve()}"
             bad = [p for p in prompts if any(w not in exact.WORD_TOKENS for w in p["text"].split())]
             if bad:
                 raise AlignLimitsError(
@@ -202,7 +202,7 @@ def get_task(name: str, *, prompts_file: str | None = None, dataset: str | None 
             default_max_new_tokens=exact.MAX_NEW_TOKENS, fixed_max_new_tokens=exact.MAX_NEW_TOKENS, source=source,
         )
     if prompts_file:
-        rows, source = _load_prompt_file(prompts_file), f"file {prompts_file}"
+        rows, source = _load_prompt_file(prompts_file), f"file {Path(prompts_file).expanduser().resolve()}"
     elif dataset:
         rows, source = _load_dataset(dataset, name), f"dataset {dataset}"
     else:
