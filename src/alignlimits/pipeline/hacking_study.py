@@ -604,6 +604,18 @@ def _run_hacking_study(source, config, json_path, proxies_path, log, write_json)
     failed = [c for c in checks if c["expected"] and c["verdict"] != "shown"]
     for chk in failed:
         notes.append(f"NOT SHOWN ({chk['verdict']}): {chk['claim']}. {chk['detail']}")
+    verdict = {c["claim"]: c["verdict"] for c in checks}
+    for at_beta, at_kl in (("gap grows with proxy error", "at equal KL: gap grows with proxy error"),
+                           ("mean of 4 independent proxies has a smaller gap than the average single proxy",
+                            "at equal KL: mean of 4 independent proxies has a smaller gap than the average single proxy"),
+                           ("independent members beat correlated ones (mean of 4)",
+                            "at equal KL: independent members beat correlated ones (mean of 4)")):
+        if verdict.get(at_beta, "shown") != "shown" and verdict.get(at_kl) == "shown":
+            notes.append(
+                f"'{at_beta}' holds at equal KL but not at equal β: the proxies differ in scale (ridge shrinks a proxy fitted "
+                "to fewer or noisier labels, and averaging shrinks an ensemble), so at one β a flatter proxy moves the policy "
+                "less and its gap at that β is smaller; at the same KL it is worse, as the theory says"
+            )
     if failed:
         notes += _explanations(result_parts := {
             "n_eval_prompts": int(np.unique(eval_ids).size),
