@@ -121,3 +121,20 @@ def test_scorer_under_another_model(tiny):
     m64 = copy.deepcopy(model).to(torch.float64)
     s64 = score_logprobs(m64, tok, ["c c"] * 32, out.token_ids)
     assert np.max(np.abs(s64 - out.logp)) < 1e-4
+
+
+def test_peft_wrapped_model_also_samples_the_base_distribution():
+    """PEFT's generate calls the wrapped model: its generation_config must be neutralised too."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import GenerationConfig
+
+    model, tok = exact.build_exact_model(0)
+    model.generation_config = GenerationConfig(eos_token_id=0, pad_token_id=0, do_sample=True, top_k=1,
+                                               suppress_tokens=[1, 2])
+    wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    out = generate_batch(wrapped, tok, ["b c"] * 300, 3, seed=1)
+    assert len({tuple(i) for i in out.token_ids}) > 5
+    assert any(1 in i or 2 in i for i in out.token_ids)
+    assert model.generation_config.top_k == 1  # restored
+    scored = score_logprobs(wrapped, tok, ["b c"] * 300, out.token_ids)
+    assert np.max(np.abs(out.logp - scored)) < 1e-3

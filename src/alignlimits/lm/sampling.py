@@ -166,8 +166,17 @@ def generate_batch(
         return_dict_in_generate=False, output_scores=False, output_logits=False,
     )
     recorder = _LogprobRecorder()
-    saved = model.generation_config
-    model.generation_config = GenerationConfig()  # nothing inherited from the checkpoint's sampling defaults
+    # Nothing may be inherited from the checkpoint's sampling defaults: swap in a neutral generation_config
+    # on the model and on any wrapped model (PEFT's generate calls the base model's).
+    owners = [model]
+    if hasattr(model, "get_base_model"):
+        try:
+            owners.append(model.get_base_model())
+        except Exception:  # noqa: BLE001
+            pass
+    saved = [(m, m.__dict__.get("generation_config", getattr(m, "generation_config", None))) for m in owners]
+    for m, _ in saved:
+        m.generation_config = GenerationConfig()
     try:
         if seed is not None:
             torch.manual_seed(int(seed))
@@ -178,7 +187,8 @@ def generate_batch(
             )
             steps = recorder.finish(sequences, width).double().cpu().numpy()
     finally:
-        model.generation_config = saved
+        for m, cfg in saved:
+            m.generation_config = cfg
     gen = sequences[:, width:].cpu().numpy()
     eos_set = set(eos)
     token_ids, logps, n_tok, trunc, step_list = [], [], [], [], []
