@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench browser clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -19,12 +19,15 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/alignlimits example-samples runs/demo
-	$(BIN)/alignlimits frontier runs/demo/gaussian.parquet --json runs/demo/frontier.json --plot runs/demo/frontier.png
-	$(BIN)/alignlimits hacking runs/demo/gaussian.parquet --gold reward --proxy proxy_1 --proxy proxy_2 --proxy proxy_3 --proxy proxy_4 --json runs/demo/hacking.json --plot runs/demo/hacking.png
+	$(BIN)/alignlimits run safety --preset quick --out runs/demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# The report's test opens it in a real headless browser (Debian's chromium); root installs it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_theory.py

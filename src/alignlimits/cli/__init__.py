@@ -10,7 +10,12 @@ def main() -> None:
     from alignlimits.cli import analysis, hack, run, sample  # noqa: F401  (they register commands)
 
     try:
-        app(standalone_mode=False)
+        # without standalone mode, click returns the exit code of Exit (typer turns Ctrl-C into Exit(130))
+        code = app(standalone_mode=False)
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except AlignLimitsError as err:
         print(f"alignlimits: error: {err}", file=sys.stderr)
         sys.exit(AlignLimitsError.exit_code)

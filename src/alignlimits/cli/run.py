@@ -35,11 +35,9 @@ def _flags(**values) -> dict:
 
 def _show(results: dict, run_dir: Path) -> None:
     from alignlimits.report.html import write_report
-    from alignlimits.report.plane import plot_plane
     from alignlimits.report.terminal import print_headline
 
-    plot_plane(results, run_dir / "plane.png")
-    write_report(run_dir, results)
+    write_report(run_dir, results)  # also draws plane.png
     print_headline(results, console)
     console.print(f"[dim]results: {run_dir / 'results.json'}  figure: {run_dir / 'plane.png'}  report: {run_dir / 'report.html'}[/]")
 

@@ -169,6 +169,17 @@ def _json_default(x):
     raise TypeError(type(x).__name__)
 
 
+def _overspend(kl: float, needed: float) -> float:
+    """A method's KL over the KL the frontier needs for the same gain."""
+    return float(kl / needed) if needed > 0 else float("inf")
+
+
+def _label(name: str) -> str:
+    """``ppo-beta0.1`` → ``PPO β=0.1``; external policies keep their name."""
+    method, tag = name.split("-", 1)
+    return f"{method.upper()} β={tag.removeprefix('beta')}" if method in TRAINED else tag
+
+
 def _beta_tag(beta: float) -> str:
     return f"beta{beta:g}"
 
@@ -461,7 +472,7 @@ class Study:
                 "kl": kl, "kl_se": 0.0, "kl_k3": None, "kl_k3_se": None,
                 "gain": gain, "gain_ci": [gain, gain], "optimal_gain_at_kl": optimal,
                 "efficiency": gain / optimal if optimal > 0 else float("nan"),
-                "kl_overspend": kl / needed if needed > 0 else float("inf"),
+                "kl_overspend": _overspend(kl, needed),
                 "reliable": kl <= frontier.max_reliable_kl_,
                 "n_prompts": frontier.n_prompts_, "n_samples": frontier.n_samples_,
                 "estimator": "exact best-of-N law on the empirical distribution of the base samples",
@@ -473,7 +484,8 @@ class Study:
                 "beta": row["beta"], "kl": row["kl"], "kl_se": 0.0, "kl_k3": None, "kl_k3_se": None,
                 "gain": row["gain"], "gain_ci": [row["gain"]] * 2, "optimal_gain_at_kl": optimal,
                 "efficiency": row["gain"] / optimal if optimal > 0 else float("nan"),
-                "kl_overspend": float("nan"), "reliable": row["kl"] <= frontier.max_reliable_kl_,
+                "kl_overspend": _overspend(row["kl"], frontier.kl_for_gain(row["gain"])[0]),
+                "reliable": row["kl"] <= frontier.max_reliable_kl_,
                 "n_prompts": frontier.n_prompts_, "n_samples": frontier.n_samples_,
                 "estimator": "exact law of sampling-importance-resampling on the empirical distribution",
             })
@@ -488,7 +500,7 @@ class Study:
             eval_frames[name] = frame
             method, tag = name.split("-", 1)
             beta = float(tag.removeprefix("beta")) if method in TRAINED else None
-            label = f"{method.upper()} β={beta:g}" if beta is not None else tag
+            label = _label(name)
             point = place_policy(method, frame[self.reward_col], frame["prompt_id"], frame["logp_policy"],
                                  frame["logp_base"], frontier, beta=beta)
             evaluate.append({**point.to_dict(), "label": label, "n": None,
@@ -534,7 +546,7 @@ class Study:
             for name, frame in eval_frames.items():
                 sub = frame[frame["prompt_id"] == pid]
                 if len(sub):
-                    completions.append({"method": name.split("-")[0], "label": name, "text": str(sub.iloc[0]["completion"]),
+                    completions.append({"method": name.split("-")[0], "label": _label(name), "text": str(sub.iloc[0]["completion"]),
                                         "reward": float(sub.iloc[0][self.reward_col])})
             out.append({"prompt_id": str(pid), "prompt": str(prompt_text), "completions": completions})
         return out

@@ -1,0 +1,124 @@
+"""`alignlimits run` end to end on the exact task: outputs, resumption after kills, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+FAST = ["--steps", "6", "--n", "64", "--eval-n", "64", "--methods", "bon,soft-bon,ppo"]
+
+
+def alignlimits(*args, env=None):
+    return [sys.executable, "-m", "alignlimits", *map(str, args)]
+
+
+def run(*args):
+    return subprocess.run(alignlimits(*args), capture_output=True, text=True)
+
+
+def wait_for(predicate, proc, timeout=300):
+    t0 = time.time()
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"finished before the kill point: {proc.stderr.read() if proc.stderr else ''}")
+        if time.time() - t0 > timeout:
+            raise AssertionError("kill point not reached in time")
+        time.sleep(0.2)
+
+
+def stages(run_dir: Path) -> dict:
+    path = run_dir / "state.json"
+    return json.loads(path.read_text())["stages"] if path.exists() else {}
+
+
+def comparable(results: dict) -> list:
+    return [(e["label"], round(e["kl"], 9), round(e["gain"], 9)) for e in results["evaluate"]]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full") / "run"
+    proc = run("run", "exact", "--out", out, *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_outputs(uninterrupted):
+    results = json.loads((uninterrupted / "results.json").read_text())
+    for key in ("frontier", "frontier_band", "soft_bon", "evaluate", "plan", "examples", "config", "versions", "timings", "exact_frontier"):
+        assert key in results, key
+    methods = {e["method"] for e in results["evaluate"]}
+    assert {"bon", "soft-bon", "ppo"} <= methods
+    ppo = next(e for e in results["evaluate"] if e["method"] == "ppo")
+    assert ppo["kl"] > 0 and ppo["kl_se"] > 0 and ppo["gain"] > 0
+    assert ppo["gain"] <= ppo["optimal_gain_at_kl"] + 4 * (ppo["gain_ci"][1] - ppo["gain_ci"][0])
+    html = (uninterrupted / "report.html").read_text()
+    assert "data:image/png;base64" in html
+    assert (uninterrupted / "plane.png").stat().st_size > 10_000
+    rerun = run("run", "exact", "--out", uninterrupted, *FAST)
+    assert rerun.returncode == 0 and "done earlier" in rerun.stdout + rerun.stderr
+
+
+def test_killed_twice_resumes_to_the_same_numbers(uninterrupted, tmp_path):
+    out = tmp_path / "run"
+    # first kill: after the base samples and the frontier, before training ends
+    proc = subprocess.Popen(alignlimits("run", "exact", "--out", out, *FAST), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: "frontier" in stages(out), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # second kill: in the middle of PPO, once a checkpoint exists
+    proc = subprocess.Popen(alignlimits("run", "exact", "--out", out, *FAST), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any((out / "train" / "ppo-beta0.5").glob("checkpoint-*/trainer_state.json")), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert "eval-ppo-beta0.5" not in stages(out)
+    done = run("run", "exact", "--out", out, *FAST)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a = json.loads((uninterrupted / "results.json").read_text())
+    b = json.loads((out / "results.json").read_text())
+    assert comparable(a) == comparable(b)
+
+
+def test_ctrl_c_stops_cleanly(tmp_path):
+    out = tmp_path / "run"
+    # a shell's background jobs ignore SIGINT, and children inherit that: restore the default
+    proc = subprocess.Popen(alignlimits("run", "exact", "--out", out, *FAST), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    wait_for(lambda: "base" in stages(out), proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "run the same command again to resume" in err
+    assert "Traceback" not in err
+    again = run("run", "exact", "--out", out, *FAST)
+    assert again.returncode == 0, again.stderr[-2000:]
+
+
+def one_line_error(proc, *needles):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_bad_input(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("steps: 3\nbogus: 1\nalso_bad: 2\n")
+    one_line_error(run("run", "exact", "--config", cfg, "--out", tmp_path / "a"), "unknown keys", "also_bad", "bogus")
+    cfg.write_text("preset: full\n")
+    one_line_error(run("run", "exact", "--config", cfg, "--preset", "quick", "--out", tmp_path / "a"), "conflicts")
+    one_line_error(run("run", "exact", "--reward", "nonesuch", "--out", tmp_path / "b"), "nonesuch")
+    one_line_error(run("run", "exact", "--betas", "0.1,-1", "--out", tmp_path / "c"), "β must be > 0")
+    one_line_error(run("train", "--method", "dpo", "--beta", "0.1", "--task", "exact", "--out", tmp_path / "d"), "unknown method")
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "state.json").write_text(json.dumps({"format": 0, "stages": {}}))
+    (old / "run_config.json").write_text("{}")
+    one_line_error(run("run", "exact", "--out", old), "format 0")
+    one_line_error(run("evaluate", tmp_path / "nowhere"), "no run")
