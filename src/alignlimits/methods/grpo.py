@@ -227,8 +227,10 @@ def _lora_config(options: GRPOOptions):
 
 
 def _ensure_loadable(model, options: GRPOOptions) -> None:
-    """TRL builds the reference model from ``model.config._name_or_path``; a model built in
-    memory (the exact task) has none, so save it once under the run and point there."""
+    """TRL builds the reference model (full fine-tuning) by loading ``model.config._name_or_path``
+    again, so the reference is the model *as saved there*, not the instance passed in; a model
+    built in memory (the exact task) has no path, so save it once under the run and point there.
+    (With LoRA the reference is the passed model with adapters disabled.)"""
     name = getattr(model.config, "_name_or_path", "") or ""
     if name and Path(name).is_dir():
         return
