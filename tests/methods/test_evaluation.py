@@ -74,3 +74,14 @@ def test_monte_carlo_kl_and_gain_match_exact(exact_setup):
     # a perturbed policy cannot beat the frontier at its KL
     assert point.gain <= point.optimal_gain_at_kl + 3 * (point.gain_ci[1] - point.gain_ci[0])
     assert point.efficiency < 1.0 + 1e-9 or point.gain < 0
+
+
+def test_tokenizer_mismatch_refused():
+    from alignlimits.lm.exact import build_exact_tokenizer
+    from alignlimits.methods.evaluation import check_same_tokenizer
+
+    base, other = build_exact_tokenizer(), build_exact_tokenizer()
+    check_same_tokenizer(other, base)
+    other.add_tokens(["d"])
+    with pytest.raises(AlignLimitsError, match="tokenizer differs"):
+        check_same_tokenizer(other, base)

@@ -122,3 +122,22 @@ def test_bad_input(tmp_path):
     (old / "run_config.json").write_text("{}")
     one_line_error(run("run", "exact", "--out", old), "format 0")
     one_line_error(run("evaluate", tmp_path / "nowhere"), "no run")
+
+
+def test_training_prompts_in_evaluation_refused(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from alignlimits.pipeline.study import Study, resolve_config
+
+    study = Study(resolve_config("exact", None, {}, {}), tmp_path / "run")
+    monkeypatch.setattr(study, "base_table", lambda: type("T", (), {"frame": pd.DataFrame({"prompt_id": ["x-a", "x-b"]})})())
+    train_dir = tmp_path / "run" / "train" / "ppo-beta0.5"
+    train_dir.mkdir(parents=True)
+    (train_dir / "train_prompts.json").write_text(json.dumps(["x-c", "x-b"]))
+    from alignlimits.errors import AlignLimitsError
+
+    with pytest.raises(AlignLimitsError, match="used to train ppo-beta0.5"):
+        study.check_no_overlap(train_dir)
+    study.check_no_overlap(train_dir, allow=True)
+    (train_dir / "train_prompts.json").write_text(json.dumps(["x-c"]))
+    study.check_no_overlap(train_dir)

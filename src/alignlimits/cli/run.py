@@ -117,6 +117,7 @@ def evaluate(
     base: Optional[str] = typer.Option(None, "--base", help="Its base model (with --policy)."),
     task: Optional[str] = typer.Option(None, "--task", help="The task (with --policy)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the evaluate JSON here."),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap", help="Evaluate even on prompts a policy was trained on."),
 ):
     """Every trained policy on the KL–reward plane: held-out prompts, sequence KL, efficiency against the frontier."""
     from alignlimits.pipeline.study import Study, StudyConfig, resolve_config
@@ -126,7 +127,7 @@ def evaluate(
         if not saved.exists():
             raise AlignLimitsError(f"{run_dir} holds no run (no run_config.json); train into it first, or give --policy")
         cfg = StudyConfig(**json.loads(saved.read_text()))
-        study = Study(cfg, run_dir, console=console)
+        study = Study(cfg, run_dir, console=console, allow_overlap=allow_overlap)
         if not (run_dir / "train").is_dir():
             raise AlignLimitsError(f"{run_dir} holds no trained policies; run `alignlimits train ... --out {run_dir}` first")
         results = study.run(train=False, evaluate=True)

@@ -187,10 +187,11 @@ def _beta_tag(beta: float) -> str:
 class Study:
     """One `alignlimits run`: ``Study(config, run_dir).run()``."""
 
-    def __init__(self, config: StudyConfig, run_dir, force: bool = False, console=None):
+    def __init__(self, config: StudyConfig, run_dir, force: bool = False, console=None, allow_overlap: bool = False):
         from rich.console import Console
 
         self.config = config
+        self.allow_overlap = allow_overlap
         self.dir = Path(run_dir)
         self.console = console or Console(stderr=True)
         self._check_dir(force)
@@ -363,14 +364,30 @@ class Study:
         c = self.config
         task = get_task(c.task, prompts_file=c.prompts, dataset=c.dataset).split("train").limit(c.train_prompts)
         raw = [p["text"] for p in task.prompts]
-        return [self.base_lm.format_prompt(t) for t in raw], raw
+        return [self.base_lm.format_prompt(t) for t in raw], raw, [p["prompt_id"] for p in task.prompts]
+
+    def check_no_overlap(self, train_dir: Path, allow: bool = False) -> None:
+        """Evaluation prompts must not be training prompts (the split guarantees it; files may not)."""
+        listed = train_dir / "train_prompts.json"
+        if not listed.exists():
+            return
+        trained = set(json.loads(listed.read_text()))
+        heldout = set(self.base_table().frame["prompt_id"].astype(str))
+        overlap = sorted(trained & heldout)
+        if overlap and not allow:
+            raise AlignLimitsError(
+                f"{len(overlap)} evaluation prompts (e.g. {overlap[0]!r}) were used to train {train_dir.name}; "
+                "evaluate on held-out prompts, or pass --allow-overlap to do it anyway"
+            )
 
     def train(self, method: str, beta: float) -> None:
         import copy
 
         c = self.config
         out = self.dir / "train" / f"{method}-{_beta_tag(beta)}"
-        prompts, raw = self._train_prompts()
+        prompts, raw, ids = self._train_prompts()
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(ids, out / "train_prompts.json")
         reward = self.rewards[0]
         policy = copy.deepcopy(self.base_lm.model)
         resume = out.is_dir() and any(out.glob("checkpoint-*"))
@@ -419,6 +436,7 @@ class Study:
 
     def evaluate_trained(self, method: str, beta: float) -> None:
         name = f"{method}-{_beta_tag(beta)}"
+        self.check_no_overlap(self.dir / "train" / name, self.allow_overlap)
         policy = self.load_policy(self.dir / "train" / name / "policy")
         self.evaluate_policy(policy, name)
 
@@ -441,10 +459,11 @@ class Study:
         tmp.replace(out / f"{name}.parquet")
 
     def hacking(self) -> None:
-        from alignlimits.pipeline.hacking_study import run_hacking_study
+        from alignlimits.pipeline.hacking_study import HackConfig, run_hacking_study
 
-        run_hacking_study(self.dir / "base", gold=self.reward_col, out_dir=self.dir, seed=self.config.seed,
-                          console=self.console)
+        run_hacking_study(self.dir / "base", HackConfig(gold=self.reward_col, seed=self.config.seed),
+                          json_path=self.dir / "hacking.json", proxies_path=self.dir / "proxies.parquet",
+                          log=self.console.print)
 
     # ---------------------------------------------------------------- results
     def collect(self, wall_time: float) -> dict:
