@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.lm.hub import hub_reachable as _hub_reachable
 
 #: The instruction the summarisation task puts before each document.
 SUMMARY_INSTRUCTION = "Summarise the following text in one or two sentences:"
@@ -179,21 +180,6 @@ _DOC_COLUMNS = ("post", "document", "content", "article", "text")
 _REF_COLUMNS = ("summary", "completion", "label", "reference", "highlights", "tldr")
 _POST_RE = re.compile(r"(?:^|\n)\s*POST:\s*", re.IGNORECASE)
 _TLDR_RE = re.compile(r"\s*TL;?DR:?\s*$", re.IGNORECASE)
-
-
-def _hub_reachable(timeout: float = 2.0) -> bool:
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "0").strip().lower() in ("1", "true", "yes", "on"):
-            return False
-    import socket
-    from urllib.parse import urlparse
-
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _open_dataset(name_or_path: str, split: str):

@@ -27,13 +27,13 @@ import json
 import os
 import re
 import shutil
-import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.lm.hub import hub_reachable as _hub_reachable
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 EXACT_MODEL = "exact-tiny"
@@ -204,26 +204,6 @@ def is_builtin(spec: str) -> bool:
 
 
 # --------------------------------------------------------------------------- resolution
-
-
-def _hub_reachable(timeout: float = 2.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-        return False
-    if os.environ.get("TRANSFORMERS_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-        return False
-    from urllib.parse import urlparse
-
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    old = socket.getdefaulttimeout()
-    try:
-        socket.setdefaulttimeout(timeout)
-        socket.getaddrinfo(host, 443)
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-    finally:
-        socket.setdefaulttimeout(old)
 
 
 def resolve_model(spec: str | None) -> tuple[str, dict]:

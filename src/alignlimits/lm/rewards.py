@@ -39,7 +39,6 @@ import importlib.util
 import math
 import os
 import re
-import socket
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -47,6 +46,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.lm.hub import hub_reachable as _hub_reachable
 
 KNOWN_SPECS = (
     "profanity",
@@ -439,20 +439,6 @@ class MiniLMSummaryReward(RewardModel):
 def _sanitise(text: str) -> str:
     s = re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower()
     return s or "model"
-
-
-def _hub_reachable(timeout: float = 2.0) -> bool:
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if os.environ.get(var, "0").strip().lower() in ("1", "true", "yes", "on"):
-            return False
-    from urllib.parse import urlparse
-
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 class HFClassifierReward(RewardModel):
