@@ -2,26 +2,15 @@
 
 import gzip
 import json
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
 
 
-def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "alignlimits", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+from conftest import CLI
 
-
-def assert_clean_error(proc, *needles):
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    for needle in needles:
-        assert needle.lower() in lines[0].lower(), lines[0]
-    assert proc.stdout.strip() == "", "no numbers may be printed with an error"
+run = CLI.run
+assert_clean_error = CLI.assert_clean_error
 
 
 @pytest.fixture(scope="module")

@@ -1,28 +1,16 @@
 """`alignlimits hack RUN_DIR` end to end, and its bad inputs as one-line errors with exit code 2."""
 
 import json
-import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-# registers the command even before cli/__init__ imports the module
-ENTRY = "import alignlimits.cli.hack; from alignlimits.cli import main; main()"
+from conftest import CLI
 
-
-def run(*args):
-    return subprocess.run([sys.executable, "-c", ENTRY, *map(str, args)], capture_output=True, text=True)
-
-
-def assert_clean_error(proc, *needles):
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    for needle in needles:
-        assert needle.lower() in lines[0].lower(), lines[0]
+run = CLI.run
+assert_clean_error = CLI.assert_clean_error
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import CLI
 
 FAST = ["--steps", "6", "--n", "64", "--eval-n", "64", "--methods", "bon,soft-bon,ppo"]
 
@@ -99,29 +100,21 @@ def test_ctrl_c_stops_cleanly(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
 
 
-def one_line_error(proc, *needles):
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
 def test_bad_input(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("steps: 3\nbogus: 1\nalso_bad: 2\n")
-    one_line_error(run("run", "exact", "--config", cfg, "--out", tmp_path / "a"), "unknown keys", "also_bad", "bogus")
+    CLI.assert_clean_error(run("run", "exact", "--config", cfg, "--out", tmp_path / "a"), "unknown keys", "also_bad", "bogus")
     cfg.write_text("preset: full\n")
-    one_line_error(run("run", "exact", "--config", cfg, "--preset", "quick", "--out", tmp_path / "a"), "conflicts")
-    one_line_error(run("run", "exact", "--reward", "nonesuch", "--out", tmp_path / "b"), "nonesuch")
-    one_line_error(run("run", "exact", "--betas", "0.1,-1", "--out", tmp_path / "c"), "β must be > 0")
-    one_line_error(run("train", "--method", "dpo", "--beta", "0.1", "--task", "exact", "--out", tmp_path / "d"), "unknown method")
+    CLI.assert_clean_error(run("run", "exact", "--config", cfg, "--preset", "quick", "--out", tmp_path / "a"), "conflicts")
+    CLI.assert_clean_error(run("run", "exact", "--reward", "nonesuch", "--out", tmp_path / "b"), "nonesuch")
+    CLI.assert_clean_error(run("run", "exact", "--betas", "0.1,-1", "--out", tmp_path / "c"), "β must be > 0")
+    CLI.assert_clean_error(run("train", "--method", "dpo", "--beta", "0.1", "--task", "exact", "--out", tmp_path / "d"), "unknown method")
     old = tmp_path / "old"
     old.mkdir()
     (old / "state.json").write_text(json.dumps({"format": 0, "stages": {}}))
     (old / "run_config.json").write_text("{}")
-    one_line_error(run("run", "exact", "--out", old), "format 0")
-    one_line_error(run("evaluate", tmp_path / "nowhere"), "no run")
+    CLI.assert_clean_error(run("run", "exact", "--out", old), "format 0")
+    CLI.assert_clean_error(run("evaluate", tmp_path / "nowhere"), "no run")
 
 
 def test_training_prompts_in_evaluation_refused(tmp_path, monkeypatch):

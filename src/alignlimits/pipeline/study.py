@@ -280,6 +280,7 @@ class Study:
     def run(self, train: bool = True, evaluate: bool = True) -> dict | None:
         """All stages (``alignlimits run``), or training only, or evaluation only."""
         t0 = time.time()
+        self.rewards  # a reward spec that cannot load fails here, before any stage starts
         if evaluate:
             self.stage("base", self.sample_base)
             self.stage("frontier", self.fit_frontier)
