@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -187,6 +188,8 @@ def main(argv=None) -> int:
         "num_generations": args.generations,
         "lora": args.lora,
         "device": "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
+        "loadavg_1min_start": os.getloadavg()[0],
+        "cpu_count": os.cpu_count(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
                      "python": platform.python_version()},
     }
@@ -217,6 +220,7 @@ def main(argv=None) -> int:
                   f"s/step: best-vs-best ratio {result['grpo_overhead_seconds_ratio']:.3f} (tokens/s ratio "
                   f"{result['grpo_overhead_tokens_ratio']:.3f}); median of adjacent-pair ratios "
                   f"{result['grpo_overhead_pair_ratio_median']:.3f}", flush=True)
+    result["loadavg_1min_end"] = os.getloadavg()[0]
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
