@@ -59,6 +59,8 @@ class StudyConfig:
     """Rollouts per PPO step; completions per GRPO step."""
     num_generations: int = 4
     """GRPO group size."""
+    ppo_epochs: int = 4
+    """Passes over each PPO rollout batch (lm-human-preferences: 4)."""
     ppo_learning_rate: float = 1e-5
     grpo_learning_rate: float = 1e-5
     use_lora: bool = False
@@ -97,8 +99,10 @@ PRESETS = {
     "full": dict(n=256, eval_n=64, eval_prompts=None, steps=300, max_new_tokens=64, batch_size=64,
                  num_generations=8, betas=[0.01, 0.03, 0.1], soft_bon_n=[4, 16, 64]),
 }
-# the exact task is tiny and exactly solvable: many cheap steps, large learning rates (tests/methods)
+# the exact task is tiny and exactly solvable: many cheap steps, large learning rates (tests/methods);
+# summarisation prompts are ~300 tokens, so its quick preset trains fewer, lighter PPO steps
 TASK_DEFAULTS = {
+    "summarization": dict(steps=6, eval_prompts=8, ppo_epochs=2),
     "exact": dict(n=256, eval_n=256, eval_prompts=None, steps=60, max_new_tokens=3, batch_size=64,
                   num_generations=8, ppo_learning_rate=1e-3, grpo_learning_rate=3e-3, betas=[0.5],
                   soft_bon_n=[2, 4, 16], min_ess=10.0),
@@ -401,6 +405,7 @@ class Study:
             from alignlimits.methods.ppo_config import PPOConfig
 
             cfg = PPOConfig(beta=beta, steps=c.steps, batch_size=c.batch_size, max_new_tokens=c.max_new_tokens,
+                            ppo_epochs=c.ppo_epochs,
                             learning_rate=c.ppo_learning_rate, use_lora=c.use_lora, output_dir=str(out),
                             save_steps=max(1, c.steps // 4), seed=c.seed,
                             num_minibatches=max(1, c.batch_size // 32) if c.batch_size % 32 == 0 else 1)
