@@ -122,6 +122,7 @@ def test_grpo_config_and_bad_input(tmp_path):
     assert (cfg.scale_rewards, cfg.loss_type, cfg.max_completion_length) == ("none", "dr_grpo", 5)
     assert (cfg.temperature, cfg.top_p, cfg.top_k, cfg.use_vllm) == (1.0, 1.0, 0, False)
     assert not cfg.gradient_checkpointing
+    assert cfg.generation_kwargs["no_repeat_ngram_size"] == 0
     for bad in (dict(beta=0.0), dict(beta=-0.1), dict(batch_size=10, num_generations=4), dict(num_generations=1),
                 dict(scale_rewards="std"), dict(loss_type="ppo"), dict(report_to=["mlflow"])):
         with pytest.raises(AlignLimitsError):

@@ -189,6 +189,8 @@ def grpo_config(options: GRPOOptions):
         top_k=0,
         min_p=None,
         repetition_penalty=1.0,
+        # and nothing inherited from the checkpoint's generation_config (TRL fills unset fields from it)
+        generation_kwargs={"typical_p": 1.0, "no_repeat_ngram_size": 0, "num_beams": 1, "min_length": 0},
         disable_dropout=True,
         use_vllm=False,
         use_cpu=not gpu,
