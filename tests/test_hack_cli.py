@@ -43,7 +43,6 @@ def test_hack_writes_json_plot_and_proxies(run_dir):
 
 def run_inprocess(monkeypatch, capsys, *args):
     """The same entry point in this process (no interpreter start-up): returns (exit code, stdout, stderr)."""
-    import alignlimits.cli.hack  # noqa: F401
     from alignlimits.cli import main
 
     monkeypatch.setattr(sys, "argv", ["alignlimits", *map(str, args)])

@@ -33,7 +33,7 @@ def test_mismatched_lengths_refused():
 
 @pytest.fixture(scope="module")
 def exact_setup():
-    from alignlimits.lm.exact import build_exact_tokenizer, exact_distribution, load_exact_model
+    from alignlimits.lm.exact import exact_distribution, load_exact_model
 
     base, tok = load_exact_model()
     policy = copy.deepcopy(base)

@@ -1,7 +1,6 @@
 """`alignlimits run` end to end on the exact task: outputs, resumption after kills, bad input."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -12,33 +12,13 @@ from rich.console import Console
 from rich.table import Table
 
 from alignlimits.cli.app import app
+from alignlimits.cli.options import parse_numbers, parse_whole
 from alignlimits.data import default_reward_column, read_table, validate
 from alignlimits.errors import AlignLimitsError
 
 console = Console()
 
 SamplesArg = typer.Argument(..., help="Sample table (.parquet, .jsonl, .csv, optionally .gz) or a run directory.")
-
-
-def parse_floats(text: Optional[str], what: str) -> Optional[list[float]]:
-    if text is None:
-        return None
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise AlignLimitsError(f"{what} must be comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise AlignLimitsError(f"{what} is empty")
-    return values
-
-
-def parse_ints(text: Optional[str], what: str) -> Optional[list[int]]:
-    values = parse_floats(text, what)
-    if values is None:
-        return None
-    if any(v != int(v) or v < 1 for v in values):
-        raise AlignLimitsError(f"{what} must be whole numbers ≥ 1, got {text!r}")
-    return [int(v) for v in values]
 
 
 def write_json(result: dict, path: Optional[Path]) -> None:
@@ -91,7 +71,7 @@ def frontier(
         raise AlignLimitsError("--confidence must lie strictly between 0 and 1, e.g. 0.95")
     table, (col,) = load(samples, [reward_col] if reward_col else None, drop_invalid)
     result = frontier_result(
-        table, col, kls=parse_floats(kl, "--kl"), bon=parse_ints(bon, "--bon"), extrapolate=extrapolate,
+        table, col, kls=parse_numbers(kl, "--kl"), bon=parse_whole(bon, "--bon"), extrapolate=extrapolate,
         budget=budget, min_ess=min_ess, confidence=confidence, n_bootstrap=n_bootstrap, bootstrap=bootstrap,
         random_state=seed,
     )
@@ -149,7 +129,7 @@ def hacking(
     if unknown:
         raise AlignLimitsError(f"unknown --ensemble {', '.join(unknown)}; use {', '.join(AGGREGATES)}")
     table, _ = load(samples, [gold, *proxy], drop_invalid)
-    result = hacking_result(table, gold, list(proxy), aggregates, parse_floats(beta, "--beta"),
+    result = hacking_result(table, gold, list(proxy), aggregates, parse_numbers(beta, "--beta"),
                             lam=lam, ddof=1 if unbiased_var else 0)
     for name, curve in [(p["proxy"], p["curve"]) for p in result["per_proxy"]] + [
         (f"{e['aggregate']} of {e['k']} proxies", e["curve"]) for e in result["ensembles"]

@@ -11,41 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from alignlimits.cli.app import app
+from alignlimits.cli.options import parse_numbers, parse_whole
 from alignlimits.errors import AlignLimitsError
 
 console = Console(width=None if sys.stdout.isatty() else 150)
-
-
-def parse_numbers(text: Optional[str], what: str, fractions: bool = False) -> Optional[list[float]]:
-    """Comma-separated numbers; with ``fractions`` also ``1/4`` and ``all`` (= 1)."""
-    if text is None:
-        return None
-    out = []
-    for item in (x.strip() for x in text.split(",")):
-        if not item:
-            continue
-        try:
-            if fractions and item.lower() == "all":
-                out.append(1.0)
-            elif fractions and "/" in item:
-                a, b = item.split("/")
-                out.append(float(a) / float(b))
-            else:
-                out.append(float(item))
-        except (ValueError, ZeroDivisionError):
-            raise AlignLimitsError(f"{what} must be comma-separated numbers{' or fractions like 1/4' if fractions else ''}, got {text!r}") from None
-    if not out:
-        raise AlignLimitsError(f"{what} is empty")
-    return out
-
-
-def parse_whole(text: Optional[str], what: str) -> Optional[list[int]]:
-    values = parse_numbers(text, what)
-    if values is None:
-        return None
-    if any(v != int(v) or v < 1 for v in values):
-        raise AlignLimitsError(f"{what} must be whole numbers ≥ 1, got {text!r}")
-    return [int(v) for v in values]
 
 
 def f(x, digits: int = 3) -> str:

@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from alignlimits.cli.analysis import console, parse_floats, parse_ints
+from alignlimits.cli.analysis import console
+from alignlimits.cli.options import parse_numbers
 from alignlimits.cli.app import app
 from alignlimits.errors import AlignLimitsError
 
@@ -70,7 +71,7 @@ def run(
     file_values = _read_config_file(config)
     flags = _flags(model=model, rewards=reward or None, dataset=dataset, prompts=prompts,
                    methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None,
-                   betas=parse_floats(betas, "--betas"), n=n, eval_n=eval_n, eval_prompts=eval_prompts, steps=steps,
+                   betas=parse_numbers(betas, "--betas"), n=n, eval_n=eval_n, eval_prompts=eval_prompts, steps=steps,
                    max_new_tokens=max_new_tokens, use_lora=use_lora, seed=seed, device=device)
     cfg = resolve_config(task, preset, file_values, flags)
     run_dir = out or Path("runs") / f"{task}-{cfg.preset}"
@@ -103,7 +104,7 @@ def train(
         raise AlignLimitsError(f"unknown method {method!r}; train one of {', '.join(TRAINED)}")
     flags = _flags(model=model, rewards=reward or None, prompts=prompts, dataset=dataset, steps=steps,
                    max_new_tokens=max_new_tokens, use_lora=use_lora, seed=seed, methods=[method],
-                   betas=parse_floats(beta, "--beta"))
+                   betas=parse_numbers(beta, "--beta"))
     cfg = resolve_config(task, preset, _read_config_file(config), flags)
     Study(cfg, out, force=force, console=console).run(train=True, evaluate=False)
     console.print(f"trained: {', '.join(str(out / 'train' / f'{method}-beta{b:g}' / 'policy') for b in cfg.betas)}")

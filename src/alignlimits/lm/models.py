@@ -303,7 +303,6 @@ def load_model(spec: str | None = None, *, device: str | None = None, dtype=None
 
     ``chat`` = use the chat template; default: when the tokenizer has one.
     """
-    import torch  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = spec or DEFAULT_MODEL

@@ -27,7 +27,6 @@ Writes ``hacking.json`` and ``proxies.parquet`` (``prompt_id``, ``sample_idx``,
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ import pandas as pd
 
 from alignlimits.data import read_table, validate
 from alignlimits.errors import AlignLimitsError
+from alignlimits.pipeline.files import write_json_atomic, write_parquet_atomic
 from alignlimits.methods.proxies import FEATURES, GoldLabelledProxy, proxy_error, resolve_labels, text_features
 from alignlimits.theory.best_of_n import bon_expected_reward, bon_kl_bound, bon_kl_empirical
 from alignlimits.theory.groups import Groups
@@ -684,7 +684,7 @@ def _run_hacking_study(source, config, json_path, proxies_path, log, write_json)
                             "hack_split": np.where(is_train, "train", "eval"), config.gold: gold})
         for n, p in preds.items():
             out[n] = p
-        _atomic_parquet(out, Path(proxies_path))
+        write_parquet_atomic(out, Path(proxies_path))
         result["proxies_file"] = str(proxies_path)
     json_path = json_path or (run_dir / "hacking.json" if run_dir else None)
     if json_path is not None and write_json:
@@ -723,26 +723,3 @@ def _join_proxies(frame: pd.DataFrame, columns: list[str], source: Path, proxies
         out[c] = merged[c].to_numpy()
     return out
 
-
-def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
-
-
-def write_json_atomic(result: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=_json_default))
-    tmp.replace(path)
-
-
-def _json_default(x):
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(type(x))

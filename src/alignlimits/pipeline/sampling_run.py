@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.pipeline.files import write_json_atomic, write_parquet_atomic
 
 CONFIG_FILE = "config.json"
 SAMPLES_DIR = "samples"
@@ -114,41 +115,8 @@ def done_prompt_ids(out_dir: str | Path) -> dict[str, int]:
 
 
 def write_part_atomic(frame, path: Path) -> None:
-    """Write a DataFrame as Parquet to ``path`` atomically (tmp file in the same folder, fsync, rename)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tmp = path.with_name("." + path.name + ".tmp")
-    try:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-
-
-def _write_json_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
+    """One complete part or none: see :mod:`alignlimits.pipeline.files`."""
+    write_parquet_atomic(frame, path)
 
 
 def _next_part_index(out_dir: Path) -> int:
@@ -442,7 +410,7 @@ def run_sampling(req: SampleRequest, out_dir: str | Path, *, force: bool = False
         for stale in parts_dir(out).glob(".part-*.tmp"):
             stale.unlink(missing_ok=True)
         try:
-            _write_json_atomic(config, cfg_path)
+            write_json_atomic(config, cfg_path)
         except OSError as err:
             raise AlignLimitsError(f"cannot write {cfg_path}: {err.strerror or err}; free space or pick another --out") from None
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.pipeline.files import write_json_atomic, write_parquet_atomic
 
 FORMAT_VERSION = 1
 METHODS = ("bon", "soft-bon", "ppo", "grpo", "hacking")
@@ -157,20 +158,6 @@ class RunState:
 
     def timings(self) -> dict:
         return {k: v["seconds"] for k, v in self.data["stages"].items()}
-
-
-def write_json_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
-    tmp.replace(path)
-
-
-def _json_default(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(type(x).__name__)
 
 
 def _overspend(kl: float, needed: float) -> float:
@@ -460,9 +447,7 @@ class Study:
         out.mkdir(exist_ok=True)
         frame = pd.DataFrame(rows)
         frame["method"] = name
-        tmp = out / f".{name}.parquet.tmp"
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(out / f"{name}.parquet")
+        write_parquet_atomic(frame, out / f"{name}.parquet")
 
     def hacking(self) -> None:
         from alignlimits.pipeline.hacking_study import HackConfig, run_hacking_study
