@@ -396,10 +396,9 @@ class Study:
                             learning_rate=c.ppo_learning_rate, use_lora=c.use_lora, output_dir=str(out),
                             save_steps=max(1, c.steps // 4), seed=c.seed,
                             num_minibatches=max(1, c.batch_size // 32) if c.batch_size % 32 == 0 else 1)
-            trainer = PPOTrainer(cfg, policy, None if not c.use_lora else None, self.base_lm.tokenizer, reward, prompts,
+            trainer = PPOTrainer(cfg, policy, None, self.base_lm.tokenizer, reward, prompts,
                                  reward_prompts=raw)
-            trainer.train(resume_from_checkpoint=True if resume else None)
-            trainer.save_policy(out / "policy")
+            trainer.train(resume_from_checkpoint=True if resume else None)  # saves out/policy
         else:
             from alignlimits.methods.grpo import GRPOOptions, train_grpo
 
