@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 
-from conftest import CLI
+from cli_helpers import CLI
 
 run = CLI.run
 assert_clean_error = CLI.assert_clean_error

@@ -10,50 +10,18 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
+from exact_helpers import exact_point
 import torch
 
 from alignlimits.errors import AlignLimitsError
-from alignlimits.lm.exact import build_exact_model, exact_distribution, exact_prompts, exact_reward
+from alignlimits.lm.exact import build_exact_model, exact_prompts, exact_reward
 from alignlimits.methods.grpo import GRPOOptions, TRLReward, grpo_config, train_grpo
-from alignlimits.theory.groups import Groups
-from alignlimits.theory.tilt import log_partition, tilt
 
 PROMPTS = [p["prompt"] for p in exact_prompts()]
 EXACT_GRPO = dict(learning_rate=3e-3, steps=100, batch_size=64, num_generations=8, max_new_tokens=3, progress=False)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny-model ops are microseconds long; extra intra-op threads only add hand-off cost."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def base():
-    model, tok = build_exact_model(0)
-    return model, tok, exact_distribution(model, tok)
-
-
-def exact_point(policy, tok, base_dist, beta):
-    d = exact_distribution(policy, tok)
-    p = d.probs
-    kl = float(np.mean((p * (d.logp - base_dist.logp)).sum(1)))
-    reward = float(np.mean(p @ d.rewards))
-    base_reward = float(np.mean(base_dist.probs @ base_dist.rewards))
-    P, C = base_dist.logp.shape
-    groups = Groups.equal(P, C)
-    rewards, q = np.tile(base_dist.rewards, P), base_dist.probs.reshape(-1)
-    opt = float(beta * np.mean(log_partition(rewards, beta, groups, q)))
-    curve = tilt(rewards, np.geomspace(0.01, 100, 2000), groups, q)
-    ks, gs = curve.kl.mean(1)[::-1], curve.gain.mean(1)[::-1]
-    return dict(kl=kl, gain=reward - base_reward, objective=reward - beta * kl, optimum=opt,
-                base_objective=base_reward, frontier_gain=float(np.interp(kl, ks, gs)),
-                kl_cap=float(ks[-1]))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CLI
+from cli_helpers import CLI
 
 FAST = ["--steps", "6", "--n", "64", "--eval-n", "64", "--methods", "bon,soft-bon,ppo"]
 

@@ -1,0 +1,25 @@
+"""Exact (enumerated) KL, gain and objective of a policy on the exact task."""
+
+import numpy as np
+
+from alignlimits.lm.exact import exact_distribution
+from alignlimits.theory.groups import Groups
+from alignlimits.theory.tilt import log_partition, tilt
+
+
+def exact_point(policy, tok, base_dist, beta):
+    """Exact prompt-averaged KL(π‖π0), gain, objective E[r] − β·KL of a policy; and the optimum J*."""
+    d = exact_distribution(policy, tok)
+    p = d.probs
+    kl = float(np.mean((p * (d.logp - base_dist.logp)).sum(1)))
+    reward = float(np.mean(p @ d.rewards))
+    base_reward = float(np.mean(base_dist.probs @ base_dist.rewards))
+    P, C = base_dist.logp.shape
+    groups = Groups.equal(P, C)
+    rewards, q = np.tile(base_dist.rewards, P), base_dist.probs.reshape(-1)
+    opt = float(beta * np.mean(log_partition(rewards, beta, groups, q)))
+    # the exact frontier, shared β: (mean_x K_x(β), mean_x Δ_x(β)) on a dense grid, read at this KL
+    curve = tilt(rewards, np.geomspace(0.01, 100, 2000), groups, q)
+    ks, gs = curve.kl.mean(1)[::-1], curve.gain.mean(1)[::-1]  # increasing in KL
+    return dict(kl=kl, gain=reward - base_reward, objective=reward - beta * kl, optimum=opt,
+                base_objective=base_reward, frontier_gain=float(np.interp(kl, ks, gs)), kl_cap=float(ks[-1]))
