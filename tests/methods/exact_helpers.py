@@ -2,13 +2,16 @@
 
 import numpy as np
 
-from alignlimits.lm.exact import exact_distribution
+from alignlimits.lm.exact import exact_distribution, exact_prompts
 from alignlimits.theory.groups import Groups
 from alignlimits.theory.tilt import log_partition, tilt
 
+PROMPTS = [p["prompt"] for p in exact_prompts()]
 
-def exact_point(policy, tok, base_dist, beta):
-    """Exact prompt-averaged KL(π‖π0), gain, objective E[r] − β·KL of a policy; and the optimum J*."""
+
+def exact_point(policy, tok, base_dist, beta, method):
+    """Exact prompt-averaged KL(π‖π0), gain, objective E[r] − β·KL of a policy, the optimum J* and the share
+    of the gap J* − J(π0) it closed; printed with the method's name for the test log."""
     d = exact_distribution(policy, tok)
     p = d.probs
     kl = float(np.mean((p * (d.logp - base_dist.logp)).sum(1)))
@@ -21,5 +24,9 @@ def exact_point(policy, tok, base_dist, beta):
     # the exact frontier, shared β: (mean_x K_x(β), mean_x Δ_x(β)) on a dense grid, read at this KL
     curve = tilt(rewards, np.geomspace(0.01, 100, 2000), groups, q)
     ks, gs = curve.kl.mean(1)[::-1], curve.gain.mean(1)[::-1]  # increasing in KL
-    return dict(kl=kl, gain=reward - base_reward, objective=reward - beta * kl, optimum=opt,
-                base_objective=base_reward, frontier_gain=float(np.interp(kl, ks, gs)), kl_cap=float(ks[-1]))
+    pt = dict(kl=kl, gain=reward - base_reward, objective=reward - beta * kl, optimum=opt,
+              base_objective=base_reward, frontier_gain=float(np.interp(kl, ks, gs)), kl_cap=float(ks[-1]))
+    pt["gap_closed"] = (pt["objective"] - pt["base_objective"]) / (pt["optimum"] - pt["base_objective"])
+    print(f"{method} beta={beta}: {pt}, gap closed {pt['gap_closed']:.3f}, J/J* {pt['objective'] / pt['optimum']:.3f}, "
+          f"efficiency {pt['gain'] / pt['frontier_gain']:.3f}")
+    return pt

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from exact_helpers import exact_point
+from exact_helpers import PROMPTS, exact_point
 import torch
 
 from alignlimits.errors import AlignLimitsError
-from alignlimits.lm.exact import build_exact_model, exact_prompts, exact_reward
+from alignlimits.lm.exact import build_exact_model, exact_reward
 from alignlimits.methods.grpo import GRPOOptions, TRLReward, grpo_config, train_grpo
 
-PROMPTS = [p["prompt"] for p in exact_prompts()]
 EXACT_GRPO = dict(learning_rate=3e-3, steps=100, batch_size=64, num_generations=8, max_new_tokens=3, progress=False)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,10 +30,7 @@ def test_grpo_lands_under_the_frontier_and_gains(base, tmp_path, beta):
     model, _ = build_exact_model(0)
     opts = GRPOOptions(beta=beta, output_dir=str(tmp_path / "run"), save_steps=0, seed=0, **EXACT_GRPO)
     policy = train_grpo(opts, model, tok, exact_reward, PROMPTS)
-    pt = exact_point(policy, tok, base_dist, beta)
-    closed = (pt["objective"] - pt["base_objective"]) / (pt["optimum"] - pt["base_objective"])
-    print(f"GRPO beta={beta}: {pt}, gap closed {closed:.3f}, J/J* {pt['objective'] / pt['optimum']:.3f}, "
-          f"efficiency {pt['gain'] / pt['frontier_gain']:.3f}")
+    pt = exact_point(policy, tok, base_dist, beta, "GRPO")
     assert pt["kl"] < pt["kl_cap"]  # inside the tabulated frontier
     assert pt["gain"] <= pt["frontier_gain"] + 1e-4
     assert pt["objective"] <= pt["optimum"] + 1e-4

@@ -11,14 +11,13 @@ import json
 
 import numpy as np
 import pytest
-from exact_helpers import exact_point
+from exact_helpers import PROMPTS, exact_point
 import torch
 
 from alignlimits.errors import AlignLimitsError
-from alignlimits.lm.exact import build_exact_model, exact_prompts, exact_reward
+from alignlimits.lm.exact import build_exact_model, exact_reward
 from alignlimits.methods.ppo import PPOConfig, PPOTrainer, last_checkpoint
 
-PROMPTS = [p["prompt"] for p in exact_prompts()]
 # Settings for the tiny model: a large learning rate and many cheap steps (see PPOConfig docs).
 EXACT_PPO = dict(learning_rate=1e-3, steps=200, batch_size=64, num_minibatches=4, max_new_tokens=3, progress=False)
 
@@ -32,13 +31,10 @@ def test_ppo_reaches_the_optimum_on_the_exact_task(base, tmp_path, beta):
     model, _ = build_exact_model(0)
     cfg = PPOConfig(beta=beta, output_dir=str(tmp_path / "run"), save_steps=0, seed=0, **EXACT_PPO)
     policy = PPOTrainer(cfg, model, None, tok, exact_reward, PROMPTS).train()
-    pt = exact_point(policy, tok, base_dist, beta)
-    closed = (pt["objective"] - pt["base_objective"]) / (pt["optimum"] - pt["base_objective"])
-    print(f"PPO beta={beta}: {pt}, gap closed {closed:.3f}, J/J* {pt['objective'] / pt['optimum']:.3f}, "
-          f"efficiency {pt['gain'] / pt['frontier_gain']:.3f}")
+    pt = exact_point(policy, tok, base_dist, beta, "PPO")
     assert pt["gain"] <= pt["frontier_gain"] + 1e-4  # nothing beats the frontier
     assert pt["objective"] <= pt["optimum"] + 1e-4  # nor the optimum
-    assert closed >= 0.9
+    assert pt["gap_closed"] >= 0.9
     assert pt["objective"] >= 0.9 * pt["optimum"]
     assert pt["gain"] >= 0.9 * pt["frontier_gain"]
     # the run directory: one metrics row per step, checkpoint at the end, the final policy

@@ -6,10 +6,10 @@ from alignlimits.errors import AlignLimitsError
 
 
 def main() -> None:
-    from alignlimits.cli.app import app
-    from alignlimits.cli import analysis, hack, run, sample  # noqa: F401  (they register commands)
-
     try:
+        from alignlimits.cli.app import app
+        from alignlimits.cli import analysis, hack, run, sample  # noqa: F401  (they register commands)
+
         # without standalone mode, click returns the exit code of Exit (typer turns Ctrl-C into Exit(130))
         code = app(standalone_mode=False)
         if code == 130:

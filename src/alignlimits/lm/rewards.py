@@ -256,14 +256,7 @@ def extract_document(prompt: str) -> str:
     When the prompt does not follow these shapes, pass the documents explicitly (``sources=``).
     """
     text = prompt or ""
-    m = _INSTRUCTION.search(text)
-    if m:
-        doc = text[m.end():]
-        stop = _CHAT_TOKEN.search(doc)
-        if stop:
-            doc = doc[: stop.start()]
-        return _TLDR_TAIL.sub("", doc).strip()
-    m = _POST.search(text)
+    m = _INSTRUCTION.search(text) or _POST.search(text)
     if m:
         doc = text[m.end():]
         stop = _CHAT_TOKEN.search(doc)

@@ -40,6 +40,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.methods.trainer_checks import check_common_options
 
 __all__ = ["GRPOOptions", "TRLReward", "build_grpo_trainer", "grpo_config", "train_grpo"]
 
@@ -102,11 +103,7 @@ class GRPOOptions:
         def bad(msg: str) -> None:
             raise AlignLimitsError(f"GRPO options: {msg}")
 
-        if not self.beta > 0:
-            bad(f"beta must be > 0 (got {self.beta}); without it GRPO has no KL penalty and no reference")
-        for name in ("steps", "batch_size", "max_new_tokens", "num_iterations"):
-            if int(getattr(self, name)) < 1:
-                bad(f"{name} must be >= 1 (got {getattr(self, name)})")
+        check_common_options(self, bad, ("steps", "batch_size", "max_new_tokens", "num_iterations"))
         if self.num_generations < 2:
             bad(f"num_generations must be >= 2 (got {self.num_generations}); advantages are group-relative")
         if self.batch_size % self.num_generations:
@@ -115,13 +112,6 @@ class GRPOOptions:
             bad(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)} (got {self.scale_rewards!r})")
         if self.loss_type not in LOSS_TYPES:
             bad(f"loss_type must be one of {', '.join(LOSS_TYPES)} (got {self.loss_type!r})")
-        if not self.learning_rate > 0:
-            bad(f"learning_rate must be > 0 (got {self.learning_rate})")
-        if self.save_steps < 0:
-            bad(f"save_steps must be >= 0 (got {self.save_steps})")
-        unknown = set(self.report_to) - {"tensorboard", "wandb"}
-        if unknown:
-            bad(f"unknown report_to {sorted(unknown)}; use 'tensorboard' and/or 'wandb'")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

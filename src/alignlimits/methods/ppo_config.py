@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.methods.trainer_checks import check_common_options
 
 
 @dataclass
@@ -132,18 +133,12 @@ class PPOConfig:
         def bad(msg: str) -> None:
             raise AlignLimitsError(f"PPO config: {msg}")
 
-        if not self.beta > 0:
-            bad(f"beta must be > 0 (got {self.beta}); the KL penalty defines the target policy")
-        for name in ("steps", "batch_size", "max_new_tokens", "ppo_epochs", "num_minibatches"):
-            if int(getattr(self, name)) < 1:
-                bad(f"{name} must be >= 1 (got {getattr(self, name)})")
+        check_common_options(self, bad, ("steps", "batch_size", "max_new_tokens", "ppo_epochs", "num_minibatches"))
         if self.batch_size % self.num_minibatches:
             bad(f"batch_size {self.batch_size} is not divisible by num_minibatches {self.num_minibatches}")
         for name in ("micro_batch_size", "generation_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 bad(f"{name} must be >= 1 or None (got {getattr(self, name)})")
-        if not self.learning_rate > 0:
-            bad(f"learning_rate must be > 0 (got {self.learning_rate})")
         if self.lr_schedule not in ("linear", "constant"):
             bad(f"lr_schedule must be 'linear' or 'constant' (got {self.lr_schedule!r})")
         if not 0 < self.clip_range < 1:
@@ -154,11 +149,6 @@ class PPOConfig:
             bad(f"need 0 < gamma <= 1 and 0 <= lam <= 1 (got gamma={self.gamma}, lam={self.lam})")
         if self.vf_coef < 0:
             bad(f"vf_coef must be >= 0 (got {self.vf_coef})")
-        if self.save_steps < 0:
-            bad(f"save_steps must be >= 0 (got {self.save_steps})")
-        unknown = set(self.report_to) - {"tensorboard", "wandb"}
-        if unknown:
-            bad(f"unknown report_to {sorted(unknown)}; use 'tensorboard' and/or 'wandb'")
 
     @property
     def minibatch_size(self) -> int:
