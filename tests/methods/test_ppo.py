@@ -100,6 +100,25 @@ def test_ppo_resume_reproduces_the_uninterrupted_run(tmp_path, lora):
             assert torch.allclose(resumed(x).logits, base_model(x).logits, atol=1e-6)
 
 
+def test_ppo_is_invariant_to_an_affine_reward_change_with_beta_scaled_alike(tmp_path):
+    """r → a·r + b with β → a·β has the same optimum; with score normalisation PPO takes the same
+    steps too (the summary reward's offset of 0.6 once let the value loss steer the shared trunk)."""
+    _, tok = build_exact_model(0)
+
+    def trained(name, scale, shift, **kw):
+        model, _ = build_exact_model(0)
+        cfg = PPOConfig(beta=0.5 * scale, learning_rate=3e-3, steps=3, batch_size=16, max_new_tokens=3,
+                        save_steps=0, progress=False, output_dir=str(tmp_path / name), **kw)
+        reward = lambda p, c: scale * np.asarray(exact_reward(p, c)) + shift  # noqa: E731
+        return PPOTrainer(cfg, model, None, tok, reward, PROMPTS).train().state_dict()
+
+    base, moved = trained("a", 1.0, 0.0), trained("b", 10.0, 7.0)
+    for k in base:
+        assert torch.allclose(base[k], moved[k], atol=1e-5), k
+    raw, raw_moved = trained("c", 1.0, 0.0, normalize_scores=False), trained("d", 10.0, 7.0, normalize_scores=False)
+    assert any(not torch.allclose(raw[k], raw_moved[k], atol=1e-5) for k in raw)
+
+
 def test_ppo_bad_input(tmp_path):
     model, tok = build_exact_model(0)
     for bad in (dict(beta=0.0), dict(beta=-1.0), dict(batch_size=10, num_minibatches=4), dict(steps=0),

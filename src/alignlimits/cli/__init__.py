@@ -1,11 +1,14 @@
 """Command line: `alignlimits COMMAND`. Bad input exits with code 2 and one line on stderr."""
 
+import os
 import sys
 
 from alignlimits.errors import AlignLimitsError
 
 
 def main() -> None:
+    # Hugging Face's per-file bars (loading weights, writing shards) would bury our own progress bars
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         from alignlimits.cli.app import app
         from alignlimits.cli import analysis, hack, run, sample  # noqa: F401  (they register commands)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -40,6 +41,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.methods.progress import step_description, training_progress
 from alignlimits.methods.trainer_checks import check_common_options
 
 __all__ = ["GRPOOptions", "TRLReward", "build_grpo_trainer", "grpo_config", "train_grpo"]
@@ -90,7 +92,7 @@ class GRPOOptions:
     logging_steps: int = 1
     gradient_checkpointing: bool = False
     progress: bool = True
-    """TRL's tqdm bar."""
+    """A rich progress bar (steps, last reward and sequence KL)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Any other ``GRPOConfig`` field, passed as is (wins over the mapping above)."""
 
@@ -194,7 +196,7 @@ def grpo_config(options: GRPOOptions):
         save_total_limit=options.save_total_limit,
         save_only_model=False,  # optimizer, scheduler and RNG too, for resumption
         report_to=list(options.report_to) or "none",
-        disable_tqdm=not options.progress,
+        disable_tqdm=True,  # train_grpo shows our rich bar instead
         log_completions=False,
         dataloader_num_workers=0,
     )
@@ -249,6 +251,25 @@ def _metrics_callback(output_dir: Path):
                 f.write(json.dumps(row) + "\n")
 
     return MetricsJSONL()
+
+
+def _progress_callback(bar, beta: float):
+    from transformers import TrainerCallback
+
+    class RichProgress(TrainerCallback):
+        """Drives the rich bar from the trainer's steps and log rows."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.task = bar.add_task(step_description("GRPO", beta), total=state.max_steps, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "reward" in logs:
+                bar.update(self.task, description=step_description("GRPO", beta, logs["reward"], logs.get("kl_k1_seq")))
+
+        def on_step_end(self, args, state, control, **kwargs):
+            bar.update(self.task, completed=state.global_step)
+
+    return RichProgress()
 
 
 def _trainer_class():
@@ -331,10 +352,9 @@ def build_grpo_trainer(
         peft_config=_lora_config(options) if options.use_lora else None,
         callbacks=None if plain else [_metrics_callback(out)],
     )
-    if not options.progress:
-        from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import PrinterCallback
 
-        trainer.remove_callback(PrinterCallback)  # it prints every log dict when tqdm is off
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict when tqdm is off
     return trainer
 
 
@@ -368,7 +388,11 @@ def train_grpo(
     trainer = build_grpo_trainer(options, model, tokenizer, reward_fn, prompts, reward_prompts)
     _truncate_metrics(out / "metrics.jsonl", _checkpoint_step(ckpt))
     (out / "grpo_options.json").write_text(json.dumps(options.to_dict(), indent=2))
-    trainer.train(resume_from_checkpoint=ckpt)
+    with training_progress(options.progress) as bar, warnings.catch_warnings():
+        # TRL 1.16 calls transformers' deprecated is_gradient_checkpointing every step
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        trainer.add_callback(_progress_callback(bar, options.beta))
+        trainer.train(resume_from_checkpoint=ckpt)
     final = out / "policy"
     trainer.save_model(str(final))
     if hasattr(tokenizer, "save_pretrained"):

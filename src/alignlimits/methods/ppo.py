@@ -15,9 +15,12 @@ What one step does (cleanrl style, the recipe of lm-human-preferences; defaults 
    r − β log(π(y|x)/π0(y|x)), whose expectation is E[r] − β·KL(π‖π0): the objective whose
    optimum is π_β ∝ π0 e^{r/β}.  Both log-probs come from the same teacher-forced pass at
    temperature 1, i.e. the distribution the tokens were sampled from.
-   *Reward whitening* divides all r_t by their batch standard deviation (no mean shift:
-   lm-human-preferences' ``whiten(shift_mean=False)`` re-adds the mean, which adds a constant
-   per *token* and so a length bonus that moves the optimum; a pure rescaling does not).
+   *Score normalisation* maps r to (r − μ0)/σ0 and β to β/σ0, with μ0, σ0 the initial
+   policy's score mean and std on the first batch (a constant shift and a common scale: the
+   optimum is unchanged, and the returns are of order 1).  Optional *reward whitening*
+   (``whiten_rewards``, off by default) further divides all r_t by their batch standard deviation
+   without a mean shift: lm-human-preferences' ``whiten(shift_mean=False)`` re-adds the mean,
+   which adds a constant per *token* and so a length bonus that moves the optimum.
 4. **GAE** (γ, λ) over the completion tokens, value 0 after the last token;
    returns = advantages + values; advantages whitened per batch.
 5. **Updates.**  ``ppo_epochs`` passes over the batch in ``num_minibatches`` shuffled
@@ -65,6 +68,7 @@ from torch import nn
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.lm.sampling import encode_prompt, eos_token_ids, generate_batch
+from alignlimits.methods.progress import step_description, training_progress
 from alignlimits.methods.ppo_config import PPOConfig
 
 __all__ = ["PPOConfig", "PPOTrainer", "ValueHead", "last_checkpoint"]
@@ -247,6 +251,7 @@ class PPOTrainer:
         )
         self._params = params
         self.step = 0
+        self.score_scale: tuple[float, float] | None = None
         self.output_dir = Path(config.output_dir)
         self._loggers: list[Any] = []
 
@@ -400,9 +405,13 @@ class PPOTrainer:
         cfg = self.config
         mask, L = ro["mask"], ro["mask"].shape[1]
         kl_tok = (ro["logprobs"] - ro["ref_logprobs"]) * mask
-        rewards = -cfg.beta * kl_tok
+        if cfg.normalize_scores and self.score_scale is None:
+            sd = float(ro["scores"].std()) if len(ro["scores"]) > 1 else 0.0
+            self.score_scale = (float(ro["scores"].mean()), sd if sd > 0 else 1.0)
+        mu0, sd0 = self.score_scale if cfg.normalize_scores else (0.0, 1.0)
+        rewards = -(cfg.beta / sd0) * kl_tok
         last = (ro["length"] - 1).clamp_min(0)
-        rewards[torch.arange(len(last)), last] += ro["scores"]
+        rewards[torch.arange(len(last)), last] += (ro["scores"] - mu0) / sd0
         if cfg.whiten_rewards:
             rewards = _whiten(rewards, mask, shift_mean=False)
         values = ro["values"]
@@ -510,8 +519,8 @@ class PPOTrainer:
         (self.output_dir / "ppo_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         self._open_loggers()
         try:
-            with self._progress() as bar:
-                task = bar.add_task("PPO", total=cfg.steps, completed=self.step)
+            with training_progress(cfg.progress) as bar:
+                task = bar.add_task(step_description("PPO", cfg.beta), total=cfg.steps, completed=self.step)
                 while self.step < cfg.steps:
                     step = self.step + 1
                     t0 = time.perf_counter()
@@ -525,7 +534,7 @@ class PPOTrainer:
                     bar.update(
                         task,
                         advance=1,
-                        description=f"PPO β={cfg.beta:g} reward {row['reward_mean']:.3f} KL {row['kl_k1_mean']:.3f}",
+                        description=step_description("PPO", cfg.beta, row["reward_mean"], row["kl_k1_mean"]),
                     )
                     if cfg.save_steps and step % cfg.save_steps == 0 and step < cfg.steps:
                         self.save_checkpoint()
@@ -557,19 +566,6 @@ class PPOTrainer:
     # -----------------------------------------------------------------------------------
     # logging
     # -----------------------------------------------------------------------------------
-
-    def _progress(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        return Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            disable=not self.config.progress,
-            transient=False,
-        )
 
     def _open_loggers(self) -> None:
         self._loggers = []
@@ -650,7 +646,7 @@ class PPOTrainer:
             {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
             ckpt / "rng.pt",
         )
-        state = {"step": self.step, "lora": self.lora, "config": self.config.to_dict()}
+        state = {"step": self.step, "lora": self.lora, "score_scale": self.score_scale, "config": self.config.to_dict()}
         (ckpt / "trainer_state.json").write_text(json.dumps(state, indent=2))
         if self.config.save_total_limit:
             done = sorted(
@@ -692,3 +688,4 @@ class PPOTrainer:
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
         self.step = int(state["step"])
+        self.score_scale = tuple(state["score_scale"]) if state.get("score_scale") else None

@@ -90,11 +90,22 @@ class PPOConfig:
     """Discount.  Default: lm-human-preferences; 1 keeps the return equal to the objective."""
     lam: float = 0.95
     """GAE λ.  Default: lm-human-preferences."""
-    whiten_rewards: bool = True
-    """Scale the per-token rewards (score and KL penalty together) by their batch standard
-    deviation, without shifting the mean — exactly lm-human-preferences'
-    ``whiten(rewards, shift_mean=False)``.  Score and penalty are scaled by the same factor, so
-    the optimum stays π_β."""
+    normalize_scores: bool = True
+    """Replace the score by (r − μ0)/σ0 and β by β/σ0, with μ0 and σ0 the mean and standard
+    deviation of the scores of the first rollout batch (the initial policy's), kept for the whole
+    run.  The objective becomes (E[r] − μ0 − β·KL)/σ0: same optimum π_β, but returns of order 1,
+    which the zero-initialised value head can follow within the value clip range.  Without it a
+    score far from 0 (0.6 for the summary reward) leaves the value loss large for many steps, and
+    through the shared trunk it moves the policy more than the policy loss does.  Default:
+    lm-human-preferences, which normalises the reward model to mean 0, std 1 on base-policy
+    samples before training."""
+    whiten_rewards: bool = False
+    """Also scale the per-token rewards (score and KL penalty together) by their batch standard
+    deviation, without shifting the mean — lm-human-preferences' ``whiten(rewards,
+    shift_mean=False)``; the optimum stays π_β.  Off by default: the score sits on one token in L,
+    so the per-token std is about |r|/√L and whitening multiplies the return by about √L (≈ 5 for
+    32-token completions), which again leaves the shared value head far behind its targets;
+    ``normalize_scores`` already gives the return unit scale."""
     whiten_advantages: bool = True
     """Whiten GAE advantages per batch (mean 0, std 1).  Default: lm-human-preferences."""
 
