@@ -62,6 +62,21 @@ def test_gain_is_beta_jeffreys_is_covariance(seed):
     )
 
 
+def test_zero_base_probability_on_the_best_sample_is_left_out_not_nan():
+    """A bootstrap's multinomial q can leave out a prompt's best sample: at β ≪ its reward gap the
+    tilt must equal the tilt of the support alone (shifting by the left-out maximum underflowed to 0/0)."""
+    r = np.array([0.0, 1.0, 2.0, 2000.0])
+    q = np.array([0.5, 0.25, 0.25, 0.0])
+    betas = np.array([1e-3, 0.5, 3.0])
+    with np.errstate(divide="raise", invalid="raise", over="raise"):
+        t = tilt(r, betas, base_probs=q)
+        alone = tilt(r[:3], betas, base_probs=q[:3])
+        for name in ("gain", "kl", "kl_reverse", "variance", "ess"):
+            assert np.allclose(getattr(t, name), getattr(alone, name), atol=1e-12), name
+        assert np.allclose(log_partition(r, betas, base_probs=q), log_partition(r[:3], betas, base_probs=q[:3]))
+        assert np.allclose(gain_covariance_form(r, betas, base_probs=q), alone.gain, atol=1e-12)
+
+
 def test_empirical_tilt_kl_is_direct_computation():
     rng = np.random.default_rng(3)
     r = rng.normal(size=50)

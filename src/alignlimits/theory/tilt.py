@@ -63,6 +63,20 @@ def _as_groups(rewards: np.ndarray, groups: Groups | None) -> Groups:
     return groups if groups is not None else Groups.equal(1, rewards.shape[-1])
 
 
+def _below_peak(rewards: np.ndarray, groups: Groups, q: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each prompt's highest reward on the support of q, and r − that peak (−inf off the support).
+
+    Shifting by the peak keeps e^{(r−peak)/β} ≤ 1 with at least one term equal to 1 per prompt;
+    the peak must be taken where q > 0 (a bootstrap's q leaves samples out), else every weight of
+    the prompt underflows to 0 at small β."""
+    if q is None:
+        peak = groups.max(rewards)
+        return peak, rewards - groups.expand(peak)
+    support = q > 0
+    peak = groups.max(np.where(support, rewards, -np.inf))
+    return peak, np.where(support, rewards - groups.expand(peak), -np.inf)
+
+
 def _beta_grid(beta, groups: Groups) -> np.ndarray:
     beta = np.asarray(beta, dtype=np.float64)
     if beta.ndim == 0:
@@ -88,10 +102,10 @@ class TiltedSamples:
         self.q = None if base_probs is None else np.asarray(base_probs, dtype=np.float64)
         g = self.groups
         q_flat = g.expand(1.0 / g.sizes) if self.q is None else self.q
-        peak = g.max(self.rewards)
+        peak, self.exponent = _below_peak(self.rewards, g, self.q)
         base_mean = g.sum(q_flat * self.rewards)
         centred = self.rewards - g.expand(base_mean)
-        self.below_peak = self.rewards - g.expand(peak)  # ≤ 0
+        self.below_peak = np.where(np.isfinite(self.exponent), self.exponent, 0.0)  # ≤ 0; weight 0 off the support
         self.mean_below_peak = base_mean - peak  # E_π0[r - max r], for the reverse KL
         self.columns = g.stack_columns([np.ones_like(self.rewards), centred, centred * centred, self.below_peak])
 
@@ -103,7 +117,7 @@ class TiltedSamples:
 
         def fill(lo: int, hi: int) -> None:
             b = betas[lo:hi]
-            e = g.divide(self.below_peak, b)
+            e = g.divide(self.exponent, b)
             np.exp(e, out=e)
             if self.q is not None:
                 e *= self.q
@@ -155,8 +169,8 @@ def log_partition(rewards, beta, groups: Groups | None = None, base_probs=None) 
     groups = _as_groups(rewards, groups)
     betas = _beta_grid(beta, groups)
     q = groups.expand(1.0 / groups.sizes) if base_probs is None else np.asarray(base_probs, float)
-    peak = groups.max(rewards)
-    e = q * np.exp(groups.divide(rewards - groups.expand(peak), betas))
+    peak, below = _below_peak(rewards, groups, None if base_probs is None else q)
+    e = q * np.exp(groups.divide(below, betas))
     return peak / betas + np.log(groups.sum(e))
 
 
@@ -189,8 +203,8 @@ def gain_covariance_form(rewards, beta, groups: Groups | None = None, base_probs
     groups = _as_groups(rewards, groups)
     betas = _beta_grid(beta, groups)
     q = groups.expand(1.0 / groups.sizes) if base_probs is None else np.asarray(base_probs, float)
-    peak = groups.max(rewards)
-    scaled_exp = np.exp(groups.divide(rewards - groups.expand(peak), betas))  # e^{r/β} / e^{max/β}
+    _, below = _below_peak(rewards, groups, None if base_probs is None else q)
+    scaled_exp = np.exp(groups.divide(below, betas))  # e^{r/β} / e^{max/β}
     mean_exp = groups.sum(q * scaled_exp)
     centred = rewards - groups.expand(groups.sum(q * rewards))
     cov = groups.sum(q * scaled_exp * centred)
