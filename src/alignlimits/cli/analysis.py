@@ -8,15 +8,13 @@ from typing import Optional
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from alignlimits.cli.app import app
+from alignlimits.cli.app import app, console
 from alignlimits.cli.options import parse_numbers, parse_whole
 from alignlimits.data import default_reward_column, read_table, validate
 from alignlimits.errors import AlignLimitsError
 
-console = Console()
 
 SamplesArg = typer.Argument(..., help="Sample table (.parquet, .jsonl, .csv, optionally .gz) or a run directory.")
 

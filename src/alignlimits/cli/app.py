@@ -1,6 +1,9 @@
 """The typer application every command module registers on."""
 
+import sys
+
 import typer
+from rich.console import Console
 
 app = typer.Typer(
     name="alignlimits",
@@ -9,3 +12,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+# piped to a file or a CI log, rich would assume 80 columns and wrap every table's method names
+console = Console(width=None if sys.stdout.isatty() else 150)

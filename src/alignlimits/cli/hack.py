@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from alignlimits.cli.app import app
+from alignlimits.cli.app import app, console
 from alignlimits.cli.options import parse_numbers, parse_whole
 from alignlimits.errors import AlignLimitsError
 
-console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 def f(x, digits: int = 3) -> str:

@@ -8,9 +8,8 @@ from typing import Optional
 
 import typer
 
-from alignlimits.cli.analysis import console
 from alignlimits.cli.options import parse_numbers
-from alignlimits.cli.app import app
+from alignlimits.cli.app import app, console
 from alignlimits.errors import AlignLimitsError
 
 

@@ -7,7 +7,6 @@ string: NaN and ``None`` print as "—", infinities as "∞" / "−∞", negativ
 from __future__ import annotations
 
 import math
-import sys
 
 from alignlimits.report.plane import method_label, num
 
@@ -115,8 +114,7 @@ def print_headline(results: dict, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    # piped to a file or a CI log, rich would assume 80 columns and wrap every method's name
-    console = console or Console(width=None if sys.stdout.isatty() else 132)
+    console = console or Console()
     front = results.get("frontier") or {}
     title = f"{results.get('task', '?')} · {results.get('model', '?')} · reward {results.get('reward', '?')}"
     from rich import box
