@@ -28,7 +28,10 @@ def test_frontier_writes_json_and_plot(samples, tmp_path):
     for key in ("n_prompts", "n_samples", "base_reward_mean", "budgets", "curve", "bon", "max_reliable_kl"):
         assert key in result
     assert set(result["budgets"][0]) >= {"kl", "beta", "gain", "gain_ci", "kl_reverse", "jeffreys", "sqrt_bound", "ess_min", "reliable"}
-    assert set(result["bon"][0]) == {"n", "gain_unbiased", "gain_empirical", "kl_bound", "kl_empirical"}
+    assert set(result["bon"][0]) == {"n", "gain_unbiased", "gain_unbiased_ci", "gain_empirical", "gain_empirical_ci",
+                                     "kl_bound", "kl_empirical", "kl_empirical_se"}
+    for row in result["bon"]:
+        assert row["gain_unbiased_ci"][0] <= row["gain_unbiased"] <= row["gain_unbiased_ci"][1]
     assert [b["n"] for b in result["bon"]] == [1, 2, 4, 64]
     assert (tmp_path / "f.png").stat().st_size > 10_000
     assert "Frontier" in proc.stdout

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -14,6 +13,7 @@ from alignlimits.cli.app import app, console
 from alignlimits.cli.options import parse_numbers, parse_whole
 from alignlimits.data import default_reward_column, read_table, validate
 from alignlimits.errors import AlignLimitsError
+from alignlimits.report.terminal import fmt, fmt_ci
 
 
 SamplesArg = typer.Argument(..., help="Sample table (.parquet, .jsonl, .csv, optionally .gz) or a run directory.")
@@ -39,10 +39,6 @@ def load(samples: Path, reward_cols: Optional[list[str]], drop_invalid: bool):
     for note in table.notes:
         console.print(f"[yellow]note:[/] {note}")
     return table, cols
-
-
-def fmt(x: float, digits: int = 4) -> str:
-    return "∞" if x is None or (isinstance(x, float) and np.isinf(x)) else f"{x:.{digits}g}"
 
 
 @app.command()
@@ -97,12 +93,15 @@ def show_frontier(result: dict) -> None:
     console.print(t)
     if result["bon"]:
         b = Table(title="Best-of-N")
-        for h in ("N", "gain (unbiased)", "gain (empirical law)", "KL bound", "KL (empirical law)"):
+        for h in ("N", "gain (unbiased) [95% CI]", "gain (empirical law) [95% CI]", "KL bound", "KL (empirical law) ± se"):
             b.add_column(h, justify="right")
         for r in result["bon"]:
-            b.add_row(str(r["n"]), fmt(r["gain_unbiased"]), fmt(r["gain_empirical"]), fmt(r["kl_bound"]), fmt(r["kl_empirical"]))
+            b.add_row(str(r["n"]), fmt_ci(r["gain_unbiased"], r["gain_unbiased_ci"]),
+                      fmt_ci(r["gain_empirical"], r["gain_empirical_ci"]),
+                      fmt(r["kl_bound"]), f"{fmt(r['kl_empirical'])} ± {fmt(r['kl_empirical_se'], 2)}")
         console.print(b)
-    console.print(f"[dim]intervals: {result['ci_method']}[/]")
+    console.print(f"[dim]intervals: {result['ci_method']}; best-of-N's: these prompts fixed, samples resampled "
+                  "within each, estimate ± t·se[/]")
 
 
 @app.command()

@@ -11,16 +11,12 @@ from rich.table import Table
 from alignlimits.cli.app import app, console
 from alignlimits.cli.options import parse_numbers, parse_whole
 from alignlimits.errors import AlignLimitsError
+from alignlimits.report.terminal import fmt, fmt_ci
 
-
-
-def f(x, digits: int = 3) -> str:
-    return f"{0.0 if abs(x) < 1e-12 else x:.{digits}g}"
 
 
 def ci(row: dict, key: str, digits: int = 2) -> str:
-    lo, hi = row[key + "_ci"]
-    return f"{f(row[key], digits)} [{f(lo, digits)}, {f(hi, digits)}]"
+    return fmt_ci(row[key], row[key + "_ci"], digits)
 
 
 def print_result(result: dict) -> None:
@@ -41,7 +37,7 @@ def print_result(result: dict) -> None:
             t.add_column(f"gap β={betas[b]:.3g}", justify="right")
         for s in result["error_sweep"]:
             e = s["error"]
-            t.add_row(s["labels"], f(s["noise"]), str(s["n_labels"]), f(e["within_prompt_correlation"]), f(e["within_prompt_rmse"]),
+            t.add_row(s["labels"], fmt(s["noise"]), str(s["n_labels"]), fmt(e["within_prompt_correlation"]), fmt(e["within_prompt_rmse"]),
                       *(ci(s["curve"][b], "gap") for b in shown))
         console.print(t)
     else:
@@ -51,7 +47,7 @@ def print_result(result: dict) -> None:
         for b in shown:
             t.add_column(f"gap β={betas[b]:.3g}", justify="right")
         for p in result["per_proxy"]:
-            t.add_row(p["proxy"], f(p["heldout_within_prompt_correlation"]), *(ci(p["curve"][b], "gap") for b in shown))
+            t.add_row(p["proxy"], fmt(p["heldout_within_prompt_correlation"]), *(ci(p["curve"][b], "gap") for b in shown))
         console.print(t)
     if result["ensembles"]:
         t = Table(title=f"ensembles: gap at β = {betas[j]:.3g} [95% CI] by K (K = 1: the average single proxy)")
@@ -77,7 +73,7 @@ def print_result(result: dict) -> None:
         for name, e in rows:
             if e is None:
                 first = result["ensembles"][0]["bon"]
-                t.add_row(name, *(f(r["gold_gain_by_gold"]) for r in first))
+                t.add_row(name, *(fmt(r["gold_gain_by_gold"]) for r in first))
             else:
                 t.add_row(name, *(ci(r, "gold_gain") for r in e["bon"]))
         console.print(t)

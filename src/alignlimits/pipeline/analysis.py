@@ -40,17 +40,22 @@ def fit_frontier(table: SampleTable, reward_col: str, **options) -> Frontier:
 
 
 def bon_rows(frontier: Frontier, ns) -> list[dict]:
-    """Best-of-N on the fitted frontier's samples: unbiased and empirical-law gain, KL bound and exact empirical KL."""
+    """Best-of-N on the fitted frontier's samples: unbiased and empirical-law gain, KL bound and exact
+    empirical KL; gains with the frontier's bootstrap interval, the empirical KL with its bootstrap se."""
     ns = np.asarray(sorted(set(int(n) for n in ns)))
-    r, g = frontier.rewards_, frontier.groups_
-    base = frontier.base_reward_mean_
-    unbiased = bon_expected_reward(r, ns, g).mean(axis=1) - base
-    empirical = bon_empirical_reward(r, ns, g).mean(axis=1) - base
-    kl_emp = bon_kl_empirical(r, ns, g).mean(axis=1)
-    bound = bon_kl_bound(ns)
+    k = ns.size
+
+    def per_prompt(r, g):
+        mean = g.mean(r)
+        return np.concatenate([bon_expected_reward(r, ns, g) - mean, bon_empirical_reward(r, ns, g) - mean,
+                               bon_kl_empirical(r, ns, g)])
+
+    values, ci, se = frontier.bootstrap_statistic(per_prompt, fixed_prompts=True)
     return [
-        {"n": int(n), "gain_unbiased": float(u), "gain_empirical": float(e), "kl_bound": float(b), "kl_empirical": float(k)}
-        for n, u, e, b, k in zip(ns, unbiased, empirical, bound, kl_emp)
+        {"n": int(n), "gain_unbiased": float(values[i]), "gain_unbiased_ci": ci[i].tolist(),
+         "gain_empirical": float(values[k + i]), "gain_empirical_ci": ci[k + i].tolist(),
+         "kl_bound": float(b), "kl_empirical": float(values[2 * k + i]), "kl_empirical_se": float(se[2 * k + i])}
+        for i, (n, b) in enumerate(zip(ns, bon_kl_bound(ns)))
     ]
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from alignlimits.errors import AlignLimitsError
 from alignlimits.pipeline.files import write_json_atomic, write_parquet_atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METHODS = ("bon", "soft-bon", "ppo", "grpo", "hacking")
 TRAINED = ("ppo", "grpo")
 
@@ -330,9 +330,11 @@ class Study:
         ns = [n for n in c.soft_bon_n if n <= frontier.groups_.sizes.min()]
         soft = []
         for beta in betas:
-            gains, kls = soft_bon(frontier.rewards_, ns, float(beta), frontier.groups_)
-            soft += [{"n": int(n), "beta": float(beta), "gain": float(g), "kl": float(k)}
-                     for n, g, k in zip(ns, gains.mean(axis=1), kls.mean(axis=1))]
+            values, ci, se = frontier.bootstrap_statistic(lambda r, g, b=float(beta): np.concatenate(soft_bon(r, ns, b, g)),
+                                                          fixed_prompts=True)
+            k = len(ns)
+            soft += [{"n": int(n), "beta": float(beta), "gain": float(values[i]), "gain_ci": ci[i].tolist(),
+                      "kl": float(values[k + i]), "kl_se": float(se[k + i])} for i, n in enumerate(ns)]
         top_gain = result["curve"][-1]["gain"]
         plans = {
             "for_gains": [plan_for_gain(frontier, g).to_dict() for g in np.array([0.25, 0.5, 0.75]) * top_gain],
@@ -478,8 +480,8 @@ class Study:
             needed = float(frontier.kl_for_gain(gain)[0])
             evaluate.append({
                 "method": "bon", "label": f"best-of-{row['n']}", "n": row["n"], "beta": None,
-                "kl": kl, "kl_se": 0.0, "kl_k3": None, "kl_k3_se": None,
-                "gain": gain, "gain_ci": [gain, gain], "optimal_gain_at_kl": optimal,
+                "kl": kl, "kl_se": row["kl_empirical_se"], "kl_k3": None, "kl_k3_se": None,
+                "gain": gain, "gain_ci": row["gain_empirical_ci"], "optimal_gain_at_kl": optimal,
                 "efficiency": gain / optimal if optimal > 0 else float("nan"),
                 "kl_overspend": _overspend(kl, needed),
                 "reliable": kl <= frontier.max_reliable_kl_,
@@ -490,8 +492,8 @@ class Study:
             optimal = float(frontier_gain_at(frontier, np.array([row["kl"]]))[0])
             evaluate.append({
                 "method": "soft-bon", "label": f"soft best-of-{row['n']} β={row['beta']:.3g}", "n": row["n"],
-                "beta": row["beta"], "kl": row["kl"], "kl_se": 0.0, "kl_k3": None, "kl_k3_se": None,
-                "gain": row["gain"], "gain_ci": [row["gain"]] * 2, "optimal_gain_at_kl": optimal,
+                "beta": row["beta"], "kl": row["kl"], "kl_se": row["kl_se"], "kl_k3": None, "kl_k3_se": None,
+                "gain": row["gain"], "gain_ci": row["gain_ci"], "optimal_gain_at_kl": optimal,
                 "efficiency": row["gain"] / optimal if optimal > 0 else float("nan"),
                 "kl_overspend": _overspend(row["kl"], frontier.kl_for_gain(row["gain"])[0]),
                 "reliable": row["kl"] <= frontier.max_reliable_kl_,
