@@ -175,7 +175,7 @@ def summary_text(results: dict) -> str:
 #: how the report groups evaluated methods into tables: (title, methods, how their numbers were obtained)
 METHOD_GROUPS = [
     ("Trained policies", None, "sampled on held-out prompts; KL measured per whole sequence from the policy's samples"),
-    ("Best-of-N", ("bon",), "the exact best-of-N law on the empirical distribution of the base samples; intervals and KL se from the frontier's bootstrap"),
+    ("Best-of-N", ("bon",), "the exact best-of-N law on the empirical distribution of the base samples; intervals and KL se from resampling the samples within each prompt"),
     ("Soft best-of-N", ("soft-bon",), "the exact sampling–importance–resampling law on the empirical distribution of the base samples; intervals as for best-of-N"),
 ]
 
