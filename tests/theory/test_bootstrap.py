@@ -17,16 +17,25 @@ def dataset(rng, P, n):
     return r.ravel(), np.repeat(np.arange(P), n)
 
 
-def coverage(mode, datasets, P, n, kl, replicates):
-    rng = np.random.default_rng(12345)
-    truth = gaussian_frontier(kl, np.sqrt(MEAN_SIGMA2))
+def hit_rate(datasets, rng, trial):
+    """Share of data sets whose interval holds the truth; ``trial(rng)`` returns (lo, hi, truth)."""
     hits = 0
     for _ in range(datasets):
+        lo, hi, truth = trial(rng)
+        hits += lo <= truth <= hi
+    return hits / datasets
+
+
+def coverage(mode, datasets, P, n, kl, replicates):
+    truth = gaussian_frontier(kl, np.sqrt(MEAN_SIGMA2))
+
+    def trial(rng):
         r, ids = dataset(rng, P, n)
         f = Frontier(n_bootstrap=replicates, bootstrap=mode, random_state=int(rng.integers(1 << 31))).fit(r, ids)
         (p,) = f.evaluate([kl])
-        hits += p.gain_ci[0] <= truth <= p.gain_ci[1]
-    return hits / datasets
+        return p.gain_ci[0], p.gain_ci[1], truth
+
+    return hit_rate(datasets, np.random.default_rng(12345), trial)
 
 
 def test_prompt_bootstrap_coverage():
@@ -47,17 +56,17 @@ def bon_gain_coverage(mode, datasets, P, n, N, replicates, fixed_prompts=False):
 
     rng = np.random.default_rng(2024)
     fixed_sigma = rng.uniform(0.5, 1.5, P)
-    hits = 0
-    for _ in range(datasets):
+
+    def trial(rng):
         sigma = fixed_sigma if fixed_prompts else rng.uniform(0.5, 1.5, P)
-        truth = (fixed_sigma.mean() if fixed_prompts else 1.0) * (N / (N + 1) - 0.5)
         r = (rng.normal(size=P)[:, None] + sigma[:, None] * rng.random((P, n))).ravel()
         f = Frontier(n_bootstrap=replicates, bootstrap=mode, random_state=int(rng.integers(1 << 31)))
         f.fit(r, np.repeat(np.arange(P), n))
         _, ci, se = f.bootstrap_statistic(lambda x, g: bon_expected_reward(x, [N], g) - g.mean(x), fixed_prompts)
         assert se[0] > 0
-        hits += ci[0, 0] <= truth <= ci[0, 1]
-    return hits / datasets
+        return ci[0, 0], ci[0, 1], (fixed_sigma.mean() if fixed_prompts else 1.0) * (N / (N + 1) - 0.5)
+
+    return hit_rate(datasets, rng, trial)
 
 
 def test_best_of_n_gain_interval_coverage_few_prompts_few_samples():

@@ -23,6 +23,7 @@ import json
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -187,8 +188,6 @@ class Study:
         self.console = console or Console(stderr=True)
         self._check_dir(force)
         self.state = RunState(self.dir)
-        self._base_lm = None
-        self._rewards = None
 
     # ---------------------------------------------------------------- setup
     def _check_dir(self, force: bool) -> None:
@@ -214,36 +213,31 @@ class Study:
         self.dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(wanted, cfg_path)
 
+    @cached_property
+    def task(self):
+        from alignlimits.lm.tasks import get_task
+
+        return get_task(self.config.task, prompts_file=self.config.prompts, dataset=self.config.dataset)
+
     @property
     def reward_col(self) -> str:
         return self.rewards[0].name
 
-    @property
+    @cached_property
     def rewards(self):
-        if self._rewards is None:
-            from alignlimits.lm.rewards import load_rewards
-            from alignlimits.lm.tasks import get_task
+        from alignlimits.lm.rewards import load_rewards
 
-            task = get_task(self.config.task, prompts_file=self.config.prompts, dataset=self.config.dataset)
-            self._rewards = load_rewards(self.config.rewards or task.default_rewards, device=self.config.device)
-        return self._rewards
+        return load_rewards(self.config.rewards or self.task.default_rewards, device=self.config.device)
 
     @property
     def model_spec(self) -> str:
-        from alignlimits.lm.tasks import get_task
+        return self.config.model or self.task.default_model
 
-        return self.config.model or get_task(self.config.task, prompts_file=self.config.prompts,
-                                             dataset=self.config.dataset).default_model
-
-    @property
+    @cached_property
     def base_lm(self):
-        if self._base_lm is None:
-            from alignlimits.lm.models import load_model
-            from alignlimits.lm.tasks import get_task
+        from alignlimits.lm.models import load_model
 
-            task = get_task(self.config.task, prompts_file=self.config.prompts, dataset=self.config.dataset)
-            self._base_lm = load_model(self.model_spec, device=self.config.device, chat=task.chat)
-        return self._base_lm
+        return load_model(self.model_spec, device=self.config.device, chat=self.task.chat)
 
     def stage(self, name: str, work) -> None:
         if self.state.done(name):
@@ -320,8 +314,8 @@ class Study:
 
         c = self.config
         table = self.base_table()
-        result = frontier_result(table, self.reward_col, kls=[], min_ess=c.min_ess, random_state=c.seed)
         frontier = self._frontier(table)
+        result = frontier_result(table, self.reward_col, kls=[], frontier=frontier)
         reliable = max(frontier.max_reliable_kl_, 1e-3)
         band_kls = np.linspace(reliable / 12, reliable, 12)
         band = frontier.evaluate(band_kls, extrapolate=True)
@@ -353,10 +347,7 @@ class Study:
                             random_state=self.config.seed)
 
     def _train_prompts(self):
-        from alignlimits.lm.tasks import get_task
-
-        c = self.config
-        task = get_task(c.task, prompts_file=c.prompts, dataset=c.dataset).split("train").limit(c.train_prompts)
+        task = self.task.split("train").limit(self.config.train_prompts)
         raw = [p["text"] for p in task.prompts]
         return [self.base_lm.format_prompt(t) for t in raw], raw, [p["prompt_id"] for p in task.prompts]
 
@@ -463,47 +454,37 @@ class Study:
 
         from alignlimits.methods.evaluation import place_policy
         from alignlimits.pipeline.sampling_run import package_versions
+        from alignlimits.theory.hacking import frontier_gain_at
 
         c = self.config
         saved = json.loads((self.dir / "frontier.json").read_text())
         frontier = self._frontier()
         evaluate = []
-        from alignlimits.theory.hacking import frontier_gain_at
 
-        for row in saved["frontier"]["bon"]:
-            if row["n"] == 1:
-                continue
+        def law_point(method, label, n, beta, kl, kl_se, gain, gain_ci, estimator):
+            optimal = float(frontier_gain_at(frontier, np.array([kl]))[0])
+            return {
+                "method": method, "label": label, "n": n, "beta": beta,
+                "kl": kl, "kl_se": kl_se, "kl_k3": None, "kl_k3_se": None,
+                "gain": gain, "gain_ci": gain_ci, "optimal_gain_at_kl": optimal,
+                "efficiency": gain / optimal if optimal > 0 else float("nan"),
+                "kl_overspend": _overspend(kl, float(frontier.kl_for_gain(gain)[0])),
+                "reliable": kl <= frontier.max_reliable_kl_,
+                "n_prompts": frontier.n_prompts_, "n_samples": frontier.n_samples_, "estimator": estimator,
+            }
+
+        if "bon" in c.methods:
             # best-of-N drawn from the empirical distribution: its law, KL and gain are exact there,
             # the same footing as the frontier (the KL bound log N - (N-1)/N overstates KL when rewards tie)
-            kl, gain = row["kl_empirical"], row["gain_empirical"]
-            optimal = float(frontier_gain_at(frontier, np.array([kl]))[0])
-            needed = float(frontier.kl_for_gain(gain)[0])
-            evaluate.append({
-                "method": "bon", "label": f"best-of-{row['n']}", "n": row["n"], "beta": None,
-                "kl": kl, "kl_se": row["kl_empirical_se"], "kl_k3": None, "kl_k3_se": None,
-                "gain": gain, "gain_ci": row["gain_empirical_ci"], "optimal_gain_at_kl": optimal,
-                "efficiency": gain / optimal if optimal > 0 else float("nan"),
-                "kl_overspend": _overspend(kl, needed),
-                "reliable": kl <= frontier.max_reliable_kl_,
-                "n_prompts": frontier.n_prompts_, "n_samples": frontier.n_samples_,
-                "estimator": "exact best-of-N law on the empirical distribution of the base samples",
-            })
-        for row in saved["soft_bon"]:
-            optimal = float(frontier_gain_at(frontier, np.array([row["kl"]]))[0])
-            evaluate.append({
-                "method": "soft-bon", "label": f"soft best-of-{row['n']} β={row['beta']:.3g}", "n": row["n"],
-                "beta": row["beta"], "kl": row["kl"], "kl_se": row["kl_se"], "kl_k3": None, "kl_k3_se": None,
-                "gain": row["gain"], "gain_ci": row["gain_ci"], "optimal_gain_at_kl": optimal,
-                "efficiency": row["gain"] / optimal if optimal > 0 else float("nan"),
-                "kl_overspend": _overspend(row["kl"], frontier.kl_for_gain(row["gain"])[0]),
-                "reliable": row["kl"] <= frontier.max_reliable_kl_,
-                "n_prompts": frontier.n_prompts_, "n_samples": frontier.n_samples_,
-                "estimator": "exact law of sampling-importance-resampling on the empirical distribution",
-            })
-        if "soft-bon" not in c.methods:
-            evaluate = [e for e in evaluate if e["method"] != "soft-bon"]
-        if "bon" not in c.methods:
-            evaluate = [e for e in evaluate if e["method"] != "bon"]
+            evaluate += [law_point("bon", f"best-of-{row['n']}", row["n"], None, row["kl_empirical"],
+                                   row["kl_empirical_se"], row["gain_empirical"], row["gain_empirical_ci"],
+                                   "exact best-of-N law on the empirical distribution of the base samples")
+                         for row in saved["frontier"]["bon"] if row["n"] > 1]
+        if "soft-bon" in c.methods:
+            evaluate += [law_point("soft-bon", f"soft best-of-{row['n']} β={row['beta']:.3g}", row["n"], row["beta"],
+                                   row["kl"], row["kl_se"], row["gain"], row["gain_ci"],
+                                   "exact law of sampling-importance-resampling on the empirical distribution")
+                         for row in saved["soft_bon"]]
         eval_frames = {}
         for path in sorted((self.dir / "eval").glob("*.parquet")):
             name = path.stem
@@ -536,9 +517,7 @@ class Study:
         from alignlimits.theory.frontier import Frontier
 
         ids = list(dict.fromkeys(self.base_table().frame["prompt_id"]))
-        from alignlimits.lm.tasks import get_task
-
-        texts = {p["prompt_id"]: p["text"] for p in get_task("exact", prompts_file=self.config.prompts).prompts}
+        texts = {p["prompt_id"]: p["text"] for p in self.task.prompts}
         dist = exact_distribution(self.base_lm.model, self.base_lm.tokenizer,
                                   [{"id": i, "prompt": texts[i]} for i in ids])
         k = dist.logp.shape[1]

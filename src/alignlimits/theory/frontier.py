@@ -422,16 +422,10 @@ class Frontier:
         sample_of_prompt = np.repeat(1.0 / g.sizes, g.sizes)
         out = np.empty((weights.shape[0], kls.size))
         for r, w in enumerate(weights):
-            q = np.bincount(self._within_picks(rng), minlength=g.n_total) * sample_of_prompt
+            q = np.bincount(g.resample_within(rng), minlength=g.n_total) * sample_of_prompt
             t = self._solve_beta(kls, base_probs=q, prompt_weights=w, start=betas)[1]
             out[r] = t.gain @ w / w.sum()
         return out
-
-    def _within_picks(self, rng, groups: Groups | None = None) -> np.ndarray:
-        """Indices of a resample with replacement within each prompt, drawn for all prompts at once."""
-        g = self.groups_ if groups is None else groups
-        u = rng.random(g.n_total)
-        return np.minimum((g.expand(g.starts) + np.floor(u * g.expand(g.sizes))).astype(np.int64), g.n_total - 1)
 
     def bootstrap_statistic(self, statistic, fixed_prompts: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Interval and standard error of the prompt mean of a per-prompt statistic of the samples.
@@ -460,7 +454,7 @@ class Frontier:
         else:
             rng_within = np.random.default_rng(None if self.random_state is None else self.random_state + 1)
             replicates = np.stack([
-                np.asarray(statistic(self.rewards_[self._within_picks(rng_within)], self.groups_)) @ w for w in weights
+                np.asarray(statistic(self.rewards_[self.groups_.resample_within(rng_within)], self.groups_)) @ w for w in weights
             ])
         se = replicates.std(axis=0, ddof=1)
         tail = self._expanded_tail()
@@ -480,7 +474,7 @@ class Frontier:
         members = np.arange(P) if P <= max_prompts else np.sort(rng.choice(P, max_prompts, replace=False))
         groups, flat = self.groups_.subset(members)
         rewards = self.rewards_[flat]
-        replicates = np.stack([np.asarray(statistic(rewards[self._within_picks(rng, groups)], groups))
+        replicates = np.stack([np.asarray(statistic(rewards[groups.resample_within(rng)], groups))
                                for _ in range(self.n_bootstrap)])  # (R, K, members)
         se = np.sqrt(replicates.var(axis=0, ddof=1).mean(axis=1) / P)
         half = stats.t.ppf(0.5 + self.confidence / 2, self.n_samples_ - P) * se

@@ -122,6 +122,12 @@ class Groups:
         flat = np.repeat(self.starts[members] - new_starts, sizes) + np.arange(sizes.sum())
         return Groups(sizes), flat
 
+    def resample_within(self, rng: np.random.Generator) -> np.ndarray:
+        """Flat indices of a resample with replacement within each group, drawn for all groups at once."""
+        u = rng.random(self.n_total)
+        return np.minimum((self.expand(self.starts) + np.floor(u * self.expand(self.sizes))).astype(np.int64),
+                          self.n_total - 1)
+
     def divide(self, flat: np.ndarray, per_group: np.ndarray) -> np.ndarray:
         """``flat / expand(per_group)`` for ``per_group`` of shape (B, P): shape (B, N), without the repeat."""
         n = self.uniform_size

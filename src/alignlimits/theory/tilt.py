@@ -105,9 +105,9 @@ class TiltedSamples:
         peak, self.exponent = _below_peak(self.rewards, g, self.q)
         base_mean = g.sum(q_flat * self.rewards)
         centred = self.rewards - g.expand(base_mean)
-        self.below_peak = np.where(np.isfinite(self.exponent), self.exponent, 0.0)  # ≤ 0; weight 0 off the support
+        below_peak = np.where(np.isfinite(self.exponent), self.exponent, 0.0)  # ≤ 0; weight 0 off the support
         self.mean_below_peak = base_mean - peak  # E_π0[r - max r], for the reverse KL
-        self.columns = g.stack_columns([np.ones_like(self.rewards), centred, centred * centred, self.below_peak])
+        self.columns = g.stack_columns([np.ones_like(self.rewards), centred, centred * centred, below_peak])
 
     def at(self, beta) -> Tilt:
         """Evaluate at β of shape (B,) or (B, P)."""
