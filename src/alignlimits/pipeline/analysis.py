@@ -63,7 +63,8 @@ def frontier_result(table: SampleTable, reward_col: str, kls=None, bon=None,
                     extrapolate: bool = False, frontier: Frontier | None = None, **options) -> dict:
     """The ``frontier`` JSON of DESIGN §2. Without ``kls``, the default budgets the samples support.
     ``frontier``: one already fitted on ``table`` (else fitted here with ``options``)."""
-    frontier = frontier or fit_frontier(table, reward_col, **options)
+    if frontier is None:
+        frontier = fit_frontier(table, reward_col, **options)
     notes = list(table.notes)
     if kls is None:
         kls = [k for k in DEFAULT_BUDGETS if k <= frontier.max_reliable_kl_]

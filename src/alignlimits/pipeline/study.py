@@ -342,7 +342,8 @@ class Study:
     def _frontier(self, table=None):
         from alignlimits.pipeline.analysis import fit_frontier
 
-        table = table or self.base_table()
+        if table is None:
+            table = self.base_table()
         return fit_frontier(table, self.reward_col, min_ess=self.config.min_ess, n_bootstrap=200,
                             random_state=self.config.seed)
 

@@ -454,7 +454,8 @@ class Frontier:
         else:
             rng_within = np.random.default_rng(None if self.random_state is None else self.random_state + 1)
             replicates = np.stack([
-                np.asarray(statistic(self.rewards_[self.groups_.resample_within(rng_within)], self.groups_)) @ w for w in weights
+                np.asarray(statistic(self.rewards_[self.groups_.resample_within(rng_within)], self.groups_)) @ w
+                for w in weights
             ])
         se = replicates.std(axis=0, ddof=1)
         tail = self._expanded_tail()
