@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.seeding import derive_seed
 
 #: The sampling settings of the base distribution; recorded in every run's config.
 BASE_SAMPLING = {
@@ -273,14 +274,6 @@ def sample_completions(
     return results
 
 
-def derive_seed(seed: int, *parts) -> int:
-    """A deterministic 63-bit seed from a base seed and any labels (stable across processes)."""
-    import hashlib
-
-    h = hashlib.sha256(repr((int(seed),) + tuple(parts)).encode()).digest()
-    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
-
-
 # --------------------------------------------------------------------------- teacher-forced scoring
 
 
@@ -433,6 +426,6 @@ def check_prompt_lengths(tokenizer, prompts: Sequence[str], ids: Sequence[str], 
 
 
 __all__ = [
-    "BASE_SAMPLING", "GeneratedBatch", "PromptSamples", "auto_batch_size", "check_prompt_lengths", "derive_seed",
+    "BASE_SAMPLING", "GeneratedBatch", "PromptSamples", "auto_batch_size", "check_prompt_lengths",
     "encode_prompt", "eos_token_ids", "generate_batch", "sample_completions", "score_logprobs",
 ]

@@ -286,8 +286,9 @@ def run_sampling(req: SampleRequest, out_dir: str | Path, *, force: bool = False
     import shutil
 
     from alignlimits.lm import models as lm_models
+    from alignlimits.seeding import derive_seed
     from alignlimits.lm.sampling import (
-        BASE_SAMPLING, auto_batch_size, check_prompt_lengths, derive_seed, sample_completions,
+        BASE_SAMPLING, auto_batch_size, check_prompt_lengths, sample_completions,
     )
     from alignlimits.lm.tasks import get_task, split_of
 
