@@ -115,7 +115,7 @@ def test_resume_after_kill(tmp_path):
 
 def test_disk_full_leaves_valid_table(tmp_path, monkeypatch, capsys):
     out = tmp_path / "full"
-    real = sampling_run.write_part_atomic
+    real = sampling_run.write_parquet_atomic
     calls = {"n": 0}
 
     def flaky(frame, path):
@@ -128,13 +128,13 @@ def test_disk_full_leaves_valid_table(tmp_path, monkeypatch, capsys):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(frame, path)
 
-    monkeypatch.setattr(sampling_run, "write_part_atomic", flaky)
+    monkeypatch.setattr(sampling_run, "write_parquet_atomic", flaky)
     assert cli("sample", "--task", "exact", "--n", "4", "--batch-size", "8", "--out", out, "--quiet") == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and "stays valid" in err
     df = table(out)
     assert len(df) == 2 * 2 * 4  # two complete parts of two prompts each
-    monkeypatch.setattr(sampling_run, "write_part_atomic", real)
+    monkeypatch.setattr(sampling_run, "write_parquet_atomic", real)
     assert cli("sample", "--task", "exact", "--n", "4", "--batch-size", "8", "--out", out, "--quiet") == 0
     df = table(out)
     assert len(df) == 48 and not df.duplicated(["prompt_id", "sample_idx"]).any()

@@ -132,11 +132,13 @@ def test_default_model_sampler_matches_teacher_forcing(smollm):
 def test_sample_run_on_default_model(smollm, tmp_path):
     """`alignlimits sample --task safety` end to end on the real model (tiny n and length)."""
     from alignlimits.lm.sampling import score_logprobs
-    from alignlimits.pipeline.sampling_run import SampleRequest, read_run_samples, run_sampling
+    from alignlimits.pipeline.context import StudyContext
+    from alignlimits.pipeline.sampling_run import SamplingPlan, read_run_samples, run_sampling
 
     lm = smollm[0]
     out = tmp_path / "run"
-    res = run_sampling(SampleRequest(task="safety", n=2, max_new_tokens=6, limit_prompts=2, dtype="float32"), out, progress=False)
+    ctx = StudyContext.resolve("safety", dtype="float32")
+    res = run_sampling(ctx, SamplingPlan(n=2, max_new_tokens=6, limit_prompts=2), out, progress=False)
     assert res.rows_total == 4
     df = read_run_samples(out)
     assert "profanity" in df.columns and df["profanity"].notna().all()

@@ -1,6 +1,7 @@
 """`alignlimits run` end to end on the exact task: outputs, resumption after kills, bad input."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -86,13 +87,15 @@ def test_killed_twice_resumes_to_the_same_numbers(uninterrupted, tmp_path):
 
 def test_ctrl_c_stops_cleanly(tmp_path):
     out = tmp_path / "run"
+    # the run pauses after the base stage (a test hook), so the signal lands in a known place, never at exit;
     # a shell's background jobs ignore SIGINT, and children inherit that: restore the default
+    env = {**os.environ, "ALIGNLIMITS_TEST_PAUSE_AFTER": "base"}
     proc = subprocess.Popen(alignlimits("run", "exact", "--out", out, *FAST), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(lambda: "base" in stages(out), proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err[-2000:]
     assert "run the same command again to resume" in err
     assert "Traceback" not in err
     again = run("run", "exact", "--out", out, *FAST)
@@ -119,7 +122,8 @@ def test_bad_input(tmp_path):
 def test_training_prompts_in_evaluation_refused(tmp_path, monkeypatch):
     import pandas as pd
 
-    from alignlimits.pipeline.study import Study, resolve_config
+    from alignlimits.pipeline.config import resolve_config
+    from alignlimits.pipeline.study import Study
 
     study = Study(resolve_config("exact", None, {}, {}), tmp_path / "run")
     monkeypatch.setattr(study, "base_table", lambda: type("T", (), {"frame": pd.DataFrame({"prompt_id": ["x-a", "x-b"]})})())

@@ -65,7 +65,8 @@ def run(
     force: bool = typer.Option(False, "--force", help="Start over when RUN_DIR holds a run with another config."),
 ):
     """The whole study: base samples, frontier, best-of-N, PPO and GRPO, one honest evaluation, a report."""
-    from alignlimits.pipeline.study import Study, resolve_config
+    from alignlimits.pipeline.config import resolve_config
+    from alignlimits.pipeline.study import Study
 
     file_values = _read_config_file(config)
     flags = _flags(model=model, rewards=reward or None, dataset=dataset, prompts=prompts,
@@ -97,7 +98,8 @@ def train(
     force: bool = typer.Option(False, "--force"),
 ):
     """Train PPO or GRPO at one or more β on the task's training prompts (resumable)."""
-    from alignlimits.pipeline.study import TRAINED, Study, resolve_config
+    from alignlimits.pipeline.config import TRAINED, resolve_config
+    from alignlimits.pipeline.study import Study
 
     if method not in TRAINED:
         raise AlignLimitsError(f"unknown method {method!r}; train one of {', '.join(TRAINED)}")
@@ -105,8 +107,9 @@ def train(
                    max_new_tokens=max_new_tokens, use_lora=use_lora, seed=seed, methods=[method],
                    betas=parse_numbers(beta, "--beta"))
     cfg = resolve_config(task, preset, _read_config_file(config), flags)
-    Study(cfg, out, force=force, console=console).run(train=True, evaluate=False)
-    console.print(f"trained: {', '.join(str(out / 'train' / f'{method}-beta{b:g}' / 'policy') for b in cfg.betas)}")
+    study = Study(cfg, out, force=force, console=console)
+    study.run(train=True, evaluate=False)
+    console.print(f"trained: {', '.join(r.path for r in study.trained_records())}")
     console.print(f"next: alignlimits evaluate {out}")
 
 
@@ -120,7 +123,8 @@ def evaluate(
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help="Evaluate even on prompts a policy was trained on."),
 ):
     """Every trained policy on the KL–reward plane: held-out prompts, sequence KL, efficiency against the frontier."""
-    from alignlimits.pipeline.study import Study, StudyConfig, resolve_config
+    from alignlimits.pipeline.config import StudyConfig, resolve_config
+    from alignlimits.pipeline.study import Study
 
     saved = run_dir / "run_config.json"
     if policy is None:

@@ -39,11 +39,11 @@ def sample(
 
     Re-running the same command continues a killed run; a finished one is left as it is.
     """
-    from alignlimits.pipeline.sampling_run import SampleRequest, run_sampling
+    from alignlimits.pipeline.context import StudyContext
+    from alignlimits.pipeline.sampling_run import SamplingPlan, run_sampling
 
-    req = SampleRequest(
-        task=task, model=model, rewards=list(reward) if reward else None, prompts_file=prompts, dataset=dataset,
-        n=n, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, limit_prompts=limit_prompts,
-        split=split, device=device, dtype=dtype,
-    )
-    run_sampling(req, out, force=force, progress=not quiet)
+    ctx = StudyContext.resolve(task, model=model, rewards=list(reward) if reward else None, prompts=prompts,
+                               dataset=dataset, device=device, dtype=dtype)
+    plan = SamplingPlan(n=n, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
+                        limit_prompts=limit_prompts, split=split)
+    run_sampling(ctx, plan, out, force=force, progress=not quiet)

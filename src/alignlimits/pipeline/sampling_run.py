@@ -43,6 +43,7 @@ import numpy as np
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.pipeline.files import write_json_atomic, write_parquet_atomic
+from alignlimits.seeding import derive_seed
 
 CONFIG_FILE = "config.json"
 SAMPLES_DIR = "samples"
@@ -54,22 +55,17 @@ IDENTITY_KEYS = (
 
 
 @dataclass
-class SampleRequest:
-    """What ``alignlimits sample`` was asked for (None = the task's default)."""
+class SamplingPlan:
+    """How many samples of which prompts (the model, task and rewards come resolved in a StudyContext)."""
 
-    task: str = "safety"
-    model: str | None = None
-    rewards: list[str] | None = None
-    prompts_file: str | None = None
-    dataset: str | None = None
     n: int = 32
     max_new_tokens: int | None = None
+    """None: the task's default."""
     seed: int = 0
     batch_size: int | None = None
+    """None: automatic from free memory."""
     limit_prompts: int | None = None
     split: str = "all"
-    device: str | None = None
-    dtype: str | None = None
 
 
 @dataclass
@@ -114,11 +110,6 @@ def done_prompt_ids(out_dir: str | Path) -> dict[str, int]:
     return counts
 
 
-def write_part_atomic(frame, path: Path) -> None:
-    """One complete part or none: see :mod:`alignlimits.pipeline.files`."""
-    write_parquet_atomic(frame, path)
-
-
 def _next_part_index(out_dir: Path) -> int:
     idx = -1
     for p in existing_parts(out_dir):
@@ -155,7 +146,7 @@ def _prompts_hash(prompts: list[dict]) -> str:
     return h.hexdigest()
 
 
-def _identity(req: SampleRequest, task, model_spec: str, rewards: list[str], max_new_tokens: int) -> dict:
+def _identity(ctx, plan: SamplingPlan, task, max_new_tokens: int) -> dict:
     from alignlimits.lm.sampling import BASE_SAMPLING
 
     return {
@@ -163,14 +154,14 @@ def _identity(req: SampleRequest, task, model_spec: str, rewards: list[str], max
         "prompts_source": task.source,
         "prompts_sha256": _prompts_hash(task.prompts),
         "n_prompts": len(task.prompts),
-        "model": model_spec,
+        "model": ctx.model_spec,
         "chat": bool(task.chat),
-        "rewards": list(rewards),
-        "n": int(req.n),
+        "rewards": list(ctx.reward_specs),
+        "n": int(plan.n),
         "max_new_tokens": int(max_new_tokens),
-        "seed": int(req.seed),
-        "split": req.split,
-        "limit_prompts": req.limit_prompts,
+        "seed": int(plan.seed),
+        "split": plan.split,
+        "limit_prompts": plan.limit_prompts,
         "sampling": dict(BASE_SAMPLING),
     }
 
@@ -199,51 +190,6 @@ def prompts_per_part(n: int, batch_size: int) -> int:
     if lcm <= 8 * batch_size:
         return max(1, lcm // n)
     return max(1, batch_size // n)
-
-
-def _load_rewards(specs: list[str], device: str | None):
-    try:
-        from alignlimits.lm.rewards import load_rewards
-    except ImportError as err:
-        if specs == ["exact"]:
-            from alignlimits.lm.exact import exact_reward
-
-            class _Exact:
-                name = "exact"
-                spec = "exact"
-                uses_context = ()
-
-                def __call__(self, prompts, completions, **_):
-                    return exact_reward(prompts, completions)
-
-            return [_Exact()]
-        raise AlignLimitsError(f"reward models are unavailable in this installation ({err}); reinstall alignlimits") from None
-    return load_rewards(specs, device=device)
-
-
-def _score_rewards(rewards, prompts: list[str], completions: list[str], prompt_ids: list[str], sources) -> dict:
-    cols = {}
-    for rm in rewards:
-        kwargs = {"prompt_ids": prompt_ids}
-        if sources is not None and "sources" in getattr(rm, "uses_context", ()):
-            kwargs["sources"] = sources
-        try:
-            vals = rm(prompts, completions, **kwargs)
-        except TypeError:
-            vals = rm(prompts, completions)
-        arr = np.asarray(vals, dtype=np.float64).reshape(-1)
-        if arr.shape[0] != len(completions):
-            raise AlignLimitsError(
-                f"reward {rm.name!r} returned {arr.shape[0]} values for {len(completions)} completions; it must return one per completion"
-            )
-        bad = np.flatnonzero(~np.isfinite(arr))
-        if bad.size:
-            i = int(bad[0])
-            raise AlignLimitsError(
-                f"reward {rm.name!r} returned {arr[i]} for row {i} (prompt_id {prompt_ids[i]!r}); a reward must be a finite float"
-            )
-        cols[rm.name] = arr
-    return cols
 
 
 def _progress(console, total_prompts: int, done: int, enabled: bool):
@@ -280,29 +226,52 @@ def _lock_run_dir(out: Path):
     return fh
 
 
-def run_sampling(req: SampleRequest, out_dir: str | Path, *, force: bool = False, console=None,
+def run_sampling(ctx, plan: SamplingPlan, out_dir: str | Path, *, force: bool = False, console=None,
                  progress: bool = True) -> SampleRunResult:
     """Sample, score and store (see the module docstring). Resumes a partial run in ``out_dir``."""
-    import shutil
-
-    from alignlimits.lm import models as lm_models
-    from alignlimits.seeding import derive_seed
-    from alignlimits.lm.sampling import (
-        BASE_SAMPLING, auto_batch_size, check_prompt_lengths, sample_completions,
-    )
-    from alignlimits.lm.tasks import get_task, split_of
-
     t0 = time.time()
     if console is None:
         from rich.console import Console
 
         console = Console(stderr=True)
-    if req.n < 1:
-        raise AlignLimitsError(f"--n must be at least 1 (got {req.n})")
-    if req.batch_size is not None and req.batch_size < 1:
-        raise AlignLimitsError(f"--batch-size must be at least 1 (got {req.batch_size})")
-    task = get_task(req.task, prompts_file=req.prompts_file, dataset=req.dataset).split(req.split).limit(req.limit_prompts)
-    max_new = req.max_new_tokens if req.max_new_tokens is not None else task.default_max_new_tokens
+    task, max_new = _check_plan(ctx, plan)
+    identity = _identity(ctx, plan, task, max_new)
+    out = _make_out_dir(out_dir)
+    lock = _lock_run_dir(out)
+    try:
+        counts = _resume_state(out, identity, task, plan.n, force)
+        todo = [p for p in task.prompts if p["prompt_id"] not in counts]
+        rows_before = sum(counts.values())
+        if not todo and (out / CONFIG_FILE).is_file():
+            console.print(
+                f"{out} already holds all {rows_before} samples ({len(task.prompts)} prompts x {plan.n}); nothing to do.",
+                soft_wrap=True,
+            )
+            return SampleRunResult(str(out), rows_before, 0, len(task.prompts), len(counts), True, time.time() - t0)
+        texts = dict(zip([p["prompt_id"] for p in task.prompts], ctx.model_texts(task.prompts)))
+        batch_size = _batch_size(ctx, plan, task, texts, max_new)
+        _write_config(out, ctx, plan, task, identity, max_new, batch_size, len(counts))
+        written, tokens, columns = _sample_parts(ctx, plan, out, todo, texts, max_new, batch_size, counts,
+                                                 len(task.prompts), console, progress)
+        total = rows_before + written
+        secs = time.time() - t0
+        console.print(
+            f"wrote {written} samples for {len(todo)} prompts to {parts_dir(out)} "
+            f"({total} rows in all; {tokens} tokens, {tokens / max(secs, 1e-9):.1f} tok/s overall)", soft_wrap=True
+        )
+        return SampleRunResult(str(out), total, written, len(task.prompts), len(counts), False, secs, tokens, columns)
+    finally:
+        lock.close()  # releases the lock
+
+
+def _check_plan(ctx, plan: SamplingPlan):
+    """The prompts to sample and the completion length, or a one-line error."""
+    if plan.n < 1:
+        raise AlignLimitsError(f"--n must be at least 1 (got {plan.n})")
+    if plan.batch_size is not None and plan.batch_size < 1:
+        raise AlignLimitsError(f"--batch-size must be at least 1 (got {plan.batch_size})")
+    task = ctx.prompts(plan.split, plan.limit_prompts)
+    max_new = plan.max_new_tokens if plan.max_new_tokens is not None else task.default_max_new_tokens
     if max_new < 1:
         raise AlignLimitsError(f"--max-new-tokens must be at least 1 (got {max_new})")
     if task.fixed_max_new_tokens is not None and max_new != task.fixed_max_new_tokens:
@@ -310,188 +279,180 @@ def run_sampling(req: SampleRequest, out_dir: str | Path, *, force: bool = False
             f"task {task.name!r} enumerates completions of up to {task.fixed_max_new_tokens} tokens; "
             f"use --max-new-tokens {task.fixed_max_new_tokens} (or leave it out)"
         )
-    model_spec = req.model or task.default_model
-    reward_specs = list(req.rewards) if req.rewards else list(task.default_rewards)
-    identity = _identity(req, task, model_spec, reward_specs, max_new)
+    return task, max_new
 
+
+def _make_out_dir(out_dir) -> Path:
     out = Path(out_dir)
-    cfg_path = out / CONFIG_FILE
     if out.exists() and not out.is_dir():
         raise AlignLimitsError(f"--out {out} is a file; give a directory (it is created if missing)")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise AlignLimitsError(f"cannot create --out {out}: {err.strerror or err}; pick another directory") from None
-    lock = _lock_run_dir(out)
-    try:
-        if cfg_path.is_file():
-            try:
-                old = json.loads(cfg_path.read_text())
-            except (OSError, json.JSONDecodeError):
-                old = None
-            old_id = (old or {}).get("identity")
-            if old_id != identity:
-                if not force:
-                    if old_id is None:
-                        why = "its config.json is not a sample run's"
-                    else:
-                        why = "; ".join(_diff(old_id, identity))
-                    raise AlignLimitsError(
-                        f"{out} holds a run with a different config ({why}); use another --out, or --force to replace it"
-                    )
-                shutil.rmtree(parts_dir(out), ignore_errors=True)
-                cfg_path.unlink()
-        elif existing_parts(out):
-            if not force:
-                raise AlignLimitsError(f"{out}/samples holds parts but no config.json; use another --out, or --force to replace them")
-            shutil.rmtree(parts_dir(out), ignore_errors=True)
+    return out
 
-        # Resume: skip the prompts already present.
-        counts = done_prompt_ids(out)
-        wanted = {p["prompt_id"] for p in task.prompts}
-        stray = [pid for pid in counts if pid not in wanted]
-        if stray:
-            raise AlignLimitsError(f"{out}/samples holds prompt {stray[0]!r}, which this config does not sample; use --force to start over")
-        partial = [pid for pid, c in counts.items() if c != req.n]
-        if partial:
-            raise AlignLimitsError(
-                f"{out}/samples holds {counts[partial[0]]} rows for prompt {partial[0]!r} instead of {req.n}; "
-                "the table was edited by hand: delete that part or use --force"
-            )
-        todo = [p for p in task.prompts if p["prompt_id"] not in counts]
-        rows_before = sum(counts.values())
-        if not todo and cfg_path.is_file():
-            console.print(
-                f"{out} already holds all {rows_before} samples ({len(task.prompts)} prompts x {req.n}); nothing to do.",
-                soft_wrap=True,
-            )
-            return SampleRunResult(str(out), rows_before, 0, len(task.prompts), len(counts), True, time.time() - t0)
 
-        # Model, prompts as given to the model, rewards.
-        rewards = _load_rewards(reward_specs, req.device)
-        clash = [r.name for r in rewards if r.name in ("prompt_id", "sample_idx", "prompt", "completion", "completion_ids",
-                                                       "logp_base", "n_tokens", "truncated", "seed", "split")]
-        if clash:
-            raise AlignLimitsError(f"reward column {clash[0]!r} would overwrite a sample-table column; rename the reward")
-        lm = lm_models.load_model(model_spec, device=req.device, dtype=req.dtype, chat=task.chat)
-        model_texts = {p["prompt_id"]: lm.format_prompt(p["text"]) for p in task.prompts}
-        lengths = check_prompt_lengths(lm.tokenizer, [model_texts[p["prompt_id"]] for p in task.prompts],
-                                       [p["prompt_id"] for p in task.prompts], max_new, lm.max_context)
-        batch_size = req.batch_size or auto_batch_size(lm.model, prompt_len=max(lengths), max_new_tokens=max_new)
+def _resume_state(out: Path, identity: dict, task, n: int, force: bool) -> dict[str, int]:
+    """Rows already stored per prompt id; refuses a run directory of another config unless ``force``."""
+    import shutil
 
-        config = {
-            "schema": CONFIG_SCHEMA,
-            "kind": "sample",
-            "identity": identity,
-            "command": "alignlimits sample",
-            "task": {"name": task.name, "source": task.source, "chat": task.chat, "n_prompts": len(task.prompts),
-                     "default_rewards": task.default_rewards, "info": task.info},
-            "model": lm.info,
-            "sampling": {**BASE_SAMPLING, "max_new_tokens": max_new, "stop": "EOS",
-                         "eos_token_ids": lm.model.generation_config.eos_token_id,
-                         "note": "the model's generation_config is ignored: samples come from the base distribution"},
-            "rewards": [{"spec": s, "column": r.name, "description": getattr(r, "description", "")}
-                        for s, r in zip(reward_specs, rewards)],
-            "seeds": {"seed": req.seed, "rule": "part seed = derive_seed(seed, 'part', first prompt_id of the part); "
-                                                "generate call j of a part: derive_seed(part seed, j)"},
-            "split_rule": "heldout iff sha256('alignlimits-split:v1:' + prompt_id)[:8] / 2**64 < 0.25",
-            "batch_size": batch_size,
-            "versions": package_versions(),
-            "platform": {"machine": platform.machine(), "system": platform.system(), "argv": sys.argv},
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        if cfg_path.is_file():
-            try:
-                config["history"] = json.loads(cfg_path.read_text()).get("history", [])
-            except (OSError, json.JSONDecodeError):
-                config["history"] = []
-        config.setdefault("history", []).append({"started": config["started"], "prompts_done_before": len(counts),
-                                                 "batch_size": batch_size})
-        parts_dir(out).mkdir(parents=True, exist_ok=True)
-        for stale in parts_dir(out).glob(".part-*.tmp"):
-            stale.unlink(missing_ok=True)
+    cfg_path = out / CONFIG_FILE
+    if cfg_path.is_file():
         try:
-            write_json_atomic(config, cfg_path)
-        except OSError as err:
-            raise AlignLimitsError(f"cannot write {cfg_path}: {err.strerror or err}; free space or pick another --out") from None
-
-        per_part = prompts_per_part(req.n, batch_size)
-        groups = [todo[i : i + per_part] for i in range(0, len(todo), per_part)]
-        part_idx = _next_part_index(out)
-        delay = float(os.environ.get("ALIGNLIMITS_SAMPLE_PART_DELAY", "0") or 0)  # test hook: slow runs down
-        rows_written, tokens = 0, 0
-        columns: list[str] = []
-        stats = {"samples": 0, "tokens": 0, "t": time.time()}
-
-        def rates() -> str:
-            dt = max(time.time() - stats["t"], 1e-9)
-            return f"{stats['samples'] / dt:6.1f} samples/s {stats['tokens'] / dt:7.1f} tok/s"
-
-        with _progress(console, len(task.prompts), len(counts), progress) as bar:
-            tid = bar.add_task("sample", total=len(task.prompts), completed=len(counts), rates=rates())
-            for group in groups:
-                base_seed = derive_seed(req.seed, "part", group[0]["prompt_id"])
-                texts = [model_texts[p["prompt_id"]] for p in group]
-
-                def on_batch(prompts_done: int, n_samples: int, n_tokens: int) -> None:
-                    stats["samples"] += n_samples
-                    stats["tokens"] += n_tokens
-                    bar.update(tid, completed=len(counts) + rows_written // req.n + prompts_done, rates=rates())
-
-                results = sample_completions(lm.model, lm.tokenizer, texts, req.n, max_new, seed=base_seed,
-                                             batch_size=batch_size, on_batch=on_batch)
-                rows = {k: [] for k in ("prompt_id", "sample_idx", "prompt", "completion", "completion_ids", "logp_base",
-                                        "n_tokens", "truncated", "seed", "split")}
-                for p, res in zip(group, results):
-                    for k in range(req.n):
-                        rows["prompt_id"].append(p["prompt_id"])
-                        rows["sample_idx"].append(k)
-                        rows["prompt"].append(model_texts[p["prompt_id"]])
-                        rows["completion"].append(res.texts[k])
-                        rows["completion_ids"].append(np.asarray(res.token_ids[k], dtype=np.int32))
-                        rows["logp_base"].append(float(res.logp[k]))
-                        rows["n_tokens"].append(int(res.n_tokens[k]))
-                        rows["truncated"].append(bool(res.truncated[k]))
-                        rows["seed"].append(int(req.seed))
-                        rows["split"].append(split_of(p["prompt_id"]))
-                # Rewards see the exact text given to the model (the `prompt` column), as when policies are
-                # evaluated or a table is re-scored later, so base and policy rewards are the same function.
-                reward_cols = _score_rewards(rewards, rows["prompt"], rows["completion"], rows["prompt_id"], None)
-                import pandas as pd
-
-                frame = pd.DataFrame(rows)
-                frame["sample_idx"] = frame["sample_idx"].astype("int64")
-                frame["n_tokens"] = frame["n_tokens"].astype("int64")
-                frame["seed"] = frame["seed"].astype("int64")
-                for name, vals in reward_cols.items():
-                    frame[name] = vals
-                path = parts_dir(out) / f"part-{part_idx:05d}.parquet"
-                try:
-                    write_part_atomic(frame, path)
-                except OSError as err:
-                    done = len(counts) + rows_written // req.n
-                    raise AlignLimitsError(
-                        f"cannot write {path.name}: {err.strerror or err}; the table in {out} stays valid with {done} of "
-                        f"{len(task.prompts)} prompts; free space and run the same command again to resume"
-                    ) from None
-                columns = list(frame.columns)
-                part_idx += 1
-                rows_written += len(frame)
-                tokens += int(frame["n_tokens"].sum())
-                bar.update(tid, completed=len(counts) + rows_written // req.n, rates=rates())
-                if delay:
-                    time.sleep(delay)
-
-        total = rows_before + rows_written
-        secs = time.time() - t0
-        console.print(
-            f"wrote {rows_written} samples for {len(todo)} prompts to {parts_dir(out)} "
-            f"({total} rows in all; {tokens} tokens, {tokens / max(secs, 1e-9):.1f} tok/s overall)", soft_wrap=True
+            old_id = (json.loads(cfg_path.read_text()) or {}).get("identity")
+        except (OSError, json.JSONDecodeError):
+            old_id = None
+        if old_id != identity:
+            if not force:
+                why = "its config.json is not a sample run's" if old_id is None else "; ".join(_diff(old_id, identity))
+                raise AlignLimitsError(
+                    f"{out} holds a run with a different config ({why}); use another --out, or --force to replace it"
+                )
+            shutil.rmtree(parts_dir(out), ignore_errors=True)
+            cfg_path.unlink()
+    elif existing_parts(out):
+        if not force:
+            raise AlignLimitsError(f"{out}/samples holds parts but no config.json; use another --out, or --force to replace them")
+        shutil.rmtree(parts_dir(out), ignore_errors=True)
+    counts = done_prompt_ids(out)
+    wanted = {p["prompt_id"] for p in task.prompts}
+    stray = [pid for pid in counts if pid not in wanted]
+    if stray:
+        raise AlignLimitsError(f"{out}/samples holds prompt {stray[0]!r}, which this config does not sample; use --force to start over")
+    partial = [pid for pid, c in counts.items() if c != n]
+    if partial:
+        raise AlignLimitsError(
+            f"{out}/samples holds {counts[partial[0]]} rows for prompt {partial[0]!r} instead of {n}; "
+            "the table was edited by hand: delete that part or use --force"
         )
-        return SampleRunResult(str(out), total, rows_written, len(task.prompts), len(counts), False, secs, tokens, columns)
-    finally:
-        lock.close()  # releases the lock
+    return counts
 
+
+def _batch_size(ctx, plan: SamplingPlan, task, texts: dict, max_new: int) -> int:
+    from alignlimits.lm.sampling import auto_batch_size, check_prompt_lengths
+
+    lm = ctx.lm
+    ids = [p["prompt_id"] for p in task.prompts]
+    lengths = check_prompt_lengths(lm.tokenizer, [texts[i] for i in ids], ids, max_new, lm.max_context)
+    return plan.batch_size or auto_batch_size(lm.model, prompt_len=max(lengths), max_new_tokens=max_new)
+
+
+def _write_config(out: Path, ctx, plan: SamplingPlan, task, identity: dict, max_new: int, batch_size: int,
+                  prompts_done: int) -> None:
+    """``RUN_DIR/config.json``: what was sampled, how, with which versions, and each (re)start."""
+    from alignlimits.lm.sampling import BASE_SAMPLING
+
+    cfg_path = out / CONFIG_FILE
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    history = []
+    if cfg_path.is_file():
+        try:
+            history = json.loads(cfg_path.read_text()).get("history", [])
+        except (OSError, json.JSONDecodeError):
+            history = []
+    config = {
+        "schema": CONFIG_SCHEMA,
+        "kind": "sample",
+        "identity": identity,
+        "command": "alignlimits sample",
+        "task": {"name": task.name, "source": task.source, "chat": task.chat, "n_prompts": len(task.prompts),
+                 "default_rewards": task.default_rewards, "info": task.info},
+        "model": ctx.lm.info,
+        "sampling": {**BASE_SAMPLING, "max_new_tokens": max_new, "stop": "EOS",
+                     "eos_token_ids": ctx.lm.model.generation_config.eos_token_id,
+                     "note": "the model's generation_config is ignored: samples come from the base distribution"},
+        "rewards": [{"spec": s, "column": r.name, "description": getattr(r, "description", "")}
+                    for s, r in zip(ctx.reward_specs, ctx.rewards)],
+        "seeds": {"seed": plan.seed, "rule": "part seed = derive_seed(seed, 'part', first prompt_id of the part); "
+                                             "generate call j of a part: derive_seed(part seed, j)"},
+        "split_rule": "heldout iff sha256('alignlimits-split:v1:' + prompt_id)[:8] / 2**64 < 0.25",
+        "batch_size": batch_size,
+        "versions": package_versions(),
+        "platform": {"machine": platform.machine(), "system": platform.system(), "argv": sys.argv},
+        "started": started,
+        "history": history + [{"started": started, "prompts_done_before": prompts_done, "batch_size": batch_size}],
+    }
+    parts_dir(out).mkdir(parents=True, exist_ok=True)
+    for stale in parts_dir(out).glob(".part-*.tmp"):
+        stale.unlink(missing_ok=True)
+    try:
+        write_json_atomic(config, cfg_path)
+    except OSError as err:
+        raise AlignLimitsError(f"cannot write {cfg_path}: {err.strerror or err}; free space or pick another --out") from None
+
+
+def _sample_parts(ctx, plan: SamplingPlan, out: Path, todo: list[dict], texts: dict, max_new: int, batch_size: int,
+                  counts: dict, n_prompts: int, console, progress: bool) -> tuple[int, int, list[str]]:
+    """Sample the prompts still to do, one complete Parquet part per group; returns rows, tokens, columns."""
+    from alignlimits.lm.sampling import sample_completions
+
+    per_part = prompts_per_part(plan.n, batch_size)
+    groups = [todo[i : i + per_part] for i in range(0, len(todo), per_part)]
+    part_idx = _next_part_index(out)
+    delay = float(os.environ.get("ALIGNLIMITS_SAMPLE_PART_DELAY", "0") or 0)  # test hook: slow runs down
+    written, tokens, columns = 0, 0, []
+    stats = {"samples": 0, "tokens": 0, "t": time.time()}
+
+    def rates() -> str:
+        dt = max(time.time() - stats["t"], 1e-9)
+        return f"{stats['samples'] / dt:6.1f} samples/s {stats['tokens'] / dt:7.1f} tok/s"
+
+    with _progress(console, n_prompts, len(counts), progress) as bar:
+        tid = bar.add_task("sample", total=n_prompts, completed=len(counts), rates=rates())
+        for group in groups:
+            def on_batch(prompts_done: int, n_samples: int, n_tokens: int) -> None:
+                stats["samples"] += n_samples
+                stats["tokens"] += n_tokens
+                bar.update(tid, completed=len(counts) + written // plan.n + prompts_done, rates=rates())
+
+            results = sample_completions(ctx.lm.model, ctx.lm.tokenizer, [texts[p["prompt_id"]] for p in group], plan.n,
+                                         max_new, seed=derive_seed(plan.seed, "part", group[0]["prompt_id"]),
+                                         batch_size=batch_size, on_batch=on_batch)
+            frame = _part_frame(ctx, plan, group, results, texts)
+            path = parts_dir(out) / f"part-{part_idx:05d}.parquet"
+            try:
+                write_parquet_atomic(frame, path)
+            except OSError as err:
+                done = len(counts) + written // plan.n
+                raise AlignLimitsError(
+                    f"cannot write {path.name}: {err.strerror or err}; the table in {out} stays valid with {done} of "
+                    f"{n_prompts} prompts; free space and run the same command again to resume"
+                ) from None
+            columns = list(frame.columns)
+            part_idx += 1
+            written += len(frame)
+            tokens += int(frame["n_tokens"].sum())
+            bar.update(tid, completed=len(counts) + written // plan.n, rates=rates())
+            if delay:
+                time.sleep(delay)
+    return written, tokens, columns
+
+
+def _part_frame(ctx, plan: SamplingPlan, group: list[dict], results, texts: dict):
+    """One part's rows, scored by every reward on the exact text given to the model (the ``prompt`` column),
+    as policy samples are scored at evaluation, so base and policy rewards are one function."""
+    import pandas as pd
+
+    from alignlimits.lm.tasks import split_of
+
+    n = plan.n
+    ids = [p["prompt_id"] for p in group for _ in range(n)]
+    frame = pd.DataFrame({
+        "prompt_id": ids,
+        "sample_idx": np.tile(np.arange(n, dtype=np.int64), len(group)),
+        "prompt": [texts[i] for i in ids],
+        "completion": [t for res in results for t in res.texts],
+        "completion_ids": [np.asarray(t, dtype=np.int32) for res in results for t in res.token_ids],
+        "logp_base": np.concatenate([np.asarray(res.logp, dtype=np.float64) for res in results]),
+        "n_tokens": np.concatenate([np.asarray(res.n_tokens, dtype=np.int64) for res in results]),
+        "truncated": np.concatenate([np.asarray(res.truncated, dtype=bool) for res in results]),
+        "seed": np.full(len(ids), int(plan.seed), dtype=np.int64),
+        "split": [split_of(i) for i in ids],
+    })
+    for reward in ctx.rewards:
+        frame[reward.name] = reward(list(frame["prompt"]), list(frame["completion"]), prompt_ids=ids)
+    return frame
 
 def read_run_samples(out_dir: str | Path):
     """All complete parts of a sample run as one DataFrame (the layout ``alignlimits.data.read_samples`` reads)."""
@@ -503,5 +464,4 @@ def read_run_samples(out_dir: str | Path):
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
 
 
-__all__ = ["SampleRequest", "SampleRunResult", "run_sampling", "read_run_samples", "done_prompt_ids",
-           "write_part_atomic", "package_versions"]
+__all__ = ["SamplingPlan", "SampleRunResult", "run_sampling", "read_run_samples", "done_prompt_ids", "package_versions"]

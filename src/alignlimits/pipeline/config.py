@@ -1,0 +1,108 @@
+"""The configuration of `alignlimits run`: every option, the presets, and their resolution order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from alignlimits.errors import AlignLimitsError
+
+METHODS = ("bon", "soft-bon", "ppo", "grpo", "hacking")
+TRAINED = ("ppo", "grpo")
+
+
+@dataclass
+class StudyConfig:
+    """Every option of `alignlimits run` (each also a key of ``--config FILE.yaml``)."""
+
+    task: str = "safety"
+    preset: str = "quick"
+    model: str | None = None
+    rewards: list[str] | None = None
+    prompts: str | None = None
+    dataset: str | None = None
+    methods: list[str] = field(default_factory=lambda: ["bon", "soft-bon", "ppo", "grpo"])
+    betas: list[float] = field(default_factory=lambda: [0.1])
+    n: int = 16
+    """Base samples per held-out prompt (the frontier's data)."""
+    eval_n: int = 8
+    """Policy samples per held-out prompt in evaluation."""
+    eval_prompts: int | None = 12
+    """Held-out prompts used (None: all)."""
+    train_prompts: int | None = None
+    steps: int = 8
+    max_new_tokens: int = 32
+    batch_size: int = 8
+    """Rollouts per PPO step; completions per GRPO step."""
+    num_generations: int = 4
+    """GRPO group size."""
+    ppo_epochs: int = 4
+    """Passes over each PPO rollout batch (lm-human-preferences: 4)."""
+    ppo_learning_rate: float = 1e-5
+    grpo_learning_rate: float = 1e-5
+    use_lora: bool = False
+    soft_bon_n: list[int] = field(default_factory=lambda: [2, 4, 8])
+    seed: int = 0
+    min_ess: float = 5.0
+    device: str | None = None
+
+    def validate(self) -> None:
+        from alignlimits.lm.tasks import TASKS
+
+        if self.task not in TASKS:
+            raise AlignLimitsError(f"unknown task {self.task!r}; use one of {', '.join(TASKS)}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise AlignLimitsError(f"unknown method {unknown[0]!r}; use some of {', '.join(METHODS)}")
+        if any(m in TRAINED for m in self.methods) and not self.betas:
+            raise AlignLimitsError("PPO and GRPO need at least one --betas value")
+        if any(not b > 0 for b in self.betas):
+            raise AlignLimitsError(f"every β must be > 0 (got {self.betas}); the KL penalty is what makes the frontier")
+        for name in ("n", "eval_n", "steps", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise AlignLimitsError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if self.n < 2:
+            raise AlignLimitsError("--n must be at least 2: the frontier needs several base samples per prompt")
+        if self.batch_size % self.num_generations:
+            raise AlignLimitsError(
+                f"--batch-size {self.batch_size} must be a multiple of the GRPO group size {self.num_generations}"
+            )
+
+
+PRESETS = {
+    # the whole study on 2 CPU cores in at most 15 minutes (first-time model conversion included)
+    "quick": {},
+    # paper scale, meant for a GPU
+    "full": dict(n=256, eval_n=64, eval_prompts=None, steps=300, max_new_tokens=64, batch_size=64,
+                 num_generations=8, betas=[0.01, 0.03, 0.1], soft_bon_n=[4, 16, 64]),
+}
+# the exact task is tiny and exactly solvable: many cheap steps, large learning rates (tests/methods);
+# summarisation prompts are ~300 tokens, so its quick preset trains fewer, lighter PPO steps
+TASK_DEFAULTS = {
+    "summarization": dict(steps=6, eval_prompts=8, ppo_epochs=2),
+    "exact": dict(n=256, eval_n=256, eval_prompts=None, steps=60, max_new_tokens=3, batch_size=64,
+                  num_generations=8, ppo_learning_rate=1e-3, grpo_learning_rate=3e-3, betas=[0.5],
+                  soft_bon_n=[2, 4, 16], min_ess=10.0),
+}
+CONFIG_KEYS = {f.name for f in fields(StudyConfig)}
+
+
+def resolve_config(task: str, preset: str | None, file_values: dict, flag_values: dict) -> StudyConfig:
+    """Defaults, then the preset, then the task's defaults, then the config file, then flags."""
+    unknown = sorted(set(file_values) - CONFIG_KEYS)
+    if unknown:
+        raise AlignLimitsError(f"config file has unknown keys: {', '.join(unknown)} (known: {', '.join(sorted(CONFIG_KEYS))})")
+    file_preset = file_values.get("preset")
+    if preset and file_preset and preset != file_preset:
+        raise AlignLimitsError(f"--preset {preset} conflicts with preset: {file_preset} in the config file; keep one")
+    preset = preset or file_preset or "quick"
+    if preset not in PRESETS:
+        raise AlignLimitsError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    file_task = file_values.get("task")
+    if file_task and file_task != task:
+        raise AlignLimitsError(f"the config file is for task {file_task!r}, not {task!r}")
+    values = {**PRESETS[preset], **(TASK_DEFAULTS.get(task, {}) if preset == "quick" else {}), **file_values,
+              **{k: v for k, v in flag_values.items() if v is not None}}
+    values.update(task=task, preset=preset)
+    config = StudyConfig(**values)
+    config.validate()
+    return config

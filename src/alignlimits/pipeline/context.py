@@ -1,0 +1,68 @@
+"""The study context: a run's task, base model and reward models, resolved once at the edge.
+
+The CLI (or a config file) names things with strings; :meth:`StudyContext.resolve` turns them into
+objects once, and everything below (sampling, trainers, evaluation, the hacking study, the report
+data) receives those objects. The model and the reward models load on first use, so a finished
+run that is resumed never loads them, and a run loads each of them once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from alignlimits.errors import AlignLimitsError
+
+TABLE_COLUMNS = ("prompt_id", "sample_idx", "prompt", "completion", "completion_ids", "logp_base", "n_tokens",
+                 "truncated", "seed", "split")
+
+
+@dataclass
+class StudyContext:
+    """Task and prompts, the base model and tokenizer (``lm``), the reward models (``rewards``)."""
+
+    task: object
+    model_spec: str
+    reward_specs: list[str]
+    device: str | None = None
+    dtype: str | None = None
+
+    @classmethod
+    def resolve(cls, task: str, *, model: str | None = None, rewards: list[str] | None = None,
+                prompts: str | None = None, dataset: str | None = None, device: str | None = None,
+                dtype: str | None = None) -> "StudyContext":
+        from alignlimits.lm.tasks import get_task
+
+        resolved = get_task(task, prompts_file=prompts, dataset=dataset)
+        return cls(task=resolved, model_spec=model or resolved.default_model,
+                   reward_specs=list(rewards) if rewards else list(resolved.default_rewards), device=device, dtype=dtype)
+
+    @cached_property
+    def lm(self):
+        """The base model π0 with its tokenizer (:class:`alignlimits.lm.models.LoadedModel`)."""
+        from alignlimits.lm.models import load_model
+
+        return load_model(self.model_spec, device=self.device, dtype=self.dtype, chat=self.task.chat)
+
+    @cached_property
+    def rewards(self) -> list:
+        """The reward models, in the order given; the first is the one aligned to."""
+        from alignlimits.lm.rewards import load_rewards
+
+        loaded = load_rewards(self.reward_specs, device=self.device)
+        clash = [r.name for r in loaded if r.name in TABLE_COLUMNS]
+        if clash:
+            raise AlignLimitsError(f"reward column {clash[0]!r} would overwrite a sample-table column; rename the reward")
+        return loaded
+
+    @property
+    def reward_col(self) -> str:
+        return self.rewards[0].name
+
+    def prompts(self, split: str = "all", limit: int | None = None):
+        """The task restricted to a split and the first ``limit`` prompts."""
+        return self.task.split(split).limit(limit)
+
+    def model_texts(self, prompts: list[dict]) -> list[str]:
+        """The exact texts given to the model (chat template applied): every reward call sees these too."""
+        return [self.lm.format_prompt(p["text"]) for p in prompts]

@@ -1,0 +1,83 @@
+"""What a run directory records: which stages are done (``RunState``) and each policy it holds (``PolicyRecord``).
+
+A policy's method and β travel in its record, exactly; folder and stage names are for people and
+nothing is parsed back from them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from alignlimits.errors import AlignLimitsError
+from alignlimits.pipeline.files import write_json_atomic
+
+FORMAT_VERSION = 3
+RECORD_FILE = "policy_record.json"
+
+
+@dataclass(frozen=True)
+class PolicyRecord:
+    """A policy on the plane: trained here (``method`` ppo/grpo, its ``beta``) or brought in (``external``)."""
+
+    method: str
+    name: str
+    path: str
+    beta: float | None = None
+    seed: int | None = None
+    config: dict = field(default_factory=dict)
+
+    @classmethod
+    def trained(cls, method: str, beta: float, run_dir: Path, seed: int, config: dict) -> "PolicyRecord":
+        name = f"{method}-beta{beta!r}"
+        return cls(method, name, str(Path(run_dir) / "train" / name / "policy"), float(beta), seed, config)
+
+    @classmethod
+    def external(cls, path: Path) -> "PolicyRecord":
+        stem = "".join(ch if ch.isalnum() or ch in "._" else "_" for ch in Path(path).name)
+        return cls("external", f"external-{stem}", str(path))
+
+    @property
+    def label(self) -> str:
+        """``PPO β=0.1`` for a trained policy; an external one keeps its folder's name."""
+        if self.beta is None:
+            return self.name.removeprefix("external-")
+        return f"{self.method.upper()} β={self.beta:.4g}"
+
+    @property
+    def train_dir(self) -> Path:
+        return Path(self.path).parent
+
+    def save(self, path: Path) -> None:
+        write_json_atomic(asdict(self), path)
+
+    @classmethod
+    def load(cls, path: Path) -> "PolicyRecord":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+class RunState:
+    """``RUN_DIR/state.json``: which stages are done and how long each took."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "state.json"
+        if self.path.exists():
+            self.data = json.loads(self.path.read_text())
+            if self.data.get("format") != FORMAT_VERSION:
+                raise AlignLimitsError(
+                    f"{run_dir} holds a run of format {self.data.get('format')!r}, this alignlimits writes format "
+                    f"{FORMAT_VERSION}; use a new --out (results of different versions are not mixed)"
+                )
+        else:
+            self.data = {"format": FORMAT_VERSION, "stages": {}}
+
+    def done(self, stage: str) -> bool:
+        return stage in self.data["stages"]
+
+    def finish(self, stage: str, seconds: float) -> None:
+        self.data["stages"][stage] = {"seconds": round(seconds, 2)}
+        write_json_atomic(self.data, self.path)
+
+    def timings(self) -> dict:
+        return {k: v["seconds"] for k, v in self.data["stages"].items()}
