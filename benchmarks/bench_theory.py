@@ -4,9 +4,11 @@ Stages, each in a fresh child process so that its peak memory (max RSS) is its o
   main       fit (64-point curve, reliability), 8 budgets, best-of-N for N = 1..1024
   bootstrap  the same 8 budgets with 200 bootstrap replicates (time reported beyond `main`)
 and a ratio against the simplest correct implementation (a Python loop over prompts),
-both run on the same subset of prompts in the same process.
+both run on the same subset of prompts in the same process; and soft best-of-N's bootstrap
+interval as ``run exact`` computes it (3 prompts × 256 samples of the exact task's tied
+rewards, 200 replicates, N = 2, 4, 16, at the study's 3 β), alone with ``--soft-bon-only``.
 
-    python benchmarks/bench_theory.py [--prompts 10000] [--samples 1024] [--subset 200]
+    python benchmarks/bench_theory.py [--prompts 10000] [--samples 1024] [--subset 200] [--soft-bon-only]
 """
 
 from __future__ import annotations
@@ -84,6 +86,29 @@ def python_loop(rewards, ids, n_bon: int) -> dict:
     return {"total_s": time.perf_counter() - t0, "gains": gains, "bon_gain_last": bon_last / P}
 
 
+def soft_bon_bootstrap(repeats: int) -> dict:
+    """Median time of the study's soft best-of-N intervals (``Study.fit_frontier``) on exact-task-sized data."""
+    from alignlimits.lm.exact import enumerate_completions, reward_of_ids
+    from alignlimits.theory.best_of_n import soft_bon
+    from alignlimits.theory.frontier import Frontier
+
+    rng = np.random.default_rng(0)
+    table = np.array([reward_of_ids(c) for c in enumerate_completions()])  # 40 outcomes, tied rewards
+    rewards = np.concatenate([rng.choice(table, 256, p=rng.dirichlet(np.full(table.size, 0.5))) for _ in range(3)])
+    frontier = Frontier(n_bootstrap=200).fit(rewards, np.repeat(np.arange(3), 256))
+    reliable = max(frontier.max_reliable_kl_, 1e-3)
+    betas = frontier.beta_for_kl(np.linspace(reliable / 12, reliable, 12)[[3, 7, 11]], extrapolate=True)
+    ns = [2, 4, 16]
+    times, rows = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        rows = [frontier.bootstrap_statistic(lambda r, g, b=float(b): np.concatenate(soft_bon(r, ns, b, g)),
+                                             fixed_prompts=True)[0] for b in betas]
+        times.append(time.perf_counter() - t0)
+    return {"soft_bon_bootstrap_median_s": float(np.median(times)), "betas": [float(b) for b in betas],
+            "gains_n2_n4_n16": [row[:3].round(6).tolist() for row in rows]}
+
+
 def stage(name, prompts, samples, queue):
     rewards, ids = make_rewards(prompts, samples)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -109,9 +134,14 @@ def main():
     parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--subset", type=int, default=200, help="prompts for the Python-loop comparison")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--soft-bon-only", action="store_true", help="time soft best-of-N's bootstrap alone")
     args = parser.parse_args()
 
     print(f"machine: {platform.processor() or platform.machine()}, {mp.cpu_count()} cores, numpy {np.__version__}")
+    soft = soft_bon_bootstrap(args.repeats)
+    if args.soft_bon_only:
+        print(json.dumps(soft, indent=2))
+        return
     mains = [in_child("main", args.prompts, args.samples) for _ in range(args.repeats)]
     boots = [in_child("bootstrap", args.prompts, args.samples) for _ in range(args.repeats)]
     med = lambda rows, k: float(np.median([r[k] for r in rows]))  # noqa: E731
@@ -132,6 +162,7 @@ def main():
     report["subset_vectorised_median_s"] = med(vec, "total_s")
     report["speedup_vs_python_loop"] = loop["total_s"] / report["subset_vectorised_median_s"]
     report["max_abs_gain_difference"] = float(np.max(np.abs(np.array(loop["gains"]) - np.array(vec[0]["gains"]))))
+    report.update(soft)
     print(json.dumps(report, indent=2))
 
 

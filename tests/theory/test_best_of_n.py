@@ -1,7 +1,10 @@
 """Best-of-N estimators and soft best-of-N's exact law."""
 
+import itertools
+
 import numpy as np
 import pytest
+from scipy.special import gammaln
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.theory.best_of_n import (
@@ -9,6 +12,7 @@ from alignlimits.theory.best_of_n import (
     bon_expected_reward,
     bon_kl_bound,
     bon_kl_empirical,
+    empirical_bon_weights,
     order_statistic_weights,
     soft_bon,
     soft_bon_law,
@@ -110,3 +114,107 @@ def test_soft_bon_limits():
     assert gains[0, 0] == pytest.approx(0, abs=1e-12) and np.all(np.diff(gains[:, 0]) > 0)
     t = tilt(r, 0.5)
     assert kls[-1, 0] <= t.kl[0, 0] + 0.05
+
+
+def _sir_by_enumeration(r, N, beta):
+    """Soft best-of-N's law over all n^N equally likely ordered draws (softmax taken per draw, stably)."""
+    r = np.asarray(r, float)
+    draws = np.array(list(itertools.product(range(r.size), repeat=N)))  # (n^N, N)
+    z = r[draws] / beta
+    w = np.exp(z - z.max(axis=1, keepdims=True))
+    pick = w / w.sum(axis=1, keepdims=True)
+    return np.bincount(draws.ravel(), pick.ravel(), minlength=r.size) / draws.shape[0]
+
+
+def _kl(p, n):
+    return np.sum(np.where(p > 0, p * np.log(np.maximum(p, 1e-300) * n), 0.0))
+
+
+@pytest.mark.parametrize("r", [
+    [0.0, 1.0, 2.0],
+    [0.0, 0.0, 1.0, 1.0, 1.0, 2.5],  # ties, as on the exact task
+    [-1.5, 0.25, 0.25, 3.0, 3.0],  # tied top
+    [1e4 * x for x in (0.0, 1.0, 2.0)],  # reward scale 1e4
+])
+@pytest.mark.parametrize("N", [1, 2, 3, 4])
+@pytest.mark.parametrize("beta_fraction", [1e-3, 0.01, 0.05, 0.3, 2.0, 100.0])
+def test_soft_bon_law_matches_enumeration(r, N, beta_fraction):
+    r = np.asarray(r)
+    beta = beta_fraction * np.ptp(r)
+    exact = _sir_by_enumeration(r, N, beta)
+    law = soft_bon_law(r, N, beta)
+    assert np.abs(law - exact).max() < 1e-9
+    gains, kls = soft_bon(r, [N], beta)
+    assert gains[0, 0] == pytest.approx(exact @ r - r.mean(), abs=1e-9 * max(1.0, np.ptp(r)))
+    assert kls[0, 0] == pytest.approx(_kl(exact, r.size), abs=1e-9)
+
+
+def test_soft_bon_law_matches_multinomial_enumeration_at_larger_n():
+    """Few distinct rewards, many samples: sum over every count vector of N = 16 draws on 5 atoms (4,845)."""
+    atoms = np.array([-1.5, 0.25, 1.0, 2.25, 3.0])
+    counts = np.array([40, 100, 80, 30, 6])
+    q = counts / counts.sum()
+    r = np.repeat(atoms, counts)
+    N = 16
+    cuts = np.array(list(itertools.combinations(range(N + atoms.size - 1), atoms.size - 1)))  # stars and bars
+    bars = np.pad(cuts, ((0, 0), (1, 0)), constant_values=-1)
+    k = np.diff(np.pad(bars, ((0, 0), (0, 1)), constant_values=N + atoms.size - 1), axis=1) - 1  # counts per atom
+    log_prob = gammaln(N + 1) - gammaln(k + 1).sum(1) + k @ np.log(q)
+    for beta in (4.5e-3, 0.05, 0.6, 20.0):
+        z = np.where(k > 0, atoms / beta, -np.inf)
+        w = k * np.exp(z - z.max(axis=1, keepdims=True))
+        exact = np.exp(log_prob) @ (w / w.sum(axis=1, keepdims=True))
+        law = np.bincount(np.repeat(np.arange(atoms.size), counts), soft_bon_law(r, N, beta))
+        assert np.abs(law - exact).max() < 1e-9
+
+
+def test_soft_bon_issue_example_and_scale():
+    """r = [0, 1, 2], N = 2: gain 4/9 at β → 0 (the issue's β = 0.05 and 0.01); r·1e4 with β = 10 likewise."""
+    for scale, beta in ((1.0, 0.05), (1.0, 0.01), (1e4, 10.0)):
+        r = scale * np.array([0.0, 1.0, 2.0])
+        exact = _sir_by_enumeration(r, 2, beta)
+        gains, kls = soft_bon(r, [2], beta)
+        assert gains[0, 0] / scale == pytest.approx(4 / 9, abs=1e-6)
+        assert kls[0, 0] == pytest.approx(_kl(exact, 3), abs=1e-12)
+
+
+def test_soft_bon_limits_are_q_and_best_of_n():
+    """β → ∞: the base law q; β → 0: best-of-N with replacement, ties shared (the empirical BoN law)."""
+    rng = np.random.default_rng(7)
+    r = rng.integers(0, 5, size=24).astype(float)  # many ties
+    Ns = [1, 2, 4, 16, 64]
+    for N in Ns:
+        assert np.abs(soft_bon_law(r, N, 1e9) - 1 / r.size).max() < 1e-9
+    atoms, atom_of = np.unique(r, return_inverse=True)
+    ranked = np.sort(r)
+    bon_atoms = np.array([np.bincount(np.searchsorted(atoms, ranked), w) for w in empirical_bon_weights(r.size, Ns)])
+    for k, N in enumerate(Ns):
+        soft_atoms = np.bincount(atom_of, soft_bon_law(r, N, 1e-3))
+        assert np.abs(soft_atoms - bon_atoms[k]).max() < 1e-12
+    gains, kls = soft_bon(r, Ns, 1e-3)
+    assert np.allclose(gains[:, 0], bon_empirical_reward(r, Ns)[:, 0] - r.mean(), atol=1e-12)
+    assert np.allclose(kls[:, 0], bon_kl_empirical(r, Ns)[:, 0], atol=1e-12)
+
+
+def test_soft_bon_vectorised_over_ragged_prompts():
+    rng = np.random.default_rng(8)
+    sizes = np.array([3, 7, 1, 16, 5])
+    r = np.round(rng.normal(size=sizes.sum()) * 4) / 4  # ties within prompts
+    groups = Groups(sizes)
+    Ns = [1, 2, 5, 16]
+    for beta in (1e-3, 0.2, 3.0):
+        gains, kls = soft_bon(r, Ns, beta, groups)
+        assert gains.shape == kls.shape == (len(Ns), sizes.size)
+        for g, (start, size) in enumerate(zip(groups.starts, sizes)):
+            rp = r[start : start + size]
+            for k, N in enumerate(Ns):
+                p = soft_bon_law(rp, N, beta)
+                assert p.sum() == pytest.approx(1.0, abs=1e-12)
+                assert gains[k, g] == pytest.approx(p @ rp - rp.mean(), abs=1e-12)
+                assert kls[k, g] == pytest.approx(_kl(p, size), abs=1e-12)
+
+
+def test_soft_bon_refuses_bad_beta():
+    for beta in (0.0, -1.0, np.nan):
+        with pytest.raises(AlignLimitsError, match="β > 0"):
+            soft_bon(np.arange(4.0), [2], beta)
