@@ -62,9 +62,8 @@ def _load(args):
     lm = load_model(args.model)
     rows = task.prompts[: args.prompts]
     prompts = [lm.format_prompt(r["text"]) for r in rows]
-    raw = [r["text"] for r in rows]
     del lm
-    return model_fn, prompts, raw, reward, args.model or "smollm2-135m-instruct", args.max_new_tokens
+    return model_fn, prompts, reward, args.model or "smollm2-135m-instruct", args.max_new_tokens
 
 
 class _StepTimer:
@@ -101,7 +100,7 @@ def _summary(seconds: list[float], tokens: list[float]) -> dict:
     }
 
 
-def bench_ppo(args, model_fn, prompts, raw, reward, max_new, out: Path) -> dict:
+def bench_ppo(args, model_fn, prompts, reward, max_new, out: Path) -> dict:
     from alignlimits.methods.ppo import PPOConfig, PPOTrainer
 
     model, tok = model_fn()
@@ -110,12 +109,12 @@ def bench_ppo(args, model_fn, prompts, raw, reward, max_new, out: Path) -> dict:
         micro_batch_size=args.micro_batch, max_new_tokens=max_new, learning_rate=1e-5 if not args.exact else 1e-3,
         use_lora=args.lora, output_dir=str(out), save_steps=0, progress=False,
     )
-    PPOTrainer(cfg, model, None, tok, reward, prompts, reward_prompts=raw).train()
+    PPOTrainer(cfg, model, None, tok, reward, prompts).train()
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     return _summary([r["seconds"] for r in rows], [r["completion_tokens_mean"] * args.batch for r in rows])
 
 
-def bench_grpo(args, model_fn, prompts, raw, reward, max_new, out: Path, direct: bool) -> dict:
+def bench_grpo(args, model_fn, prompts, reward, max_new, out: Path, direct: bool) -> dict:
     from datasets import Dataset
 
     from alignlimits.methods.grpo import GRPOOptions, build_grpo_trainer, grpo_config
@@ -135,19 +134,22 @@ def bench_grpo(args, model_fn, prompts, raw, reward, max_new, out: Path, direct:
         from alignlimits.methods.grpo import _ensure_loadable
 
         def plain_reward(prompts, completions, **kw):
-            return [float(x) for x in reward(kw.get("reward_prompt", prompts), completions)]
+            return [float(x) for x in reward(prompts, completions)]
 
         if not args.lora:
+            from alignlimits.methods.lora import float32_master_weights
+
+            model = float32_master_weights(model)
             _ensure_loadable(model, opts)  # TRL loads its reference from the model's path
         trainer = GRPOTrainer(
             model=model, reward_funcs=plain_reward, args=grpo_config(opts), processing_class=tok,
-            train_dataset=Dataset.from_dict({"prompt": prompts, "reward_prompt": raw}),
+            train_dataset=Dataset.from_dict({"prompt": prompts}),
             peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
                                    task_type="CAUSAL_LM") if args.lora else None,
         )
         trainer.remove_callback(PrinterCallback)
     else:
-        trainer = build_grpo_trainer(opts, model, tok, reward, prompts, raw)
+        trainer = build_grpo_trainer(opts, model, tok, reward, prompts)
     trainer.add_callback(timer.callback)
     trainer.train()
     tokens = [m * args.batch for m in timer.mean_lengths]
@@ -178,7 +180,7 @@ def main(argv=None) -> int:
     import transformers
     import trl
 
-    model_fn, prompts, raw, reward, model_name, max_new = _load(args)
+    model_fn, prompts, reward, model_name, max_new = _load(args)
     which = {w.strip() for w in args.only.split(",")}
     result = {
         "model": model_name,
@@ -196,13 +198,13 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if "ppo" in which:
-            result["ppo"] = bench_ppo(args, model_fn, prompts, raw, reward, max_new, tmp / "ppo")
+            result["ppo"] = bench_ppo(args, model_fn, prompts, reward, max_new, tmp / "ppo")
             print(f"PPO  : {result['ppo']['seconds_per_step']:.3f} s/step, {result['ppo']['tokens_per_s']:.1f} tokens/s", flush=True)
         if "grpo" in which:
             runs: dict[str, list[dict]] = {"wrapper": [], "direct": []}
             for r in range(args.repeats):
                 for name in ("wrapper", "direct"):
-                    res = bench_grpo(args, model_fn, prompts, raw, reward, max_new, tmp / f"grpo-{name}-{r}", name == "direct")
+                    res = bench_grpo(args, model_fn, prompts, reward, max_new, tmp / f"grpo-{name}-{r}", name == "direct")
                     runs[name].append(res)
                     print(f"GRPO {name:7s} run {r}: {res['seconds_per_step']:.3f} s/step, {res['tokens_per_s']:.1f} tokens/s", flush=True)
             best = {k: min(v, key=lambda x: x["seconds_per_step"]) for k, v in runs.items()}

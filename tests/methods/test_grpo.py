@@ -16,7 +16,7 @@ import torch
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.lm.exact import build_exact_model, exact_reward
-from alignlimits.methods.grpo import GRPOOptions, TRLReward, grpo_config, train_grpo
+from alignlimits.methods.grpo import GRPOOptions, TRLReward, build_grpo_trainer, grpo_config, train_grpo
 
 EXACT_GRPO = dict(learning_rate=3e-3, steps=100, batch_size=64, num_generations=8, max_new_tokens=3, progress=False)
 
@@ -37,7 +37,8 @@ def test_grpo_lands_under_the_frontier_and_gains(base, tmp_path, beta):
     assert pt["gain"] >= 0.5 * pt["frontier_gain"] and pt["gain"] > 0.3  # a real gain
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, opts.steps + 1))
-    assert {"reward", "kl", "kl_k1_seq", "loss"} <= set(rows[0])
+    assert {"reward", "kl", "kl_k1_mean", "loss", "reward_mean", "objective"} <= set(rows[0])
+    assert all(r["objective"] == pytest.approx(r["reward"] - beta * r["kl_k1_mean"]) for r in rows)
     assert (tmp_path / "run" / "policy" / "model.safetensors").is_file()
 
 
@@ -59,21 +60,25 @@ def test_grpo_resume_continues_from_the_checkpoint(tmp_path):
     kw = dict(beta=0.5, learning_rate=3e-3, steps=4, batch_size=16, num_generations=4, max_new_tokens=3,
               save_steps=2, progress=False)
 
-    def run(out, reward, resume=None):
+    def run(out, reward, resume=None, **more):
         model, _ = build_exact_model(0)
-        return train_grpo(GRPOOptions(output_dir=str(out), **kw), model, tok, reward, PROMPTS,
+        return train_grpo(GRPOOptions(output_dir=str(out), **kw, **more), model, tok, reward, PROMPTS,
                           resume_from_checkpoint=resume)
 
-    full = run(tmp_path / "a", exact_reward)
+    def checkpoints(out):
+        return sorted(p.name for p in out.glob("checkpoint-*"))
+
+    full = run(tmp_path / "a", exact_reward, keep_checkpoints=True)
+    assert checkpoints(tmp_path / "a") == ["checkpoint-2", "checkpoint-4"]
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "b", FailAfter(3))  # dies in step 4, after checkpoint-2
-    assert (tmp_path / "b" / "checkpoint-2").is_dir() and not (tmp_path / "b" / "checkpoint-4").exists()
+    assert checkpoints(tmp_path / "b") == ["checkpoint-2"]
     with pytest.raises(AlignLimitsError, match="already holds checkpoints"):
         run(tmp_path / "b", exact_reward)
     resumed = run(tmp_path / "b", exact_reward, resume=True)
     rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    assert (tmp_path / "b" / "checkpoint-4").is_dir()
+    assert checkpoints(tmp_path / "b") == ["checkpoint-4"]  # only what resuming needs, plus policy/
     a, b = full.state_dict(), resumed.state_dict()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -94,8 +99,32 @@ def test_grpo_config_and_bad_input(tmp_path):
     r = TRLReward(exact_reward)
     assert r.__name__ == "exact_reward"
     assert r(prompts=["a", "b"], completions=["a a", ""], completion_ids=[[1, 1], [0]]) == [2.25, 0.25]
-    seen = []
-    TRLReward(lambda p, c: seen.extend(p) or [0.0] * len(c))(prompts=["<chat>a"], completions=["a"], reward_prompt=["a"])
-    assert seen == ["a"]  # the dataset's reward_prompt column wins over the templated prompt
     with pytest.raises(AlignLimitsError, match="row 1"):
         TRLReward(lambda p, c: [0.0, float("nan")])(prompts=["a", "b"], completions=["a", "b"])
+
+
+def test_grpo_reward_sees_the_prompt_given_to_the_model(tmp_path):
+    """One prompt form: the reward is called with the formatted prompt the model is given."""
+    model, tok = build_exact_model(0)
+    formatted = [f"  {p} " for p in PROMPTS]  # a stand-in chat template: same tokens, other text
+    seen = []
+
+    def prompt_dependent(prompts, completions):
+        seen.extend(prompts)
+        return [float(len(p)) + r for p, r in zip(prompts, exact_reward(prompts, completions))]
+
+    opts = GRPOOptions(beta=0.5, steps=1, batch_size=16, num_generations=4, max_new_tokens=3, save_steps=0,
+                       progress=False, output_dir=str(tmp_path / "r"))
+    train_grpo(opts, model, tok, prompt_dependent, formatted)
+    assert seen and set(seen) <= set(formatted)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_grpo_trains_float32_master_weights_whatever_the_model_dtype(tmp_path, lora):
+    model, tok = build_exact_model(0)
+    opts = GRPOOptions(beta=0.5, steps=1, batch_size=8, num_generations=4, max_new_tokens=3, progress=False,
+                       use_lora=lora, lora_r=2, lora_alpha=4, output_dir=str(tmp_path / "r"))
+    trainer = build_grpo_trainer(opts, model.to(torch.bfloat16), tok, exact_reward, PROMPTS)
+    assert {p.dtype for p in trainer.model.parameters() if p.requires_grad} == {torch.float32}
+    if not lora:  # TRL builds the reference at the policy's dtype: the same precision
+        assert {p.dtype for p in trainer.ref_model.parameters()} == {torch.float32}

@@ -15,18 +15,27 @@ What TRL 1.16's GRPO optimises (so that its point on the KL–reward plane can b
   all completion tokens of the batch).
 
 So GRPO's β and PPO's β are not the same knob; compare methods only through the KL measured
-afresh by the evaluator.  The wrapper additionally logs ``kl_k1_seq``: the mean over the step's
+afresh by the evaluator.  The wrapper additionally logs ``kl_k1_mean``: the mean over the step's
 rollouts of Σ_t (log π − log π0), computed from the log-probs TRL already has (no extra pass).
+
+The reward is called with the prompt text exactly as given to the model (the chat-formatted prompt),
+the form the base table, the frontier and evaluation score too.  Precision
+(:mod:`alignlimits.methods.lora`): the trainable parameters are float32 master weights whatever
+dtype the model came in (TRL then builds the reference in float32 too), and on a bf16-capable GPU
+TRL's ``bf16=True`` runs the forward passes under autocast.
 
 Options → ``GRPOConfig``: ``beta`` (must be > 0), ``steps`` → ``max_steps``, ``batch_size`` →
 ``per_device_train_batch_size`` (completions per step, a multiple of ``num_generations``),
-``max_new_tokens`` → ``max_completion_length``, LoRA via ``peft_config``; on CPU
-``use_cpu=True``, no bf16, never vLLM; gradient checkpointing off by default (TRL turns it on).
-Any other ``GRPOConfig`` field goes through ``extra``.
+``max_new_tokens`` → ``max_completion_length``, LoRA via ``peft_config``, ``keep_checkpoints`` →
+``save_total_limit`` (1, or None to keep all); on CPU ``use_cpu=True``, no bf16, never vLLM;
+gradient checkpointing off by default (TRL turns it on).  Any other ``GRPOConfig`` field goes
+through ``extra``.
 
-Output directory: TRL's ``checkpoint-STEP/`` folders (``save_steps``), ``metrics.jsonl`` (one row
-per logged step, TRL's names plus ``kl_k1_seq``), ``grpo_options.json`` and the final ``policy/``.
-``resume_from_checkpoint=True`` continues from the last checkpoint (a fresh start when none).
+Output directory: TRL's ``checkpoint-STEP/`` folders (``save_steps``; only the newest kept unless
+``keep_checkpoints``), ``metrics.jsonl`` (one row per logged step: TRL's names plus ``reward_mean``
+(= TRL's ``reward``), ``kl_k1_mean`` and ``objective`` = reward_mean − β·kl_k1_mean, the same three
+columns as PPO's), ``grpo_options.json`` and the final ``policy/``.  ``resume_from_checkpoint=True``
+continues from the last checkpoint (a fresh start when none).
 """
 
 from __future__ import annotations
@@ -41,6 +50,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.methods.checkpoints import resume_point, truncate_metrics
+from alignlimits.methods.lora import autocast_dtype, float32_master_weights, is_peft, lora_config, refuse_stacked_adapters
 from alignlimits.methods.progress import step_description, training_progress
 from alignlimits.methods.trainer_checks import check_common_options
 
@@ -85,7 +96,8 @@ class GRPOOptions:
     output_dir: str = "grpo-run"
     save_steps: int = 50
     """Checkpoint every this many steps (TRL also saves at the end); 0: only at the end."""
-    save_total_limit: int | None = 2
+    keep_checkpoints: bool = False
+    """Keep every checkpoint; by default only the newest (what resuming needs)."""
     seed: int = 0
     report_to: list[str] = field(default_factory=list)
     """"tensorboard" and/or "wandb" (metrics.jsonl is always written)."""
@@ -130,11 +142,6 @@ class TRLReward:
         self.__name__ = name or getattr(fn, "name", None) or getattr(fn, "__name__", type(fn).__name__)
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
-        if kwargs.get("reward_prompt") is not None:  # the dataset's column: what the reward sees
-            prompts = kwargs["reward_prompt"]
-        if completions and not isinstance(completions[0], str):  # conversational: take the text
-            completions = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
-            prompts = [p[-1]["content"] if isinstance(p, list) else str(p) for p in prompts]
         try:
             out = np.asarray(self.fn(list(prompts), list(completions)), dtype=np.float64).reshape(-1)
         except AlignLimitsError:
@@ -148,19 +155,13 @@ class TRLReward:
         return out.tolist()
 
 
-def _on_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def grpo_config(options: GRPOOptions):
     """The ``trl.GRPOConfig`` our options stand for (checked against TRL 1.16's field names)."""
     import torch
     from trl import GRPOConfig
 
     options.validate()
-    gpu = _on_gpu()
+    gpu = torch.cuda.is_available()
     kw: dict[str, Any] = dict(
         output_dir=options.output_dir,
         beta=options.beta,
@@ -186,14 +187,14 @@ def grpo_config(options: GRPOOptions):
         disable_dropout=True,
         use_vllm=False,
         use_cpu=not gpu,
-        bf16=bool(gpu and torch.cuda.is_bf16_supported()),
+        bf16=gpu and autocast_dtype("cuda") is not None,  # autocast over float32 master weights
         fp16=False,
         seed=options.seed,
         data_seed=options.seed,
         logging_steps=options.logging_steps,
         save_strategy="steps" if options.save_steps else "no",
         save_steps=options.save_steps or options.steps,
-        save_total_limit=options.save_total_limit,
+        save_total_limit=None if options.keep_checkpoints else 1,
         save_only_model=False,  # optimizer, scheduler and RNG too, for resumption
         report_to=list(options.report_to) or "none",
         disable_tqdm=True,  # train_grpo shows our rich bar instead
@@ -206,18 +207,6 @@ def grpo_config(options: GRPOOptions):
     kw[ckpt_name] = options.gradient_checkpointing
     kw.update(options.extra)
     return GRPOConfig(**kw)
-
-
-def _lora_config(options: GRPOOptions):
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=options.lora_r,
-        lora_alpha=options.lora_alpha,
-        lora_dropout=options.lora_dropout,
-        target_modules=options.lora_target_modules,
-        task_type="CAUSAL_LM",
-    )
 
 
 def _ensure_loadable(model, options: GRPOOptions) -> None:
@@ -237,16 +226,20 @@ def _ensure_loadable(model, options: GRPOOptions) -> None:
     model.config._name_or_path = str(dest)
 
 
-def _metrics_callback(output_dir: Path):
+def _metrics_callback(output_dir: Path, beta: float):
     from transformers import TrainerCallback
 
     class MetricsJSONL(TrainerCallback):
-        """Appends each log row (TRL's metric names) to ``metrics.jsonl``."""
+        """Appends each log row to ``metrics.jsonl``: TRL's metric names, plus the columns PPO's rows
+        share (``reward_mean``, ``kl_k1_mean``, ``objective`` = reward_mean − β·kl_k1_mean)."""
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "loss" not in logs and "reward" not in logs:
                 return
             row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+            if "reward" in row and "kl_k1_mean" in row:
+                row["reward_mean"] = row["reward"]
+                row["objective"] = row["reward"] - beta * row["kl_k1_mean"]
             with open(output_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
 
@@ -264,7 +257,7 @@ def _progress_callback(bar, beta: float):
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "reward" in logs:
-                bar.update(self.task, description=step_description("GRPO", beta, logs["reward"], logs.get("kl_k1_seq")))
+                bar.update(self.task, description=step_description("GRPO", beta, logs["reward"], logs.get("kl_k1_mean")))
 
         def on_step_end(self, args, state, control, **kwargs):
             bar.update(self.task, completed=state.global_step)
@@ -276,7 +269,7 @@ def _trainer_class():
     from trl import GRPOTrainer
 
     class AlignLimitsGRPOTrainer(GRPOTrainer):
-        """TRL's GRPOTrainer plus one logged metric, ``kl_k1_seq``: the rollouts' mean sequence
+        """TRL's GRPOTrainer plus one logged metric, ``kl_k1_mean``: the rollouts' mean sequence
         log π − log π0, from the log-probs of the loss pass (on-policy when num_iterations = 1)."""
 
         def _get_per_token_logps_and_entropies(self, *args, **kwargs):
@@ -296,7 +289,7 @@ def _trainer_class():
                     k1 = ((lp.detach() - ref) * mask).sum(-1)
                     k1 = self.accelerator.gather(k1).float().mean().item()
                 mode = "train" if self.model.training else "eval"
-                self._metrics[mode]["kl_k1_seq"].append(k1)
+                self._metrics[mode]["kl_k1_mean"].append(k1)
             return loss
 
     return AlignLimitsGRPOTrainer
@@ -308,37 +301,26 @@ def build_grpo_trainer(
     tokenizer,
     reward_fn: Callable[[Sequence[str], Sequence[str]], Any],
     prompts: Sequence[str],
-    reward_prompts: Sequence[str] | None = None,
     *,
     plain: bool = False,
 ):
     """A ready ``GRPOTrainer`` (ours, or TRL's own class when ``plain``, for the benchmark).
 
-    ``model``: a transformers causal LM (instance) or a path/id; ``tokenizer`` its tokenizer;
-    ``prompts``: the training prompts as text given verbatim to the model (chat template
-    applied); ``reward_prompts``: what the reward sees as each prompt (default: ``prompts``)."""
+    ``model``: a transformers causal LM (instance; its trainable parameters are cast to float32) or a
+    path/id (TRL loads it in float32); ``tokenizer`` its tokenizer; ``prompts``: the training prompts
+    as text given verbatim to the model (chat template applied), which the reward sees too."""
     from datasets import Dataset
 
-    options.validate()
     prompts = list(prompts)
     if not prompts:
         raise AlignLimitsError("GRPO: no training prompts")
-    if not isinstance(model, str):
-        from peft import PeftModel
-
-        if isinstance(model, PeftModel) and options.use_lora:
-            raise AlignLimitsError("GRPO: the model already has adapters; pass the base model with use_lora")
-        if not isinstance(model, PeftModel) and not options.use_lora:
+    refuse_stacked_adapters(model, options, "GRPO")
+    if not isinstance(model, str) and not options.use_lora:  # with use_lora TRL adds float32 adapters
+        float32_master_weights(model)
+        if not is_peft(model):
             _ensure_loadable(model, options)
     out = Path(options.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    args = grpo_config(options)
-    columns = {"prompt": prompts}
-    if reward_prompts is not None:
-        if len(reward_prompts) != len(prompts):
-            raise AlignLimitsError(f"GRPO: {len(reward_prompts)} reward prompts for {len(prompts)} prompts")
-        columns["reward_prompt"] = [str(p) for p in reward_prompts]
-    dataset = Dataset.from_dict(columns)
     if plain:
         from trl import GRPOTrainer as cls
     else:
@@ -346,11 +328,11 @@ def build_grpo_trainer(
     trainer = cls(
         model=model,
         reward_funcs=[TRLReward(reward_fn)],
-        args=args,
-        train_dataset=dataset,
+        args=grpo_config(options),
+        train_dataset=Dataset.from_dict({"prompt": prompts}),
         processing_class=tokenizer,
-        peft_config=_lora_config(options) if options.use_lora else None,
-        callbacks=None if plain else [_metrics_callback(out)],
+        peft_config=lora_config(options) if options.use_lora else None,
+        callbacks=None if plain else [_metrics_callback(out, options.beta)],
     )
     from transformers.trainer_callback import PrinterCallback
 
@@ -365,56 +347,24 @@ def train_grpo(
     reward_fn: Callable[[Sequence[str], Sequence[str]], Any],
     prompts: Sequence[str],
     resume_from_checkpoint: bool | str | None = None,
-    reward_prompts: Sequence[str] | None = None,
 ):
     """Train with GRPO and return the trained model (a ``PeftModel`` with LoRA).
 
     ``resume_from_checkpoint``: True continues from the last ``checkpoint-STEP`` in
     ``output_dir`` (a fresh start when there is none), a path from that checkpoint."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     out = Path(options.output_dir)
-    ckpt: str | None = None
-    if resume_from_checkpoint is True:
-        ckpt = get_last_checkpoint(str(out)) if out.is_dir() else None
-    elif resume_from_checkpoint:
-        ckpt = str(resume_from_checkpoint)
-        if not Path(ckpt).is_dir():
-            raise AlignLimitsError(f"GRPO: no checkpoint at {ckpt}")
-    if ckpt is None and out.is_dir() and get_last_checkpoint(str(out)) is not None:
-        raise AlignLimitsError(
-            f"GRPO: {out} already holds checkpoints; resume (resume_from_checkpoint=True) or use a new output_dir"
-        )
-    trainer = build_grpo_trainer(options, model, tokenizer, reward_fn, prompts, reward_prompts)
-    _truncate_metrics(out / "metrics.jsonl", _checkpoint_step(ckpt))
+    ckpt = resume_point(out, resume_from_checkpoint, "GRPO")
+    trainer = build_grpo_trainer(options, model, tokenizer, reward_fn, prompts)
+    done = json.loads((ckpt / "trainer_state.json").read_text())["global_step"] if ckpt else 0
+    truncate_metrics(out / "metrics.jsonl", done)
     (out / "grpo_options.json").write_text(json.dumps(options.to_dict(), indent=2))
     with training_progress(options.progress) as bar, warnings.catch_warnings():
         # TRL 1.16 calls transformers' deprecated is_gradient_checkpointing every step
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         trainer.add_callback(_progress_callback(bar, options.beta))
-        trainer.train(resume_from_checkpoint=ckpt)
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     final = out / "policy"
     trainer.save_model(str(final))
     if hasattr(tokenizer, "save_pretrained"):
         tokenizer.save_pretrained(str(final))
     return trainer.model
-
-
-def _checkpoint_step(ckpt: str | None) -> int:
-    if ckpt is None:
-        return 0
-    tail = Path(ckpt).name.split("-")[-1]
-    return int(tail) if tail.isdigit() else 0
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    if not path.exists():
-        return
-    keep = []
-    for ln in path.read_text().splitlines():
-        try:
-            if json.loads(ln)["step"] <= step:
-                keep.append(ln)
-        except (ValueError, KeyError):
-            pass
-    path.write_text("".join(k + "\n" for k in keep))

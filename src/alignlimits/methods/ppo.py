@@ -9,15 +9,17 @@ What one step does (cleanrl style, the recipe of lm-human-preferences; defaults 
    tokens are those up to and including the first EOS (all of them when truncated).
 2. **Scoring.**  One teacher-forced pass of the policy gives, per completion token, log π and
    the value V (a linear head on the last hidden state); one pass of the frozen reference
-   gives log π0; the reward callable gives the sequence score r(x, y).
+   gives log π0; the reward callable gives the sequence score r(x, y), called with the prompt
+   text exactly as given to the model (the chat-formatted prompt: the form the base table, the
+   frontier and evaluation score too, so training optimises the reward that is measured).
 3. **Per-token rewards.**  r_t = −β (log π(y_t) − log π0(y_t)) on every completion token, plus
    r(x, y) on the last one.  With γ = 1 the return from the first token is
    r − β log(π(y|x)/π0(y|x)), whose expectation is E[r] − β·KL(π‖π0): the objective whose
    optimum is π_β ∝ π0 e^{r/β}.  Both log-probs come from the same teacher-forced pass at
    temperature 1, i.e. the distribution the tokens were sampled from.
-   *Score normalisation* maps r to (r − μ0)/σ0 and β to β/σ0, with μ0, σ0 the initial
-   policy's score mean and std on the first batch (a constant shift and a common scale: the
-   optimum is unchanged, and the returns are of order 1).  Optional *reward whitening*
+   *Score normalisation* maps r to (r − μ0)/σ0 and β to β/σ0, with μ0, σ0 the mean and a
+   guarded std of the first rollouts' scores (:func:`score_scale`; a constant shift and a common
+   scale: the optimum is unchanged, and the returns are of order 1).  Optional *reward whitening*
    (``whiten_rewards``, off by default) further divides all r_t by their batch standard deviation
    without a mean shift: lm-human-preferences' ``whiten(shift_mean=False)`` re-adds the mean,
    which adds a constant per *token* and so a length bonus that moves the optimum.
@@ -38,6 +40,10 @@ The head is zero-initialised.
 The reference is frozen: a deep copy of the initial policy (full fine-tuning), the same model
 with adapters disabled (LoRA), or whatever ``ref_policy`` is passed.
 
+Precision (:mod:`alignlimits.methods.lora`): trainable parameters are float32 master weights
+whatever dtype the policy came in; on CUDA every forward pass (sampling, policy, reference) runs
+under bf16 autocast, so the KL's two log-probs have the same precision.
+
 Output directory::
 
     metrics.jsonl            one JSON row per step (stable keys, see ``_METRIC_KEYS``)
@@ -46,9 +52,10 @@ Output directory::
     policy/                  the final policy (+ tokenizer, value head), for evaluation
 
 ``trainer_state.json`` is written last, so a checkpoint without it is incomplete and ignored.
-Resuming (``train(resume_from_checkpoint=True)``) loads the last complete checkpoint, drops the
-metrics rows after it, and continues; each step's prompt order and sampling seed are functions
-of (seed, step), so a resumed run reproduces the uninterrupted one.
+Only the newest checkpoint is kept unless ``keep_checkpoints``.  Resuming
+(``train(resume_from_checkpoint=True)``) loads the last complete checkpoint, drops the metrics rows
+after it, and continues; each step's prompt order, sampling and minibatch seeds are
+``derive_seed(seed, "ppo", stream, step)``, so a resumed run reproduces the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -56,7 +63,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import random
 import shutil
 import time
 from pathlib import Path
@@ -68,10 +74,20 @@ from torch import nn
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.lm.sampling import encode_prompt, eos_token_ids, generate_batch
-from alignlimits.methods.progress import step_description, training_progress
+from alignlimits.methods.checkpoints import (
+    load_rng_state,
+    load_state,
+    prune_checkpoints,
+    resume_point,
+    save_rng_state,
+    truncate_metrics,
+)
+from alignlimits.methods.lora import add_lora, autocast_context, float32_master_weights, is_peft
 from alignlimits.methods.ppo_config import PPOConfig
+from alignlimits.methods.progress import step_description, training_progress
+from alignlimits.seeding import derive_seed
 
-__all__ = ["PPOConfig", "PPOTrainer", "ValueHead", "last_checkpoint"]
+__all__ = ["PPOConfig", "PPOTrainer", "ValueHead", "score_scale"]
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], Any]
 
@@ -95,10 +111,16 @@ _METRIC_KEYS = (
     "seconds",  # wall time of the step
     "tokens_per_s",  # completion tokens generated per second of step time
 )
+_UPDATE_KEYS = ("loss", "pg_loss", "vf_loss", "clipfrac", "vf_clipfrac", "approx_kl", "entropy")
+
+SCALE_ROLLOUTS = 64
+"""Score normalisation pools the scores of at least this many first rollouts (see :func:`score_scale`)."""
+SCALE_FLOOR = 0.1
+"""σ0 is at least this fraction of the pooled scores' root mean square."""
 
 
 # ---------------------------------------------------------------------------------------
-# small tensor helpers
+# small helpers
 # ---------------------------------------------------------------------------------------
 
 
@@ -123,6 +145,42 @@ def _whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool) -> torch.Tens
     return x / (std + 1e-8) * mask
 
 
+def _gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """A_t = Σ_k (γλ)^k δ_{t+k}, δ_t = r_t + γ V_{t+1} − V_t, with V = 0 after the last token."""
+    L = rewards.shape[1]
+    adv = torch.zeros_like(rewards)
+    lastgaelam = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(L)):
+        next_v = values[:, t + 1] if t + 1 < L else torch.zeros_like(values[:, 0])
+        delta = rewards[:, t] + gamma * next_v - values[:, t]
+        lastgaelam = (delta + gamma * lam * lastgaelam) * mask[:, t]
+        adv[:, t] = lastgaelam
+    return adv
+
+
+def score_scale(scores: np.ndarray) -> tuple[float, float]:
+    r"""(μ0, σ0) of score normalisation: μ0 = mean r, σ0 = max(s, 0.1·√(mean r²)), s the unbiased
+    standard deviation of the pooled scores r_1..r_n (σ0 = 1 when both are 0).
+
+    Two guards against a σ0 near 0, which would blow later scores (r − μ0)/σ0 up to hundreds or more:
+
+    * **pooled**: the trainer passes the scores of the first ≥ ``SCALE_ROLLOUTS`` (64) rollouts, not
+      just the first batch (8 rollouts in the quick preset), refreshing (μ0, σ0) each step until the
+      pool is full and fixing them afterwards.  A heavy-tailed reward gives a nearly constant small
+      batch often (8 draws miss a 3% tail with probability 0.78; 64 draws, 0.14);
+    * **floored**: even pooled, s can be ≈ 0 while the reward is not; the root mean square is a scale
+      the reward has whatever its spread, and the floor binds only when s < 0.1·|μ0| (a coefficient
+      of variation under 10%), so it bounds |r − μ0|/σ0 by 10·|r − μ0|/RMS.
+
+    Any σ0 leaves the optimum π_β unchanged (r and β are divided alike); σ0 only conditions the
+    returns the value head must follow.
+    """
+    r = np.asarray(scores, dtype=np.float64)
+    s = float(r.std(ddof=1)) if r.size > 1 else 0.0
+    sigma = max(s, SCALE_FLOOR * float(np.sqrt(np.mean(r**2))))
+    return float(r.mean()), sigma if sigma > 0 else 1.0
+
+
 class ValueHead(nn.Module):
     """V(s_t) = w·h_t + b on the policy's last hidden state; zero-initialised (V ≡ 0)."""
 
@@ -136,25 +194,47 @@ class ValueHead(nn.Module):
         return self.linear(hidden.float()).squeeze(-1)
 
 
-def last_checkpoint(output_dir: str | Path) -> Path | None:
-    """The complete ``checkpoint-STEP`` folder with the highest STEP, or None."""
-    out = Path(output_dir)
-    if not out.is_dir():
-        return None
-    done = [
-        p
-        for p in out.glob("checkpoint-*")
-        if p.is_dir() and p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
-    ]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+class _MetricsLog:
+    """``metrics.jsonl`` (always) and the ``report_to`` loggers (tensorboard, wandb); a context manager."""
 
+    def __init__(self, output_dir: Path, config: PPOConfig):
+        self.output_dir, self.config, self.loggers = output_dir, config, []
 
-def _is_peft(model: nn.Module) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # pragma: no cover - peft is a dependency
-        return False
-    return isinstance(model, PeftModel)
+    def __enter__(self) -> "_MetricsLog":
+        for name in self.config.report_to:
+            if name == "tensorboard":
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError as e:
+                    raise AlignLimitsError("PPO: report_to tensorboard needs the tensorboard package (pip install tensorboard)") from e
+                self.loggers.append(("tensorboard", SummaryWriter(log_dir=str(self.output_dir / "tensorboard"))))
+            else:
+                try:
+                    import wandb
+                except ImportError as e:
+                    raise AlignLimitsError("PPO: report_to wandb needs the wandb package (pip install wandb)") from e
+                run = wandb.init(project="alignlimits", dir=str(self.output_dir), config=self.config.to_dict(), resume="allow")
+                self.loggers.append(("wandb", run))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name, obj in self.loggers:
+            if name == "tensorboard":
+                obj.close()
+            else:
+                obj.finish()
+        self.loggers = []
+
+    def write(self, row: dict[str, float]) -> None:
+        with open(self.output_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        scalars = {f"ppo/{k}": v for k, v in row.items() if k != "step"}
+        for name, obj in self.loggers:
+            if name == "tensorboard":
+                for k, v in scalars.items():
+                    obj.add_scalar(k, v, row["step"])
+            else:
+                obj.log(scalars, step=row["step"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,19 +248,19 @@ class PPOTrainer:
 
     Args:
         config: a :class:`PPOConfig` (β, steps, batch, learning rate, output_dir, ...).
-        policy: a transformers causal LM (or a peft ``PeftModel``); trained in place.  With
-            ``config.use_lora`` it is wrapped with LoRA adapters first (``self.policy``).
+        policy: a transformers causal LM (or a peft ``PeftModel``); trained in place, its trainable
+            parameters cast to float32.  With ``config.use_lora`` it is wrapped with LoRA adapters
+            first (``self.policy``).
         ref_policy: the frozen reference π0, or None: a frozen copy of ``policy`` as given
             (full fine-tuning) or the same model with adapters disabled (LoRA).
         tokenizer: the policy's tokenizer (prompts are encoded with it, completions decoded
             with ``skip_special_tokens=True`` as TRL does, so both trainers see the same text).
         reward_fn: ``reward_fn(prompts, completions) -> sequence of floats``, one per pair (the
             callables of :func:`alignlimits.lm.rewards.load_reward`, or any TRL-style one that
-            accepts them positionally).
+            accepts them positionally).  It receives ``prompts`` exactly as given here.
         prompts: the training prompts, the exact text given to the model (chat template already
-            applied), encoded as the sampler does (:func:`alignlimits.lm.sampling.encode_prompt`).
-        reward_prompts: what the reward sees as each prompt (e.g. the task's text before the chat
-            template, as the sample table stores it); default: ``prompts``.
+            applied), encoded as the sampler does (:func:`alignlimits.lm.sampling.encode_prompt`);
+            the reward sees the same text, as in the base table and in evaluation.
     """
 
     def __init__(
@@ -191,7 +271,6 @@ class PPOTrainer:
         tokenizer: Any,
         reward_fn: RewardFn,
         prompts: Sequence[str],
-        reward_prompts: Sequence[str] | None = None,
     ):
         config.validate()
         self.config = config
@@ -201,14 +280,8 @@ class PPOTrainer:
         self.prompts = list(prompts)
         if not self.prompts:
             raise AlignLimitsError("PPO: no training prompts")
-        self.reward_prompts = self.prompts if reward_prompts is None else [str(p) for p in reward_prompts]
-        if len(self.reward_prompts) != len(self.prompts):
-            raise AlignLimitsError(
-                f"PPO: {len(self.reward_prompts)} reward prompts for {len(self.prompts)} prompts; pass one per prompt"
-            )
         if not callable(reward_fn):
             raise AlignLimitsError(f"PPO: reward_fn must be callable, got {type(reward_fn).__name__}")
-
         # Token ids: pad falls back to EOS; every EOS id the model declares ends a completion.
         if tokenizer.eos_token_id is None:
             raise AlignLimitsError("PPO: the tokenizer has no EOS token")
@@ -217,24 +290,23 @@ class PPOTrainer:
         # The sampler's encoding (special tokens as the tokenizer adds them, a doubled BOS removed),
         # so a prompt text means the same token ids here, in the sample table and in evaluation.
         self.prompt_ids = [encode_prompt(tokenizer, p) for p in self.prompts]
-
-        # Policy (optionally LoRA-wrapped) and the frozen reference.
         self.device = next(policy.parameters()).device
-        if config.use_lora and not _is_peft(policy):
-            from peft import LoraConfig, get_peft_model
+        self._set_up_models(policy, ref_policy)
+        self.value_head = ValueHead(self.policy.config.get_text_config().hidden_size).to(self.device)
+        self._params = [p for p in self.policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
+        self.optimizer = torch.optim.AdamW(
+            self._params, lr=config.learning_rate, eps=config.adam_eps, weight_decay=config.weight_decay
+        )
+        self.step = 0
+        self.score_pool: list[float] = []  # scores of the first rollouts, for score_scale
+        self.output_dir = Path(config.output_dir)
 
-            lora = LoraConfig(
-                r=config.lora_r,
-                lora_alpha=config.lora_alpha,
-                lora_dropout=config.lora_dropout,
-                target_modules=config.lora_target_modules,
-                task_type="CAUSAL_LM",
-            )
-            torch.manual_seed(config.seed)  # LoRA's A matrices are random
-            policy = get_peft_model(policy, lora)
-        self.lora = _is_peft(policy)
+    def _set_up_models(self, policy: nn.Module, ref_policy: nn.Module | None) -> None:
+        """LoRA (optional), float32 master weights, the frozen reference, dropout off."""
+        policy = float32_master_weights(add_lora(policy, self.config, "PPO"))
+        self.lora = is_peft(policy)
         if ref_policy is None and not self.lora:
-            ref_policy = copy.deepcopy(policy)
+            ref_policy = copy.deepcopy(policy)  # after the cast: π and π0 at the same precision
         if ref_policy is not None:
             ref_policy.eval()
             ref_policy.requires_grad_(False)
@@ -243,17 +315,133 @@ class PPOTrainer:
         # Dropout off everywhere: log π must be a deterministic function of the weights.
         self.policy.eval()
 
-        hidden = policy.config.get_text_config().hidden_size
-        self.value_head = ValueHead(hidden).to(self.device)
-        params = [p for p in self.policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
-        self.optimizer = torch.optim.AdamW(
-            params, lr=config.learning_rate, eps=config.adam_eps, weight_decay=config.weight_decay
+    @property
+    def _micro(self) -> int:
+        return self.config.micro_batch_size or self.config.minibatch_size
+
+    # -----------------------------------------------------------------------------------
+    # the loop: rollout → advantages → update
+    # -----------------------------------------------------------------------------------
+
+    def train(self, resume_from_checkpoint: bool | str | Path | None = None) -> nn.Module:
+        """Run ``config.steps`` PPO steps and return the trained policy.
+
+        ``resume_from_checkpoint``: True resumes from the last complete checkpoint in
+        ``output_dir`` (a fresh start when there is none); a path resumes from that checkpoint.
+        """
+        cfg = self.config
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = resume_point(self.output_dir, resume_from_checkpoint, "PPO")
+        if ckpt is not None:
+            self._load_checkpoint(ckpt)
+        truncate_metrics(self.output_dir / "metrics.jsonl", self.step)
+        (self.output_dir / "ppo_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        with _MetricsLog(self.output_dir, cfg) as log, training_progress(cfg.progress) as bar:
+            task = bar.add_task(step_description("PPO", cfg.beta), total=cfg.steps, completed=self.step)
+            while self.step < cfg.steps:
+                row = self._train_step(self.step + 1)
+                log.write(row)
+                bar.update(task, advance=1,
+                           description=step_description("PPO", cfg.beta, row["reward_mean"], row["kl_k1_mean"]))
+                if self.step == cfg.steps or (cfg.save_steps and self.step % cfg.save_steps == 0):
+                    self.save_checkpoint()
+        self.save_policy(self.output_dir / "policy")
+        return self.policy
+
+    def _train_step(self, step: int) -> dict[str, float]:
+        """One PPO iteration; returns its metrics row."""
+        t0 = time.perf_counter()
+        ro = self._rollout(step)
+        self._advantages(ro)
+        upd = self._update(ro, step)
+        self.step = step
+        return self._metrics_row(ro, upd, time.perf_counter() - t0)
+
+    # -----------------------------------------------------------------------------------
+    # rollouts
+    # -----------------------------------------------------------------------------------
+
+    def _batch_indices(self, step: int) -> list[int]:
+        """Prompt indices of a step: consecutive slices of per-epoch permutations, each a
+        function of (seed, epoch) only, so resuming at any step gives the same order."""
+        n, b = len(self.prompts), self.config.batch_size
+        out = []
+        for pos in range((step - 1) * b, step * b):
+            epoch, k = divmod(pos, n)
+            g = torch.Generator().manual_seed(derive_seed(self.config.seed, "ppo", "prompt-order", epoch))
+            out.append(int(torch.randperm(n, generator=g)[k]))
+        return out
+
+    @torch.no_grad()
+    def _rollout(self, step: int) -> dict[str, Any]:
+        """Sample, score and teacher-force a batch: everything the advantages and updates need."""
+        idx = self._batch_indices(step)
+        query, query_mask = self._pad([self.prompt_ids[i] for i in idx], left=True)
+        token_ids, completions = self._sample(idx, step)
+        # completion = tokens up to and including the first EOS (all when truncated); right-padded
+        response, mask = self._pad(token_ids, left=False)
+        length = torch.tensor([max(len(t), 1) for t in token_ids], device=self.device)
+        scores = self._score([self.prompts[i] for i in idx], completions)
+        logprobs, values, ref_logprobs = [], [], []
+        for s in range(0, len(idx), self._micro):
+            sl = slice(s, s + self._micro)
+            lp, v, _ = self._forward(self.policy, query[sl], query_mask[sl], response[sl], values=True)
+            logprobs.append(lp)
+            values.append(v)
+            ref_logprobs.append(self._ref_logprobs(query[sl], query_mask[sl], response[sl]))
+        mask = mask.float()
+        return dict(
+            query=query, query_mask=query_mask, response=response, mask=mask, length=length, scores=scores,
+            logprobs=torch.cat(logprobs) * mask, ref_logprobs=torch.cat(ref_logprobs) * mask, values=torch.cat(values) * mask,
         )
-        self._params = params
-        self.step = 0
-        self.score_scale: tuple[float, float] | None = None
-        self.output_dir = Path(config.output_dir)
-        self._loggers: list[Any] = []
+
+    def _sample(self, idx: list[int], step: int) -> tuple[list[list[int]], list[str]]:
+        """Completions (token ids, texts) of the current policy for the prompts ``idx``, by the project's
+        base-distribution sampler (temperature 1, no top-k/top-p, nothing inherited from the checkpoint's
+        generation_config); LoRA layers live inside the base model's modules, so its generate() samples
+        the policy.  Seeds are functions of (seed, step), so a resumed run draws the same."""
+        cfg = self.config
+        gen_model = self.policy.get_base_model() if self.lora else self.policy
+        chunk = cfg.generation_batch_size or len(idx)
+        token_ids: list[list[int]] = []
+        texts: list[str] = []
+        for c, s in enumerate(range(0, len(idx), chunk)):
+            with autocast_context(self.device):
+                out = generate_batch(gen_model, self.tokenizer, [self.prompt_ids[i] for i in idx[s : s + chunk]],
+                                     cfg.max_new_tokens, seed=derive_seed(cfg.seed, "ppo", "rollout", step, c))
+            token_ids += out.token_ids
+            texts += out.texts
+        return token_ids, texts
+
+    def _pad(self, seqs: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, mask), padded with pad_id to the longest sequence (at least 1 token)."""
+        width = max(1, max(len(s) for s in seqs))
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            cols = slice(width - len(s), width) if left else slice(0, len(s))
+            ids[i, cols] = torch.tensor(s, dtype=torch.long)
+            mask[i, cols] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _score(self, prompts: list[str], completions: list[str]) -> np.ndarray:
+        try:
+            scores = np.asarray(self.reward_fn(prompts, completions), dtype=np.float64).reshape(-1)
+        except AlignLimitsError:
+            raise
+        except Exception as e:  # noqa: BLE001 - re-raised with the reward's name
+            raise AlignLimitsError(f"PPO: reward {self.reward_name!r} failed: {type(e).__name__}: {e}") from e
+        if scores.shape != (len(prompts),):
+            raise AlignLimitsError(
+                f"PPO: reward {self.reward_name!r} returned {scores.size} scores for {len(prompts)} completions"
+            )
+        bad = np.flatnonzero(~np.isfinite(scores))
+        if bad.size:
+            i = int(bad[0])
+            raise AlignLimitsError(
+                f"PPO: reward {self.reward_name!r} returned {scores[i]} for row {i} (completion {completions[i]!r})"
+            )
+        return scores
 
     # -----------------------------------------------------------------------------------
     # forward passes
@@ -278,10 +466,11 @@ class PPOTrainer:
         position_ids = (attn.cumsum(1) - 1).clamp_min(0)
         P, L = query.shape[1], response.shape[1]
         kwargs = dict(input_ids=ids, attention_mask=attn, position_ids=position_ids, output_hidden_states=values, use_cache=False)
-        try:  # the LM head only where needed: the last prompt position and the completion
-            out = model(**kwargs, logits_to_keep=L + 1)
-        except TypeError:  # a model without logits_to_keep
-            out = model(**kwargs)
+        with autocast_context(self.device):
+            try:  # the LM head only where needed: the last prompt position and the completion
+                out = model(**kwargs, logits_to_keep=L + 1)
+            except TypeError:  # a model without logits_to_keep
+                out = model(**kwargs)
         logits = out.logits[:, -(L + 1) : -1, :].float()  # temperature 1
         logp_all = torch.log_softmax(logits, dim=-1)
         logp = logp_all.gather(-1, response.unsqueeze(-1)).squeeze(-1)
@@ -299,135 +488,32 @@ class PPOTrainer:
             return self._forward(self.policy, query, query_mask, response, values=False)[0]
 
     # -----------------------------------------------------------------------------------
-    # rollouts
-    # -----------------------------------------------------------------------------------
-
-    def _batch_indices(self, step: int) -> list[int]:
-        """Prompt indices of a step: consecutive slices of per-epoch permutations, each a
-        function of (seed, epoch) only, so resuming at any step gives the same order."""
-        n, b = len(self.prompts), self.config.batch_size
-        out = []
-        for pos in range((step - 1) * b, step * b):
-            epoch, k = divmod(pos, n)
-            g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-            out.append(int(torch.randperm(n, generator=g)[k]))
-        return out
-
-    def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, width - len(s) :] = torch.tensor(s)
-            mask[i, width - len(s) :] = 1
-        return ids.to(self.device), mask.to(self.device)
-
-    @torch.no_grad()
-    def _rollout(self, step: int) -> dict[str, Any]:
-        cfg = self.config
-        idx = self._batch_indices(step)
-        prompts = [self.prompts[i] for i in idx]
-        query, query_mask = self._left_pad([self.prompt_ids[i] for i in idx])
-        # Sampling is the project's base-distribution sampler (temperature 1, no top-k/top-p, no
-        # processor inherited from the checkpoint's generation_config), run on the current policy;
-        # LoRA layers live inside the base model's modules, so its generate() samples the policy.
-        gen_model = self.policy.get_base_model() if self.lora else self.policy
-        chunk = cfg.generation_batch_size or len(idx)
-        token_ids: list[list[int]] = []
-        completions: list[str] = []
-        for c, s in enumerate(range(0, len(idx), chunk)):
-            out = generate_batch(
-                gen_model,
-                self.tokenizer,
-                [self.prompt_ids[i] for i in idx[s : s + chunk]],
-                cfg.max_new_tokens,
-                seed=cfg.seed * 1_000_003 + 7919 * step + c,  # a function of (seed, step): resumable
-            )
-            token_ids += out.token_ids
-            completions += out.texts
-        # completion = tokens up to and including the first EOS (all when truncated); right-padded
-        length = torch.tensor([max(len(t), 1) for t in token_ids], device=self.device)
-        L = int(length.max())
-        response = torch.full((len(idx), L), self.pad_id, dtype=torch.long)
-        for i, t in enumerate(token_ids):
-            response[i, : len(t)] = torch.tensor(t, dtype=torch.long)
-        response = response.to(self.device)
-        mask = (torch.arange(L, device=self.device)[None, :] < torch.tensor([len(t) for t in token_ids], device=self.device)[:, None]).float()
-        scores = self._score([self.reward_prompts[i] for i in idx], completions)
-
-        logprobs, values = [], []
-        ref_logprobs = []
-        for s in range(0, len(idx), self._micro):
-            sl = slice(s, s + self._micro)
-            lp, v, _ = self._forward(self.policy, query[sl], query_mask[sl], response[sl], values=True)
-            logprobs.append(lp)
-            values.append(v)
-            ref_logprobs.append(self._ref_logprobs(query[sl], query_mask[sl], response[sl]))
-        logprobs, values, ref_logprobs = torch.cat(logprobs), torch.cat(values), torch.cat(ref_logprobs)
-        return dict(
-            prompts=prompts,
-            completions=completions,
-            query=query,
-            query_mask=query_mask,
-            response=response,
-            mask=mask,
-            length=length,
-            scores=torch.tensor(scores, dtype=torch.float32, device=self.device),
-            logprobs=logprobs * mask,
-            ref_logprobs=ref_logprobs * mask,
-            values=values * mask,
-        )
-
-    def _score(self, prompts: list[str], completions: list[str]) -> np.ndarray:
-        try:
-            scores = np.asarray(self.reward_fn(prompts, completions), dtype=np.float64).reshape(-1)
-        except AlignLimitsError:
-            raise
-        except Exception as e:  # noqa: BLE001 - re-raised with the reward's name
-            raise AlignLimitsError(f"PPO: reward {self.reward_name!r} failed: {type(e).__name__}: {e}") from e
-        if scores.shape != (len(prompts),):
-            raise AlignLimitsError(
-                f"PPO: reward {self.reward_name!r} returned {scores.size} scores for {len(prompts)} completions"
-            )
-        bad = np.flatnonzero(~np.isfinite(scores))
-        if bad.size:
-            i = int(bad[0])
-            raise AlignLimitsError(
-                f"PPO: reward {self.reward_name!r} returned {scores[i]} for row {i} (completion {completions[i]!r})"
-            )
-        return scores
-
-    # -----------------------------------------------------------------------------------
     # advantages
     # -----------------------------------------------------------------------------------
 
     def _advantages(self, ro: dict[str, Any]) -> None:
+        """Per-token rewards −(β/σ0)·(log π − log π0), plus (r − μ0)/σ0 on the last token; GAE."""
         cfg = self.config
-        mask, L = ro["mask"], ro["mask"].shape[1]
+        mask = ro["mask"]
         kl_tok = (ro["logprobs"] - ro["ref_logprobs"]) * mask
-        if cfg.normalize_scores and self.score_scale is None:
-            sd = float(ro["scores"].std()) if len(ro["scores"]) > 1 else 0.0
-            self.score_scale = (float(ro["scores"].mean()), sd if sd > 0 else 1.0)
-        mu0, sd0 = self.score_scale if cfg.normalize_scores else (0.0, 1.0)
+        mu0, sd0 = 0.0, 1.0
+        if cfg.normalize_scores:
+            if len(self.score_pool) < SCALE_ROLLOUTS:
+                self.score_pool += ro["scores"].tolist()
+            mu0, sd0 = score_scale(np.asarray(self.score_pool))
         rewards = -(cfg.beta / sd0) * kl_tok
         last = (ro["length"] - 1).clamp_min(0)
-        rewards[torch.arange(len(last)), last] += (ro["scores"] - mu0) / sd0
+        score = torch.as_tensor((ro["scores"] - mu0) / sd0, dtype=rewards.dtype, device=self.device)
+        rewards[torch.arange(len(last)), last] += score
         if cfg.whiten_rewards:
             rewards = _whiten(rewards, mask, shift_mean=False)
-        values = ro["values"]
-        adv = torch.zeros_like(rewards)
-        lastgaelam = torch.zeros_like(rewards[:, 0])
-        for t in reversed(range(L)):
-            next_v = values[:, t + 1] if t + 1 < L else torch.zeros_like(values[:, 0])
-            delta = rewards[:, t] + cfg.gamma * next_v - values[:, t]
-            lastgaelam = (delta + cfg.gamma * cfg.lam * lastgaelam) * mask[:, t]
-            adv[:, t] = lastgaelam
-        ro["returns"] = adv + values
+        adv = _gae(rewards, ro["values"], mask, cfg.gamma, cfg.lam)
+        ro["returns"] = adv + ro["values"]
         ro["advantages"] = _whiten(adv, mask, shift_mean=True) if cfg.whiten_advantages else adv
         ro["kl_seq"] = kl_tok.sum(1)
 
     # -----------------------------------------------------------------------------------
-    # one PPO step
+    # updates
     # -----------------------------------------------------------------------------------
 
     def _lr(self, step: int) -> float:
@@ -436,125 +522,81 @@ class PPOTrainer:
         return self.config.learning_rate
 
     def _update(self, ro: dict[str, Any], step: int) -> dict[str, float]:
+        """``ppo_epochs`` passes over the batch in shuffled minibatches; the mean of each statistic."""
         cfg = self.config
         lr = self._lr(step)
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
-        stats: dict[str, list[float]] = {k: [] for k in ("loss", "pg_loss", "vf_loss", "clipfrac", "vf_clipfrac", "approx_kl", "entropy")}
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 104_729 * step)
-        B = cfg.batch_size
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        g = torch.Generator().manual_seed(derive_seed(cfg.seed, "ppo", "minibatches", step))
+        stats = []
         for _ in range(cfg.ppo_epochs):
-            perm = torch.randperm(B, generator=g).tolist()
-            for m0 in range(0, B, cfg.minibatch_size):
-                mb = perm[m0 : m0 + cfg.minibatch_size]
-                n_tok = ro["mask"][mb].sum().clamp_min(1)
-                self.optimizer.zero_grad(set_to_none=True)
-                acc = {k: 0.0 for k in stats}
-                for u0 in range(0, len(mb), self._micro):
-                    ub = mb[u0 : u0 + self._micro]
-                    mask = ro["mask"][ub]
-                    # trim right padding common to the micro-batch
-                    L = int(ro["length"][ub].max())
-                    mask = mask[:, :L]
-                    new_logp, new_v, ent = self._forward(
-                        self.policy, ro["query"][ub], ro["query_mask"][ub], ro["response"][ub][:, :L], values=True, entropy=True
-                    )
-                    old_logp, old_v = ro["logprobs"][ub][:, :L], ro["values"][ub][:, :L]
-                    adv, ret = ro["advantages"][ub][:, :L], ro["returns"][ub][:, :L]
-                    logratio = (new_logp - old_logp) * mask
-                    ratio = logratio.exp()
-                    pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range))
-                    v_clip = old_v + (new_v - old_v).clamp(-cfg.clip_range_value, cfg.clip_range_value)
-                    vf = 0.5 * torch.max((new_v - ret) ** 2, (v_clip - ret) ** 2)
-                    pg_loss = (pg * mask).sum() / n_tok
-                    vf_loss = (vf * mask).sum() / n_tok
-                    loss = pg_loss + cfg.vf_coef * vf_loss
-                    loss.backward()
-                    with torch.no_grad():
-                        acc["loss"] += float(loss)
-                        acc["pg_loss"] += float(pg_loss)
-                        acc["vf_loss"] += float(vf_loss)
-                        acc["clipfrac"] += float((((ratio - 1).abs() > cfg.clip_range).float() * mask).sum() / n_tok)
-                        acc["vf_clipfrac"] += float((((new_v - ret) ** 2 < (v_clip - ret) ** 2).float() * mask).sum() / n_tok)
-                        acc["approx_kl"] += float((0.5 * logratio**2 * mask).sum() / n_tok)
-                        acc["entropy"] += float((ent * mask).sum() / n_tok)
-                if cfg.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(self._params, cfg.max_grad_norm)
-                self.optimizer.step()
-                for k in stats:
-                    stats[k].append(acc[k])
-        out = {k: float(np.mean(v)) for k, v in stats.items()}
+            perm = torch.randperm(cfg.batch_size, generator=g).tolist()
+            for m0 in range(0, cfg.batch_size, cfg.minibatch_size):
+                stats.append(self._minibatch_step(ro, perm[m0 : m0 + cfg.minibatch_size]))
+        out = {k: float(np.mean([s[k] for s in stats])) for k in _UPDATE_KEYS}
         out["lr"] = lr
         return out
 
-    # -----------------------------------------------------------------------------------
-    # training loop
-    # -----------------------------------------------------------------------------------
+    def _minibatch_step(self, ro: dict[str, Any], mb: list[int]) -> dict[str, float]:
+        """One optimizer step on minibatch ``mb``, gradients accumulated over micro-batches."""
+        n_tok = ro["mask"][mb].sum().clamp_min(1)
+        self.optimizer.zero_grad(set_to_none=True)
+        acc = dict.fromkeys(_UPDATE_KEYS, 0.0)
+        for u0 in range(0, len(mb), self._micro):
+            loss, stats = self._loss(ro, mb[u0 : u0 + self._micro], n_tok)
+            loss.backward()
+            for k, v in stats.items():
+                acc[k] += v
+        if self.config.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self._params, self.config.max_grad_norm)
+        self.optimizer.step()
+        return acc
 
-    @property
-    def _micro(self) -> int:
-        return self.config.micro_batch_size or self.config.minibatch_size
-
-    def train(self, resume_from_checkpoint: bool | str | Path | None = None) -> nn.Module:
-        """Run ``config.steps`` PPO steps and return the trained policy.
-
-        ``resume_from_checkpoint``: True resumes from the last complete checkpoint in
-        ``output_dir`` (a fresh start when there is none); a path resumes from that checkpoint.
-        """
+    def _loss(self, ro: dict[str, Any], ub: list[int], n_tok: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Clipped surrogate −min(ρA, clip(ρ)A) + vf_coef·½max((V−R)², (V_clip−R)²) of the rows ``ub``,
+        as token sums over the minibatch's ``n_tok`` tokens; and its statistics."""
         cfg = self.config
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if resume_from_checkpoint:
-            ckpt = (
-                last_checkpoint(self.output_dir)
-                if resume_from_checkpoint is True
-                else Path(resume_from_checkpoint)
+        L = int(ro["length"][ub].max())  # trim the right padding common to the micro-batch
+        mask = ro["mask"][ub][:, :L]
+        new_logp, new_v, ent = self._forward(
+            self.policy, ro["query"][ub], ro["query_mask"][ub], ro["response"][ub][:, :L], values=True, entropy=True
+        )
+        old_logp, old_v = ro["logprobs"][ub][:, :L], ro["values"][ub][:, :L]
+        adv, ret = ro["advantages"][ub][:, :L], ro["returns"][ub][:, :L]
+        logratio = (new_logp - old_logp) * mask
+        ratio = logratio.exp()
+        pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range))
+        v_clip = old_v + (new_v - old_v).clamp(-cfg.clip_range_value, cfg.clip_range_value)
+        vf = 0.5 * torch.max((new_v - ret) ** 2, (v_clip - ret) ** 2)
+
+        def token_mean(x: torch.Tensor) -> torch.Tensor:
+            return (x * mask).sum() / n_tok
+
+        pg_loss, vf_loss = token_mean(pg), token_mean(vf)
+        loss = pg_loss + cfg.vf_coef * vf_loss
+        with torch.no_grad():
+            stats = dict(
+                loss=loss, pg_loss=pg_loss, vf_loss=vf_loss,
+                clipfrac=token_mean(((ratio - 1).abs() > cfg.clip_range).float()),
+                vf_clipfrac=token_mean(((new_v - ret) ** 2 < (v_clip - ret) ** 2).float()),
+                approx_kl=token_mean(0.5 * logratio**2), entropy=token_mean(ent),
             )
-            if ckpt is not None:
-                self._load_checkpoint(ckpt)
-        elif last_checkpoint(self.output_dir) is not None:
-            raise AlignLimitsError(
-                f"PPO: {self.output_dir} already holds checkpoints; resume (resume_from_checkpoint=True) or use a new output_dir"
-            )
-        self._truncate_metrics(self.step)
-        (self.output_dir / "ppo_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        self._open_loggers()
-        try:
-            with training_progress(cfg.progress) as bar:
-                task = bar.add_task(step_description("PPO", cfg.beta), total=cfg.steps, completed=self.step)
-                while self.step < cfg.steps:
-                    step = self.step + 1
-                    t0 = time.perf_counter()
-                    ro = self._rollout(step)
-                    self._advantages(ro)
-                    upd = self._update(ro, step)
-                    self.step = step
-                    dt = time.perf_counter() - t0
-                    row = self._metrics_row(ro, upd, dt)
-                    self._log(row)
-                    bar.update(
-                        task,
-                        advance=1,
-                        description=step_description("PPO", cfg.beta, row["reward_mean"], row["kl_k1_mean"]),
-                    )
-                    if cfg.save_steps and step % cfg.save_steps == 0 and step < cfg.steps:
-                        self.save_checkpoint()
-            if last_checkpoint(self.output_dir) is None or int(last_checkpoint(self.output_dir).name.split("-")[-1]) != self.step:
-                self.save_checkpoint()
-            self.save_policy(self.output_dir / "policy")
-        finally:
-            self._close_loggers()
-        return self.policy
+        return loss, {k: float(v.detach()) for k, v in stats.items()}
+
+    # -----------------------------------------------------------------------------------
+    # metrics and checkpoints
+    # -----------------------------------------------------------------------------------
 
     def _metrics_row(self, ro: dict[str, Any], upd: dict[str, float], seconds: float) -> dict[str, float]:
-        scores, kl = ro["scores"].double(), ro["kl_seq"].double()
+        scores, kl = ro["scores"], ro["kl_seq"].double().cpu().numpy()
         n = len(scores)
         n_tok = float(ro["mask"].sum())
         row = {
             "step": self.step,
             "reward_mean": float(scores.mean()),
-            "reward_std": float(scores.std()) if n > 1 else 0.0,
+            "reward_std": float(scores.std(ddof=1)) if n > 1 else 0.0,
             "kl_k1_mean": float(kl.mean()),
-            "kl_k1_se": float(kl.std() / math.sqrt(n)) if n > 1 else float("nan"),
+            "kl_k1_se": float(kl.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
             "objective": float(scores.mean() - self.config.beta * kl.mean()),
             **upd,
             "completion_tokens_mean": n_tok / n,
@@ -562,66 +604,6 @@ class PPOTrainer:
             "tokens_per_s": n_tok / seconds if seconds > 0 else float("nan"),
         }
         return {k: row[k] for k in _METRIC_KEYS}
-
-    # -----------------------------------------------------------------------------------
-    # logging
-    # -----------------------------------------------------------------------------------
-
-    def _open_loggers(self) -> None:
-        self._loggers = []
-        for name in self.config.report_to:
-            if name == "tensorboard":
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-                except ImportError as e:
-                    raise AlignLimitsError("PPO: report_to tensorboard needs the tensorboard package (pip install tensorboard)") from e
-                w = SummaryWriter(log_dir=str(self.output_dir / "tensorboard"))
-                self._loggers.append(("tensorboard", w))
-            elif name == "wandb":
-                try:
-                    import wandb
-                except ImportError as e:
-                    raise AlignLimitsError("PPO: report_to wandb needs the wandb package (pip install wandb)") from e
-                run = wandb.init(project="alignlimits", dir=str(self.output_dir), config=self.config.to_dict(), resume="allow")
-                self._loggers.append(("wandb", run))
-
-    def _close_loggers(self) -> None:
-        for name, obj in self._loggers:
-            if name == "tensorboard":
-                obj.close()
-            else:
-                obj.finish()
-        self._loggers = []
-
-    def _log(self, row: dict[str, float]) -> None:
-        with open(self.output_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        for name, obj in self._loggers:
-            if name == "tensorboard":
-                for k, v in row.items():
-                    if k != "step":
-                        obj.add_scalar(f"ppo/{k}", v, row["step"])
-            else:
-                obj.log({f"ppo/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
-
-    def _truncate_metrics(self, step: int) -> None:
-        """Keep only rows up to ``step`` (a resumed run re-logs the steps after it)."""
-        path = self.output_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        rows = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        keep = []
-        for ln in rows:
-            try:
-                if json.loads(ln)["step"] <= step:
-                    keep.append(ln)
-            except (ValueError, KeyError):
-                pass  # a torn last line from a kill
-        path.write_text("".join(k + "\n" for k in keep))
-
-    # -----------------------------------------------------------------------------------
-    # checkpoints
-    # -----------------------------------------------------------------------------------
 
     def save_policy(self, path: str | Path) -> None:
         """save_pretrained of the policy (full weights, or the adapter with LoRA), the
@@ -636,56 +618,50 @@ class PPOTrainer:
         save_file({k: v.detach().contiguous() for k, v in self.value_head.state_dict().items()}, str(path / "value_head.safetensors"))
 
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoint-STEP`` (atomically: trainer_state.json last) and prune old ones."""
+        """Write ``checkpoint-STEP`` (trainer_state.json last, so a torn one is ignored); unless
+        ``keep_checkpoints``, delete the older ones."""
         ckpt = self.output_dir / f"checkpoint-{self.step}"
         if ckpt.exists():
             shutil.rmtree(ckpt)
         self.save_policy(ckpt / "policy")
         torch.save(self.optimizer.state_dict(), ckpt / "optimizer.pt")
-        torch.save(
-            {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-            ckpt / "rng.pt",
-        )
-        state = {"step": self.step, "lora": self.lora, "score_scale": self.score_scale, "config": self.config.to_dict()}
+        save_rng_state(ckpt / "rng.pt")
+        state = {"step": self.step, "lora": self.lora, "score_pool": self.score_pool, "config": self.config.to_dict()}
         (ckpt / "trainer_state.json").write_text(json.dumps(state, indent=2))
-        if self.config.save_total_limit:
-            done = sorted(
-                (p for p in self.output_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()),
-                key=lambda p: int(p.name.split("-")[-1]),
-            )
-            for old in done[: -self.config.save_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
+        if not self.config.keep_checkpoints:
+            prune_checkpoints(self.output_dir)
         return ckpt
 
     def _load_checkpoint(self, ckpt: Path) -> None:
         from safetensors.torch import load_file
 
-        state_path = ckpt / "trainer_state.json"
-        if not state_path.is_file():
-            raise AlignLimitsError(f"PPO: {ckpt} is not a complete checkpoint (no trainer_state.json)")
-        state = json.loads(state_path.read_text())
+        state = json.loads((ckpt / "trainer_state.json").read_text())
         if bool(state.get("lora")) != self.lora:
             raise AlignLimitsError(f"PPO: checkpoint {ckpt} was {'LoRA' if state.get('lora') else 'full'} training; this run is not")
-        pol = ckpt / "policy"
+        self._load_policy_weights(ckpt / "policy")
+        self.value_head.load_state_dict(load_file(str(ckpt / "policy" / "value_head.safetensors")))
+        self.optimizer.load_state_dict(load_state(ckpt / "optimizer.pt", map_location=self.device))
+        load_rng_state(ckpt / "rng.pt")
+        self.step = int(state["step"])
+        self.score_pool = [float(x) for x in state.get("score_pool", [])]
+
+    def _load_policy_weights(self, pol: Path) -> None:
+        """The adapter (LoRA) or the full weights saved by :meth:`save_policy`, checked against the policy."""
+        from safetensors.torch import load_file
+
         if self.lora:
             from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(self.policy, load_file(str(pol / "adapter_model.safetensors")))
-        else:
-            sd: dict[str, torch.Tensor] = {}
-            for f in sorted(pol.glob("*.safetensors")):
-                if f.name != "value_head.safetensors":
-                    sd.update(load_file(str(f)))
-            missing, unexpected = self.policy.load_state_dict(sd, strict=False)
-            loaded = {p.data_ptr() for n, p in self.policy.named_parameters() if n in sd}
-            untied = [m for m in missing if self.policy.get_parameter(m).data_ptr() not in loaded] if missing else []
-            if unexpected or untied:
-                raise AlignLimitsError(f"PPO: checkpoint {ckpt} does not match the policy (missing {untied[:3]}, unexpected {unexpected[:3]})")
-        self.value_head.load_state_dict(load_file(str(pol / "value_head.safetensors")))
-        self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=False))
-        rng = torch.load(ckpt / "rng.pt", weights_only=False)
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
-        self.step = int(state["step"])
-        self.score_scale = tuple(state["score_scale"]) if state.get("score_scale") else None
+            return
+        sd: dict[str, torch.Tensor] = {}
+        for f in sorted(pol.glob("*.safetensors")):
+            if f.name != "value_head.safetensors":
+                sd.update(load_file(str(f)))
+        missing, unexpected = self.policy.load_state_dict(sd, strict=False)
+        loaded = {p.data_ptr() for n, p in self.policy.named_parameters() if n in sd}
+        untied = [m for m in missing if self.policy.get_parameter(m).data_ptr() not in loaded]
+        if unexpected or untied:
+            raise AlignLimitsError(
+                f"PPO: {pol.parent} does not match the policy (missing {untied[:3]}, unexpected {unexpected[:3]})"
+            )

@@ -91,13 +91,13 @@ class PPOConfig:
     lam: float = 0.95
     """GAE λ.  Default: lm-human-preferences."""
     normalize_scores: bool = True
-    """Replace the score by (r − μ0)/σ0 and β by β/σ0, with μ0 and σ0 the mean and standard
-    deviation of the scores of the first rollout batch (the initial policy's), kept for the whole
-    run.  The objective becomes (E[r] − μ0 − β·KL)/σ0: same optimum π_β, but returns of order 1,
-    which the zero-initialised value head can follow within the value clip range.  Without it a
-    score far from 0 (0.6 for the summary reward) leaves the value loss large for many steps, and
-    through the shared trunk it moves the policy more than the policy loss does.  Default:
-    lm-human-preferences, which normalises the reward model to mean 0, std 1 on base-policy
+    """Replace the score by (r − μ0)/σ0 and β by β/σ0, μ0 and σ0 from the scores of the first rollouts
+    (see :func:`alignlimits.methods.ppo.score_scale`: pooled over the first ≥ 64 rollouts, σ0 floored
+    at 0.1 × their root mean square).  The objective becomes (E[r] − μ0 − β·KL)/σ0: same optimum π_β,
+    but returns of order 1, which the zero-initialised value head can follow within the value clip
+    range.  Without it a score far from 0 (0.6 for the summary reward) leaves the value loss large for
+    many steps, and through the shared trunk it moves the policy more than the policy loss does.
+    Default: lm-human-preferences, which normalises the reward model to mean 0, std 1 on base-policy
     samples before training."""
     whiten_rewards: bool = False
     """Also scale the per-token rewards (score and KL penalty together) by their batch standard
@@ -125,8 +125,9 @@ class PPOConfig:
     """Checkpoints (``checkpoint-STEP/``), ``metrics.jsonl`` and the final ``policy/``."""
     save_steps: int = 50
     """Checkpoint every this many steps (and always at the end); 0: only at the end."""
-    save_total_limit: int | None = 2
-    """Keep at most this many checkpoints (oldest removed first); None keeps all."""
+    keep_checkpoints: bool = False
+    """Keep every checkpoint; by default only the newest is kept (what resuming needs: a full-weight
+    checkpoint holds the weights and twice as much Adam state)."""
     seed: int = 0
     report_to: list[str] = field(default_factory=list)
     """Extra loggers: ``"tensorboard"`` and/or ``"wandb"`` (metrics.jsonl is always written)."""

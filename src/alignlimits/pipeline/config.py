@@ -40,6 +40,8 @@ class StudyConfig:
     ppo_learning_rate: float = 1e-5
     grpo_learning_rate: float = 1e-5
     use_lora: bool = False
+    keep_checkpoints: bool = False
+    """Keep every trainer checkpoint; by default a finished policy keeps none (resume needs them only while training)."""
     soft_bon_n: list[int] = field(default_factory=lambda: [2, 4, 8])
     seed: int = 0
     min_ess: float = 5.0

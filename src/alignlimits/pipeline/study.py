@@ -195,6 +195,7 @@ class Study:
             cfg = PPOConfig(beta=record.beta, steps=c.steps, batch_size=c.batch_size, max_new_tokens=c.max_new_tokens,
                             ppo_epochs=c.ppo_epochs, learning_rate=c.ppo_learning_rate, use_lora=c.use_lora,
                             output_dir=str(out), save_steps=max(1, c.steps // 4), seed=c.seed,
+                            keep_checkpoints=c.keep_checkpoints,
                             num_minibatches=max(1, c.batch_size // 32) if c.batch_size % 32 == 0 else 1)
             PPOTrainer(cfg, policy, None, self.ctx.lm.tokenizer, self.ctx.rewards[0], prompts).train(
                 resume_from_checkpoint=resume)
@@ -204,9 +205,12 @@ class Study:
             opts = GRPOOptions(beta=record.beta, steps=c.steps, batch_size=c.batch_size,
                                num_generations=c.num_generations, learning_rate=c.grpo_learning_rate,
                                max_new_tokens=c.max_new_tokens, use_lora=c.use_lora, output_dir=str(out),
-                               save_steps=max(1, c.steps // 4), seed=c.seed)
+                               save_steps=max(1, c.steps // 4), seed=c.seed, keep_checkpoints=c.keep_checkpoints)
             train_grpo(opts, policy, self.ctx.lm.tokenizer, self.ctx.rewards[0], prompts, resume_from_checkpoint=resume)
         record.save(out / RECORD_FILE)
+        if not c.keep_checkpoints:  # the policy is saved: resume no longer needs its checkpoints
+            for checkpoint in out.glob("checkpoint-*"):
+                shutil.rmtree(checkpoint)
 
     # ---------------------------------------------------------------- evaluation
     def check_no_overlap(self, train_dir: Path, allow: bool = False) -> None:
