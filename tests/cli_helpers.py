@@ -1,13 +1,27 @@
-"""Run the command line as a user does, and check its one-line errors."""
+"""Run the command line as a user does (the installed `alignlimits` script), and check its one-line errors."""
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+
+def installed_command() -> list[str]:
+    """The console script pip installed next to this interpreter (what a user types), else `python -m`."""
+    script = Path(sys.executable).with_name("alignlimits")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("alignlimits")
+    return [found] if found else [sys.executable, "-m", "alignlimits"]
 
 
 class CLI:
+    command = installed_command()
+
     @staticmethod
     def run(*args, **kwargs) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "alignlimits", *map(str, args)], capture_output=True, text=True, **kwargs)
+        kwargs.setdefault("capture_output", True)
+        return subprocess.run([*CLI.command, *map(str, args)], text=True, **kwargs)
 
     @staticmethod
     def assert_clean_error(proc, *needles) -> None:

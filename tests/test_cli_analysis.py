@@ -151,3 +151,67 @@ def test_constant_proxy(bad):
 
 def test_plan_needs_one_question(samples):
     assert_clean_error(run("plan", samples / "gaussian.parquet"), "exactly one")
+
+
+def test_headline_shows_verdicts_and_never_nan():
+    import io
+
+    from rich.console import Console
+
+    from alignlimits.report.terminal import print_headline
+
+    points = [
+        {"method": "ppo", "label": "PPO β=0.1", "kl": 0.4, "kl_se": 0.05, "gain": 0.08, "gain_ci": [0.06, 0.1],
+         "optimal_gain_at_kl": 0.14, "efficiency": 0.57, "efficiency_ci": [-0.16, 1.3], "kl_overspend": 3.1,
+         "gain_gap": -0.06, "gain_gap_ci": [-0.09, -0.03], "verdict": "below the frontier", "above_frontier": False},
+        {"method": "grpo", "label": "GRPO β=0.1", "kl": 0.2, "gain": 0.2, "gain_ci": [0.15, 0.25],
+         "optimal_gain_at_kl": 0.1, "efficiency": 2.0, "efficiency_ci": [1.5, 2.5], "kl_overspend": None,
+         "gain_gap": 0.1, "gain_gap_ci": [0.05, 0.15], "verdict": "above the frontier (estimate biased?)",
+         "above_frontier": True},
+        {"method": "bon", "label": "best-of-4", "kl": float("nan"), "gain": float("nan"), "efficiency": float("inf")},
+    ]
+    out = io.StringIO()
+    print_headline({"evaluate": points}, Console(file=out, width=100, color_system=None))
+    text = out.getvalue()
+    assert "57% [−16%, 130%]" in text and "below" in text and "above?" in text
+    assert "PPO β=0.1: below the frontier at 95%" in text and "KL overspend 3.1×" in text
+    assert "GRPO β=0.1: above the frontier (estimate biased?) at 95%" in text and "it beats the frontier's" in text
+    assert "best-of-4:" not in text  # an old results.json has no verdict: no sentence, no crash
+    assert "nan" not in text.lower()
+
+
+def test_json_safe_writes_null_with_reason():
+    from alignlimits.pipeline.analysis import json_safe
+
+    safe = json_safe({"kl": float("inf"), "gain_ci": [float("nan"), 1.0], "n": np.int64(3), "ok": 1.5,
+                      "rows": [{"x": float("-inf")}]})
+    text = json.dumps(safe, allow_nan=False)
+    assert safe["kl"] is None and "infinite" in safe["kl_null_reason"]
+    assert safe["gain_ci"] == [None, 1.0] and "NaN" in safe["gain_ci_null_reason"]
+    assert safe["rows"][0]["x"] is None and safe["n"] == 3 and safe["ok"] == 1.5 and "ok_null_reason" not in text
+
+
+def test_default_min_ess_rule():
+    from alignlimits.pipeline.analysis import default_min_ess
+
+    # run's quick preset (16 samples per prompt) used 5 and its exact/full presets (256) used 10
+    assert [default_min_ess(n) for n in (2, 8, 16, 30, 256)] == [2, 2, 5, 10, 10]
+
+
+def test_hacking_lambda_defaults_like_hack(samples, tmp_path):
+    proc = run("hacking", samples / "gaussian.parquet", "--gold", "reward", "--proxy", "proxy_1", "--proxy", "proxy_2",
+               "--betas", "0.5,1", "--json", "-")
+    assert proc.returncode == 0, proc.stderr
+    h = json.loads(proc.stdout)
+    frame = pd.read_parquet(samples / "gaussian.parquet")
+    within_sd = np.sqrt(frame.groupby("prompt_id")["reward"].var(ddof=0).mean())
+    assert h["uwo"]["lambda"] == pytest.approx(1 / within_sd) and h["uwo"]["lambda_default"]
+    assert "best-of-N selected by each proxy" in proc.stderr
+
+
+def test_json_lines_named_json(samples, tmp_path):
+    path = tmp_path / "s.json"
+    pd.read_parquet(samples / "gaussian.parquet").head(64).to_json(path, orient="records", lines=True)
+    proc = run("frontier", path, "--kl", "0.05")
+    if proc.returncode != 0:  # read it, or say what it is
+        assert_clean_error(proc, "JSON Lines", "rename it to .jsonl")

@@ -8,19 +8,20 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from alignlimits.cli.app import app, console
+from alignlimits.cli.app import app, console, json_to_stdout
 from alignlimits.cli.options import parse_numbers, parse_whole
 from alignlimits.errors import AlignLimitsError
-from alignlimits.report.terminal import fmt, fmt_ci
-
 
 
 def ci(row: dict, key: str, digits: int = 2) -> str:
+    from alignlimits.report.terminal import fmt_ci
+
     return fmt_ci(row[key], row[key + "_ci"], digits)
 
 
 def print_result(result: dict) -> None:
     from alignlimits.report.hacking_plots import reference_beta_index
+    from alignlimits.report.terminal import fmt
 
     betas = result["betas"]
     j = reference_beta_index(result)
@@ -92,7 +93,7 @@ def print_result(result: dict) -> None:
 
 @app.command("hack")
 def hack(
-    run_dir: Path = typer.Argument(..., help="Run directory of `alignlimits sample` (or a sample table with prompt and completion columns)."),
+    run_dir: Path = typer.Argument(..., help="Directory of `alignlimits sample`, a `run` directory (its base samples are used), or a sample table with prompt and completion columns."),
     gold: Optional[str] = typer.Option(None, "--gold", help="Gold reward column (default: the run's only reward column)."),
     features: str = typer.Option("ngram", "--features", help="Proxy features: ngram (hashed n-grams, fast) or minilm (MiniLM embeddings)."),
     labels: str = typer.Option("all,1/4,1/16", "--labels", help="Error sweep: labelled fraction of the training samples (or counts > 1)."),
@@ -105,20 +106,23 @@ def hack(
     aggregates: str = typer.Option("mean,min,uwo", "--aggregates", help="Ensemble aggregates: mean, min, uwo (mean − λ·Var)."),
     lam: Optional[float] = typer.Option(None, "--lambda", help="λ of mean − λ·Var (default 1 / gold within-prompt std)."),
     unbiased_var: bool = typer.Option(False, "--unbiased-var", help="Unbiased (n−1) variance in uwo; default population."),
-    betas: Optional[str] = typer.Option(None, "--betas", help="β grid (default: 3× to 1/30 of the gold within-prompt std)."),
+    betas: Optional[str] = typer.Option(None, "--betas", "--beta", help="β grid, comma-separated (default: 9 values from 3× to 1/30 of the gold within-prompt std)."),
     bon: Optional[str] = typer.Option(None, "--bon", help="Best-of-N sizes (default powers of 2 up to n)."),
     train_fraction: float = typer.Option(0.5, "--train-fraction", help="Fraction of prompts whose samples may be labelled."),
     n_bootstrap: int = typer.Option(200, "--n-bootstrap", help="Bootstrap replicates (prompts resampled)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split, labels, noise, resamples and bootstrap."),
-    proxy: Optional[list[str]] = typer.Option(None, "--proxy", help="Use these existing proxy columns instead of training (repeatable): from the samples, or from --proxies-file."),
+    proxy: Optional[list[str]] = typer.Option(None, "--proxy", help="Use these existing proxy columns instead of training (repeatable): from the samples, or from --proxies-file. Default: train proxies."),
     proxies_file: Optional[Path] = typer.Option(None, "--proxies-file", help="Table of proxy columns keyed by prompt_id, sample_idx (default RUN_DIR/proxies.parquet)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="hacking JSON (default RUN_DIR/hacking.json)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG (default RUN_DIR/hacking.png)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="hacking JSON ('-' for stdout, then tables go to stderr; default RUN_DIR/hacking.json, none for a file)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG (default RUN_DIR/hacking.png, none for a file)."),
 ):
     """Reward hacking on real reward models: proxies trained on gold labels, their gap to the gold frontier, ensembles."""
-    from alignlimits.pipeline.hacking_study import HackConfig, run_hacking_study, write_json_atomic
+    from alignlimits.cli.analysis import samples_source, write_json
+    from alignlimits.pipeline.hacking_study import HackConfig, run_hacking_study
     from alignlimits.report.hacking_plots import hacking_report_section, plot_hacking_study
 
+    json_to_stdout(json_out)
+    run_dir = samples_source(run_dir)
     label_values = parse_numbers(labels, "--labels", fractions=True)
     ens_labels = parse_numbers(ensemble_labels, "--ensemble-labels", fractions=True)
     if len(ens_labels) != 1:
@@ -139,10 +143,10 @@ def hack(
     if plot_path is not None:
         result["plot"] = str(plot_hacking_study(result, plot_path))
     print_result(result)
-    if json_path is not None:
+    if json_path is not None and str(json_path) != "-":
         section = Path(json_path).with_suffix(".md")
         section.write_text(hacking_report_section(result, Path(plot_path).name if plot_path else None))
         result["report_section"] = str(section)
-        write_json_atomic(result, json_path)
-        console.print(f"[dim]wrote {json_path}, {section}" + (f", {plot_path}" if plot_path else "") +
+        console.print(f"[dim]wrote {section}" + (f", {plot_path}" if plot_path else "") +
                       (f", {result['proxies_file']}" if result.get("proxies_file") else "") + "[/]")
+    write_json(result, json_path)

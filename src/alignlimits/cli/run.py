@@ -8,9 +8,10 @@ from typing import Optional
 
 import typer
 
+from alignlimits.cli.app import app, console, json_to_stdout
 from alignlimits.cli.options import parse_numbers
-from alignlimits.cli.app import app, console
 from alignlimits.errors import AlignLimitsError
+from alignlimits.pipeline.config import PRESETS, TASK_DEFAULTS, TRAINED, StudyConfig
 
 
 def _read_config_file(path: Optional[Path]) -> dict:
@@ -33,6 +34,22 @@ def _flags(**values) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _shown(value) -> str:
+    if value is None:
+        return "all"
+    if isinstance(value, list):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _default(key: str) -> str:
+    """The default of a `run` option as the help states it: the quick preset's, then where it differs."""
+    quick = getattr(StudyConfig(), key)
+    other = [f"{task} task {_shown(v[key])}" for task, v in TASK_DEFAULTS.items() if key in v and v[key] != quick]
+    other += [f"{name} preset {_shown(v[key])}" for name, v in PRESETS.items() if key in v and v[key] != quick]
+    return f"Default {_shown(quick)}" + (f" ({'; '.join(other)})." if other else ".")
+
+
 def _show(results: dict, run_dir: Path) -> None:
     from alignlimits.report.html import write_report
     from alignlimits.report.terminal import print_headline
@@ -45,23 +62,23 @@ def _show(results: dict, run_dir: Path) -> None:
 @app.command()
 def run(
     task: str = typer.Argument(..., help="safety, summarization or exact."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/TASK-PRESET)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="quick (2 CPU cores, ≤ 15 min; default) or full (GPU scale)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file; every option below is also a key there."),
-    model: Optional[str] = typer.Option(None, "--model", help="Hugging Face id, local folder, or smollm2-135m-instruct."),
-    reward: Optional[list[str]] = typer.Option(None, "--reward", help="Reward model(s); the first is the one aligned to."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Prompt dataset (hub id or local file) instead of the built-in prompts."),
-    prompts: Optional[str] = typer.Option(None, "--prompts", help="Prompt file (one per line, or JSONL)."),
-    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated: bon,soft-bon,ppo,grpo,hacking."),
-    betas: Optional[str] = typer.Option(None, "--betas", help="KL coefficients β for PPO and GRPO, comma-separated."),
-    n: Optional[int] = typer.Option(None, "--n", help="Base samples per held-out prompt."),
-    eval_n: Optional[int] = typer.Option(None, "--eval-n", help="Policy samples per held-out prompt."),
-    eval_prompts: Optional[int] = typer.Option(None, "--eval-prompts", help="Held-out prompts to use."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps of PPO and GRPO."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
-    use_lora: Optional[bool] = typer.Option(None, "--lora/--full-finetune", help="Train LoRA adapters instead of all weights."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when present)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory. Default runs/TASK-PRESET."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="quick (default: sized for 2 CPU cores; timings in the README) or full (paper scale, for a GPU)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file; every option below is also a key there (flags win). Default: none."),
+    model: Optional[str] = typer.Option(None, "--model", help="Hugging Face id, local folder, or smollm2-135m-instruct. Default: the task's (smollm2-135m-instruct; exact-tiny for exact)."),
+    reward: Optional[list[str]] = typer.Option(None, "--reward", help="Reward model(s), repeatable; the first is the one aligned to. Default: the task's."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Prompt dataset (hub id or local file) instead of the built-in prompts. Default: built-in prompts."),
+    prompts: Optional[str] = typer.Option(None, "--prompts", help="Prompt file (one per line, or JSONL). Default: built-in prompts."),
+    methods: Optional[str] = typer.Option(None, "--methods", help=f"Comma-separated: bon,soft-bon,ppo,grpo,hacking. {_default('methods')}"),
+    betas: Optional[str] = typer.Option(None, "--betas", "--beta", help=f"KL coefficients β of PPO and GRPO, comma-separated. {_default('betas')}"),
+    n: Optional[int] = typer.Option(None, "--n", help=f"Base samples per held-out prompt (the frontier's data). {_default('n')}"),
+    eval_n: Optional[int] = typer.Option(None, "--eval-n", help=f"Policy samples per held-out prompt. {_default('eval_n')}"),
+    eval_prompts: Optional[int] = typer.Option(None, "--eval-prompts", help=f"Held-out prompts to use. {_default('eval_prompts')}"),
+    steps: Optional[int] = typer.Option(None, "--steps", help=f"Training steps of PPO and GRPO. {_default('steps')}"),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help=f"Completion length limit in tokens. {_default('max_new_tokens')}"),
+    use_lora: Optional[bool] = typer.Option(None, "--lora/--full-finetune", show_default=False, help="Train LoRA adapters instead of all weights. Default: --full-finetune."),
+    seed: Optional[int] = typer.Option(None, "--seed", help=f"Seed of sampling, training and bootstrap. {_default('seed')}"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
     force: bool = typer.Option(False, "--force", help="Start over when RUN_DIR holds a run with another config."),
 ):
     """The whole study: base samples, frontier, best-of-N, PPO and GRPO, one honest evaluation, a report."""
@@ -82,50 +99,51 @@ def run(
 @app.command()
 def train(
     method: str = typer.Option(..., "--method", help="ppo or grpo."),
-    beta: str = typer.Option(..., "--beta", help="KL coefficient β (comma-separated for a sweep, run in turn)."),
-    task: str = typer.Option("safety", "--task"),
     out: Path = typer.Option(..., "--out", help="Run directory; policies go to RUN_DIR/train/METHOD-betaB/policy."),
-    model: Optional[str] = typer.Option(None, "--model"),
-    reward: Optional[list[str]] = typer.Option(None, "--reward"),
-    prompts: Optional[str] = typer.Option(None, "--prompts"),
-    dataset: Optional[str] = typer.Option(None, "--dataset"),
-    steps: Optional[int] = typer.Option(None, "--steps"),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
-    use_lora: Optional[bool] = typer.Option(None, "--lora/--full-finetune"),
-    preset: Optional[str] = typer.Option(None, "--preset"),
-    config: Optional[Path] = typer.Option(None, "--config"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    force: bool = typer.Option(False, "--force"),
+    betas: Optional[str] = typer.Option(None, "--betas", "--beta", help=f"KL coefficients β, comma-separated (a sweep, trained in turn). {_default('betas')}"),
+    task: str = typer.Option("safety", "--task", help="safety, summarization or exact."),
+    model: Optional[str] = typer.Option(None, "--model", help="Hugging Face id, local folder, or smollm2-135m-instruct. Default: the task's."),
+    reward: Optional[list[str]] = typer.Option(None, "--reward", help="Reward model(s), repeatable; the first is the one aligned to. Default: the task's."),
+    prompts: Optional[str] = typer.Option(None, "--prompts", help="Prompt file (one per line, or JSONL). Default: built-in prompts."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Prompt dataset (hub id or local file). Default: built-in prompts."),
+    steps: Optional[int] = typer.Option(None, "--steps", help=f"Training steps. {_default('steps')}"),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help=f"Completion length limit in tokens. {_default('max_new_tokens')}"),
+    use_lora: Optional[bool] = typer.Option(None, "--lora/--full-finetune", show_default=False, help="Train LoRA adapters instead of all weights. Default: --full-finetune."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="quick (default) or full: the defaults of the options above."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (as for `run`; flags win). Default: none."),
+    seed: Optional[int] = typer.Option(None, "--seed", help=f"Seed of sampling and training. {_default('seed')}"),
+    force: bool = typer.Option(False, "--force", help="Start over when RUN_DIR holds a run with another config."),
 ):
     """Train PPO or GRPO at one or more β on the task's training prompts (resumable)."""
-    from alignlimits.pipeline.config import TRAINED, resolve_config
+    from alignlimits.pipeline.config import resolve_config
     from alignlimits.pipeline.study import Study
 
     if method not in TRAINED:
         raise AlignLimitsError(f"unknown method {method!r}; train one of {', '.join(TRAINED)}")
     flags = _flags(model=model, rewards=reward or None, prompts=prompts, dataset=dataset, steps=steps,
                    max_new_tokens=max_new_tokens, use_lora=use_lora, seed=seed, methods=[method],
-                   betas=parse_numbers(beta, "--beta"))
+                   betas=parse_numbers(betas, "--betas"))
     cfg = resolve_config(task, preset, _read_config_file(config), flags)
-    study = Study(cfg, out, force=force, console=console)
-    study.run(train=True, evaluate=False)
-    console.print(f"trained: {', '.join(r.path for r in study.trained_records())}")
+    Study(cfg, out, force=force, console=console).run(train=True, evaluate=False)
+    console.print(f"trained: {', '.join(str(out / 'train' / f'{method}-beta{b:g}' / 'policy') for b in cfg.betas)}")
     console.print(f"next: alignlimits evaluate {out}")
 
 
 @app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="Run directory (from `alignlimits train` or `run`), or where to put this evaluation."),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="A policy trained elsewhere (model folder or LoRA adapter)."),
-    base: Optional[str] = typer.Option(None, "--base", help="Its base model (with --policy)."),
-    task: Optional[str] = typer.Option(None, "--task", help="The task (with --policy)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the evaluate JSON here."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="A policy trained elsewhere (model folder or LoRA adapter). Default: every policy under RUN_DIR/train."),
+    base: Optional[str] = typer.Option(None, "--base", help="Its base model (with --policy). Default: the task's."),
+    task: Optional[str] = typer.Option(None, "--task", help="The task (with --policy; needed when RUN_DIR holds no run). Default: the run's."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the evaluate JSON here ('-' for stdout, then tables go to stderr). Default: only RUN_DIR/results.json."),
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help="Evaluate even on prompts a policy was trained on."),
 ):
     """Every trained policy on the KL–reward plane: held-out prompts, sequence KL, efficiency against the frontier."""
-    from alignlimits.pipeline.config import StudyConfig, resolve_config
+    from alignlimits.cli.analysis import write_json
+    from alignlimits.pipeline.config import resolve_config
     from alignlimits.pipeline.study import Study
 
+    json_to_stdout(json_out)
     saved = run_dir / "run_config.json"
     if policy is None:
         if not saved.exists():
@@ -143,6 +161,5 @@ def evaluate(
                 raise AlignLimitsError("with --policy, say which --task (and --base model) it was trained for")
             cfg = resolve_config(task, None, {}, _flags(model=base, methods=["bon"]))
         results = Study(cfg, run_dir, console=console).evaluate_external(policy)
-    if json_out:
-        json_out.write_text(json.dumps(results["evaluate"], indent=2))
     _show(results, run_dir)
+    write_json(results["evaluate"], json_out)

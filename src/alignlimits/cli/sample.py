@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from alignlimits.cli.app import app
+from alignlimits.errors import AlignLimitsError
 
 
 @app.command("sample")
@@ -22,13 +24,13 @@ def sample(
         help="Reward model, repeatable: profanity, minilm-summary, exact, hf:ID_OR_PATH, python:module:function. "
              "Default: the task's.",
     ),
-    prompts: Optional[str] = typer.Option(None, "--prompts", help="Your own prompts: one per line, or JSONL with 'prompt' (and 'id')."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="A datasets name or local file of prompts (BeaverTails / TL;DR style)."),
+    prompts: Optional[str] = typer.Option(None, "--prompts", help="Your own prompts: one per line, or JSONL with 'prompt' (and 'id'). Default: the task's built-in prompts."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="A datasets name or local file of prompts (BeaverTails / TL;DR style). Default: the task's built-in prompts."),
     n: int = typer.Option(32, "--n", help="Samples per prompt."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Completion length limit (default 64; exact task: 3)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sequences per generate call (default: automatic from free memory)."),
-    limit_prompts: Optional[int] = typer.Option(None, "--limit-prompts", help="Use only the first K prompts (after the split)."),
+    limit_prompts: Optional[int] = typer.Option(None, "--limit-prompts", help="Use only the first K prompts (after the split). Default: all."),
     split: str = typer.Option("all", "--split", help="all, train or heldout (fixed rule on prompt ids; see docs)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: GPU when present)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, bfloat16 or float16 (default: bfloat16 on GPU, float32 on CPU)."),
@@ -39,6 +41,11 @@ def sample(
 
     Re-running the same command continues a killed run; a finished one is left as it is.
     """
+    if (Path(out) / "state.json").exists():
+        raise AlignLimitsError(
+            f"{out} is a `run` directory (its base samples are in {Path(out) / 'base'}); writing samples there would "
+            "mix them into the run: choose another --out"
+        )
     from alignlimits.pipeline.context import StudyContext
     from alignlimits.pipeline.sampling_run import SamplingPlan, run_sampling
 

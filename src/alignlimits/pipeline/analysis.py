@@ -6,6 +6,8 @@ each number was computed.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from alignlimits.data import SampleTable
@@ -19,7 +21,7 @@ from alignlimits.theory.best_of_n import (
 from alignlimits.theory.frontier import Frontier
 from alignlimits.theory.groups import Groups
 from alignlimits.theory.hacking import aggregate_proxies, hacking_curve
-from alignlimits.theory.planning import plan_for_gain, plan_for_kl
+from alignlimits.theory.planning import gain_limits, plan_for_gain, plan_for_kl
 
 DEFAULT_BUDGETS = (0.1, 0.5, 1.0, 2.0)
 SQRT_BOUND_NOTE = (
@@ -29,14 +31,91 @@ SQRT_BOUND_NOTE = (
 )
 
 
+def default_min_ess(n_min: int) -> float:
+    """The reliability threshold when none is given: min(10, max(2, n // 3)), n the fewest samples of a prompt.
+
+    A prompt's ESS never exceeds its n, so a fixed 10 made every budget unreliable below 10 samples;
+    a third of n leaves a usable range and matches `run` (16 samples: 5; 30 or more: 10).
+    """
+    return float(min(10, max(2, int(n_min) // 3)))
+
+
+MIN_ESS_RULE = "default min(10, max(2, n // 3)) for the fewest samples n of a prompt"
+
+
+def json_safe(value):
+    """A copy that strict JSON parsers accept: every NaN or ±inf becomes null, and the dict holding it
+    gains ``<key>_null_reason`` saying what it was (unless the dict already has that key)."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            out[key] = json_safe(item)
+            reason = _nonfinite_reason(item)
+            if reason and f"{key}_null_reason" not in value:
+                out[f"{key}_null_reason"] = reason
+        return out
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _nonfinite_reason(value) -> str | None:
+    items = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
+    bad = [float(v) for v in items if isinstance(v, (float, np.floating)) and not math.isfinite(v)]
+    if not bad:
+        return None
+    kinds = sorted({"NaN (undefined)" if math.isnan(v) else "infinite" for v in bad})
+    return f"the value was {' and '.join(kinds)}; JSON has no such number, so it is written as null"
+
+
 def default_bon_grid(n_min: int) -> list[int]:
     """1, 2, 4, ... up to the smallest number of samples per prompt (that n included)."""
     grid = [1 << k for k in range(int(np.log2(n_min)) + 1)]
     return grid if grid[-1] == n_min else grid + [n_min]
 
 
-def fit_frontier(table: SampleTable, reward_col: str, **options) -> Frontier:
-    return Frontier(**options).fit(table.rewards(reward_col), table.prompt_ids)
+def fewest_samples(table: SampleTable) -> int:
+    return int(np.unique(table.prompt_ids, return_counts=True)[1].min())
+
+
+def fit_frontier(table: SampleTable, reward_col: str, min_ess: float | None = None, **options) -> Frontier:
+    """The frontier of ``table``; ``min_ess=None`` takes :func:`default_min_ess` of its fewest samples per prompt."""
+    if min_ess is None:
+        min_ess = default_min_ess(fewest_samples(table))
+    return Frontier(min_ess=min_ess, **options).fit(table.rewards(reward_col), table.prompt_ids)
+
+
+def default_budgets(frontier: Frontier, extrapolate: bool) -> tuple[list[float], list[str]]:
+    """The budgets 0.1, 0.5, 1, 2 the samples support, plus the edge of the reliable range when some were
+    left out; and one sentence for what was left out and how to get it."""
+    n_min, ess = int(frontier.groups_.sizes.min()), frontier.min_ess
+    reliable = frontier.max_reliable_kl_
+    limit = frontier.max_kl_ if extrapolate else reliable
+    kls = [k for k in DEFAULT_BUDGETS if k < limit or (not extrapolate and k == limit)]
+    dropped = [k for k in DEFAULT_BUDGETS if k not in kls]
+    if not dropped:
+        return kls, []
+    edge = float(f"{reliable:.2g}")  # the reliable range's end, rounded down to 2 digits below
+    edge = edge if edge <= reliable else float(f"{reliable * 0.99:.2g}")
+    if not extrapolate and edge > (kls[-1] if kls else 0):
+        kls.append(edge)
+    left_out = ", ".join(f"{k:g}" for k in dropped)
+    if extrapolate:
+        return kls, [f"budgets {left_out} nats were left out: beyond the largest KL any reweighting of these samples "
+                     f"reaches ({frontier.max_kl_:.3g} = log of {n_min} samples per prompt); sample more per prompt"]
+    if reliable <= 0:
+        return kls, [f"no KL budget is reliable: any tilt drops some prompt's effective sample size below "
+                     f"--min-ess {ess:g} ({n_min} samples per prompt); lower --min-ess (below {n_min}), pass "
+                     "--extrapolate to see the frontier flagged unreliable, or draw more samples per prompt"]
+    return kls, [f"budgets {left_out} nats were left out: above the largest reliable KL {reliable:.3g} (every prompt "
+                 f"keeping ESS ≥ {ess:g}); pass --extrapolate to show them flagged unreliable, lower --min-ess, "
+                 "or draw more samples per prompt"]
 
 
 def bon_rows(frontier: Frontier, ns) -> list[dict]:
@@ -63,16 +142,13 @@ def frontier_result(table: SampleTable, reward_col: str, kls=None, bon=None,
                     extrapolate: bool = False, frontier: Frontier | None = None, **options) -> dict:
     """The ``frontier`` JSON of DESIGN §2. Without ``kls``, the default budgets the samples support.
     ``frontier``: one already fitted on ``table`` (else fitted here with ``options``)."""
+    rule = MIN_ESS_RULE if frontier is None and options.get("min_ess") is None else "given"
     if frontier is None:
         frontier = fit_frontier(table, reward_col, **options)
     notes = list(table.notes)
     if kls is None:
-        kls = [k for k in DEFAULT_BUDGETS if k <= frontier.max_reliable_kl_]
-        if len(kls) < len(DEFAULT_BUDGETS):
-            notes.append(
-                f"default budgets above the reliable KL {frontier.max_reliable_kl_:.3g} were left out; "
-                "ask for them with --kl and --extrapolate"
-            )
+        kls, left_out = default_budgets(frontier, extrapolate)
+        notes += left_out
     n_min = int(frontier.groups_.sizes.min())
     bon = default_bon_grid(n_min) if bon is None else list(bon)
     if bon and max(bon) > n_min:
@@ -96,6 +172,7 @@ def frontier_result(table: SampleTable, reward_col: str, kls=None, bon=None,
         "max_reliable_kl": frontier.max_reliable_kl_,
         "max_kl": frontier.max_kl_,
         "min_ess": frontier.min_ess,
+        "min_ess_rule": rule,
         "ci_method": frontier.bootstrap_description(),
         "sqrt_bound_note": SQRT_BOUND_NOTE,
         "estimator": (
@@ -109,8 +186,9 @@ def frontier_result(table: SampleTable, reward_col: str, kls=None, bon=None,
 
 
 def hacking_result(table: SampleTable, gold: str, proxies: list[str], ensembles=("mean",), betas=None,
-                   bon=None, lam: float = 1.0, ddof: int = 0) -> dict:
-    """The ``hacking`` JSON of DESIGN §2: per proxy, per ensemble, per β; plus best-of-N by proxy."""
+                   bon=None, lam: float | None = None, ddof: int = 0) -> dict:
+    """The ``hacking`` JSON of DESIGN §2: per proxy, per ensemble, per β; plus best-of-N by proxy.
+    ``lam=None``: λ = 1 / the gold reward's within-prompt std, as in `alignlimits hack`."""
     if not proxies:
         raise AlignLimitsError("give at least one --proxy column")
     ids = table.prompt_ids
@@ -120,6 +198,9 @@ def hacking_result(table: SampleTable, gold: str, proxies: list[str], ensembles=
         # from 3× to 1/30 of the gold reward's within-prompt standard deviation
         betas = np.sqrt(gold_frontier.reward_variance_) * np.logspace(0.5, -1.5, 9)
     betas = np.asarray(betas, dtype=np.float64)
+    lam_default = lam is None
+    if lam_default:
+        lam = 1.0 / np.sqrt(gold_frontier.reward_variance_)
     if (betas <= 0).any():
         raise AlignLimitsError("β must be positive")
     proxy_values = {}
@@ -169,25 +250,57 @@ def hacking_result(table: SampleTable, gold: str, proxies: list[str], ensembles=
         "per_proxy": per_proxy,
         "ensembles": per_ensemble,
         "bon_by_proxy": bon_by_proxy,
-        "uwo": {"lambda": lam, "variance": "population (ddof=0)" if ddof == 0 else "unbiased (ddof=1)"},
+        "uwo": {"lambda": float(lam), "lambda_default": "1 / gold_within_prompt_sd" if lam_default else None,
+                "variance": "population (ddof=0)" if ddof == 0 else "unbiased (ddof=1)"},
         "notes": list(table.notes),
     }
 
 
 def plan_result(table: SampleTable, reward_col: str, target_gain: float | None = None, kl: float | None = None,
                 extrapolate: bool = False, **options) -> dict:
+    """The ``plan`` JSON: the answer, what the samples can answer at all (``max_gain``, ``max_reliable_gain``,
+    ``max_reliable_kl``, ``max_kl``) and, for a question they cannot answer, ``refused`` (the reason; the
+    answer's numbers are then null). Refused like `frontier` refuses budgets: beyond reach always, beyond
+    the reliable range unless ``extrapolate``."""
     if (target_gain is None) == (kl is None):
         raise AlignLimitsError("give exactly one of --target-gain and --kl")
+    if target_gain is not None and (not np.isfinite(target_gain) or target_gain <= 0):
+        raise AlignLimitsError("--target-gain must be a positive number (in reward units)")
+    if kl is not None and (not np.isfinite(kl) or kl <= 0):
+        raise AlignLimitsError("--kl must be a positive number of nats, e.g. 0.5")
+    rule = MIN_ESS_RULE if options.get("min_ess") is None else "given"
     frontier = fit_frontier(table, reward_col, n_bootstrap=0, **options)
-    if target_gain is not None:
-        if not np.isfinite(target_gain) or target_gain <= 0:
-            raise AlignLimitsError("--target-gain must be a positive number (in reward units)")
-        plan = plan_for_gain(frontier, target_gain)
-        question = "target_gain"
-    else:
-        plan = plan_for_kl(frontier, kl, extrapolate=extrapolate)
-        question = "kl"
-    out = {"question": question, "reward_col": reward_col, **plan.to_dict(),
-           "max_reliable_kl": frontier.max_reliable_kl_, "base_reward_mean": frontier.base_reward_mean_}
-    out["reliable"] = bool(np.isfinite(plan.kl) and plan.kl <= frontier.max_reliable_kl_)
+    limits = gain_limits(frontier)
+    out = {"question": "target_gain" if target_gain is not None else "kl", "reward_col": reward_col,
+           "kl": kl, "beta": None, "gain": target_gain, "bon_n": None, "bon_gain": None, "bon_kl_bound": None,
+           "reliable": False, "refused": _plan_refusal(frontier, limits, target_gain, kl, extrapolate),
+           "max_gain": limits.max_gain, "max_reliable_gain": limits.max_reliable_gain,
+           "max_reliable_kl": frontier.max_reliable_kl_, "max_kl": frontier.max_kl_, "min_ess": frontier.min_ess,
+           "min_ess_rule": rule, "base_reward_mean": frontier.base_reward_mean_, "notes": list(table.notes)}
+    if out["refused"]:
+        return out
+    plan = plan_for_gain(frontier, target_gain) if target_gain is not None else plan_for_kl(frontier, kl, extrapolate)
+    out.update(plan.to_dict())
+    out["reliable"] = bool(plan.kl <= frontier.max_reliable_kl_)
     return out
+
+
+def _plan_refusal(frontier: Frontier, limits, target_gain, kl, extrapolate: bool) -> str | None:
+    """Why a plan question is beyond these samples (None when it is not)."""
+    reach = (f"the largest reachable gain is {limits.max_gain:.3g} (each prompt's best sample, at KL up to "
+             f"{frontier.max_kl_:.3g} nats)")
+    reliable = (f"the largest KL these samples support reliably is {frontier.max_reliable_kl_:.3g} nats (every prompt "
+                f"keeping ESS ≥ {frontier.min_ess:g}), where the gain is {limits.max_reliable_gain:.3g}")
+    fixes = "ask for less, lower --min-ess, draw more samples per prompt, or pass --extrapolate"
+    if target_gain is not None:
+        if target_gain >= limits.max_gain:
+            return f"a gain of {target_gain:g} is beyond any reweighting of these samples: {reach}; ask for less or sample more"
+        if target_gain > limits.max_reliable_gain and not extrapolate:
+            needed = float(frontier.kl_for_gain(target_gain)[0])
+            return f"a gain of {target_gain:g} needs KL {needed:.3g}, beyond the reliable range: {reliable}; {fixes}"
+        return None
+    if kl >= frontier.max_kl_:
+        return f"KL budget {kl:g} is beyond any reweighting of these samples: {reach}; ask for less or sample more"
+    if kl > frontier.max_reliable_kl_ and not extrapolate:
+        return f"KL budget {kl:g} is beyond the reliable range: {reliable}; {fixes}"
+    return None

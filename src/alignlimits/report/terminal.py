@@ -24,15 +24,21 @@ COLUMNS = [
 ]
 
 
-#: the terminal's shorter version
+#: the terminal's shorter version (it fits 80 columns): each point's verdict against the frontier in a word,
+#: said in full with the optimal gain and the KL overspend in one line per point below the table
 TERMINAL_COLUMNS = [
     ("method", "method", False),
     ("kl", "KL ± se", True),
     ("gain", "gain [95% CI]", True),
-    ("optimal", "optimal", True),
-    ("efficiency", "eff.", True),
-    ("overspend", "KL over", True),
+    ("efficiency_ci", "eff. [95% CI]", True),
+    ("verdict", "verdict", False),
 ]
+#: the verdicts of DESIGN §6 in a table cell
+SHORT_VERDICT = {
+    "below the frontier": "[red]below[/]",
+    "on the frontier": "[green]on[/]",
+    "above the frontier (estimate biased?)": "[yellow]above?[/]",
+}
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -72,6 +78,14 @@ def fmt_pct(x) -> str:
     return f"{100 * v:.0f}%".replace("-", "−")
 
 
+def fmt_pct_ci(x, ci) -> str:
+    """A share with its interval, "57% [−16%, 130%]"; the share alone when there is no finite interval."""
+    ci = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+    if not all(math.isfinite(num(c)) for c in ci):
+        return fmt_pct(x)
+    return f"{fmt_pct(x)} [{fmt_pct(ci[0])}, {fmt_pct(ci[1])}]"
+
+
 def fmt_times(x) -> str:
     """A ratio such as the KL overspend: "3.2×"."""
     v = num(x)
@@ -102,7 +116,9 @@ def headline_rows(results: dict) -> list[dict]:
             "gain": fmt_ci(p.get("gain"), p.get("gain_ci")),
             "optimal": fmt(p.get("optimal_gain_at_kl")),
             "efficiency": fmt_pct(p.get("efficiency")),
+            "efficiency_ci": fmt_pct_ci(p.get("efficiency"), p.get("efficiency_ci")),
             "overspend": fmt_times(p.get("kl_overspend")),
+            "verdict": SHORT_VERDICT.get(p.get("verdict"), DASH),
             "reliable": DASH if rel is None else ("yes" if rel else "no"),
             "point": p,
         })
@@ -135,20 +151,36 @@ def print_headline(results: dict, console=None) -> None:
         style = "green" if eff >= 0.9 else "yellow" if eff >= 0.6 else "red" if math.isfinite(eff) else ""
         cells = {k: row[k] for k, _, _ in TERMINAL_COLUMNS}
         if style:
-            cells["efficiency"] = f"[{style}]{row['efficiency']}[/]"
+            cells["efficiency_ci"] = f"[{style}]{row['efficiency_ci']}[/]"
         if row["point"].get("reliable") is False:
             cells["kl"] += " *"
         table.add_row(*cells.values())
     if rows:
         console.print(table)
+        for line in verdict_lines(rows):
+            console.print(line)
     else:
         console.print(f"[bold]{title}[/]: no evaluated methods in this run")
     max_rel = front.get("max_reliable_kl")
     console.print(
         ("* beyond the frontier's reliable KL range (few effective samples): its optimal gain is approximate. " if any(
             r["point"].get("reliable") is False for r in rows) else "") +
-        f"KL in nats; optimal = the frontier's gain at the method's KL; efficiency = gain / optimal; KL overspend = its KL / the KL the frontier needs for "
-        f"its gain. Frontier from {front.get('n_samples', '?')} base samples of {front.get('n_prompts', '?')} prompts, "
+        f"KL in nats; eff. (efficiency) = gain / the frontier's gain at the method's KL (its optimal gain); KL overspend "
+        f"(results.json, report) = its KL / the KL the frontier needs for its gain. Frontier from {front.get('n_samples', '?')} base samples of {front.get('n_prompts', '?')} prompts, "
         f"reliable up to KL {fmt(max_rel)} nats (base mean reward {fmt(front.get('base_reward_mean'))}).",
         style="dim",
     )
+
+
+def verdict_lines(rows: list[dict]) -> list[str]:
+    """One sentence per point that has a verdict: where it sits against the frontier, and by how much."""
+    lines = []
+    for row in rows:
+        p = row["point"]
+        if not p.get("verdict"):
+            continue  # results.json of an older version: no verdict to state
+        gap = fmt_ci(p.get("gain_gap"), p.get("gain_gap_ci"))
+        spend = "none: it beats the frontier's" if p.get("above_frontier") else row["overspend"]
+        lines.append(f"{row['method']}: {p['verdict']} at 95% (the frontier's gain at its KL {row['optimal']}, gain − that "
+                     f"{gap}; efficiency {row['efficiency_ci']}; KL overspend {spend})")
+    return lines

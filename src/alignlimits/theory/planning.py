@@ -5,6 +5,8 @@ r"""Questions a user asks before training: what does a gain cost, what does a bu
   whose best-of-N reaches the gain.
 - For a KL budget ε: the frontier's gain, its β, and the best-of-N of equal KL
   (largest N with :math:`\log N - (N-1)/N \le \varepsilon`) with that N's gain.
+- What the samples can answer at all: the largest gain any reweighting reaches, and the
+  largest the reliable range reaches (:func:`gain_limits`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,31 @@ class Plan:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class GainLimits:
+    max_gain: float
+    max_reliable_gain: float
+
+
+def gain_limits(frontier: Frontier) -> GainLimits:
+    r"""The gains a fitted frontier can answer for.
+
+    ``max_gain`` is its supremum ``max_gain_`` (β → 0, each prompt's top sample:
+    :math:`\frac1P\sum_x \max_i r_{xi} - \bar r_0`); no target at or above it is reachable.
+    ``max_reliable_gain`` is :math:`\Delta^*(\varepsilon_{rel})` at ``max_reliable_kl_``
+    (0 when no KL is reliable); targets above it need extrapolation.
+    """
+    top = float(frontier.max_gain_)
+    reliable_kl = frontier.max_reliable_kl_
+    if reliable_kl <= 0:
+        reliable = 0.0
+    elif reliable_kl >= frontier.max_kl_:
+        reliable = top
+    else:
+        reliable = float(frontier.gain_at_kl(reliable_kl)[0])
+    return GainLimits(max_gain=top, max_reliable_gain=reliable)
 
 
 def bon_n_for_kl(kl: float) -> float:
