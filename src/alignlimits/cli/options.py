@@ -37,3 +37,24 @@ def parse_whole(text: Optional[str], what: str) -> Optional[list[int]]:
     if any(v != int(v) or v < 1 for v in values):
         raise AlignLimitsError(f"{what} must be whole numbers ≥ 1, got {text!r}")
     return [int(v) for v in values]
+
+
+def parse_policies(items: Optional[list[str]]) -> Optional[dict[str, str]]:
+    """``--policy NAME=PATH`` (repeatable; a bare PATH is named after its folder) as ``{name: path}``."""
+    if not items:
+        return None
+    from pathlib import Path
+
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).name, item
+        if not name or not path:
+            raise AlignLimitsError(f"--policy {item!r}: give NAME=PATH (or a folder)")
+        if not Path(path).expanduser().is_dir():
+            raise AlignLimitsError(f"--policy {item!r}: no folder at {path}; give a Hugging Face model folder or a LoRA adapter")
+        if name in out:
+            raise AlignLimitsError(f"--policy name {name!r} is given twice; name each policy once")
+        out[name] = str(Path(path).expanduser().resolve())
+    return out

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from alignlimits.cli.app import app, console, json_to_stdout
-from alignlimits.cli.options import parse_numbers
+from alignlimits.cli.options import parse_numbers, parse_policies
 from alignlimits.errors import AlignLimitsError
 from alignlimits.pipeline.config import PRESETS, TASK_DEFAULTS, TRAINED, StudyConfig
 
@@ -79,6 +79,7 @@ def run(
     use_lora: Optional[bool] = typer.Option(None, "--lora/--full-finetune", show_default=False, help="Train LoRA adapters instead of all weights. Default: --full-finetune."),
     seed: Optional[int] = typer.Option(None, "--seed", help=f"Seed of sampling, training and bootstrap. {_default('seed')}"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
+    policy: Optional[list[str]] = typer.Option(None, "--policy", help="NAME=PATH of a policy trained elsewhere (Hugging Face folder or LoRA adapter, same tokenizer), repeatable: evaluated beside the others. Default: none."),
     force: bool = typer.Option(False, "--force", help="Start over when RUN_DIR holds a run with another config."),
 ):
     """The whole study: base samples, frontier, best-of-N, PPO and GRPO, one honest evaluation, a report."""
@@ -89,7 +90,8 @@ def run(
     flags = _flags(model=model, rewards=reward or None, dataset=dataset, prompts=prompts,
                    methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None,
                    betas=parse_numbers(betas, "--betas"), n=n, eval_n=eval_n, eval_prompts=eval_prompts, steps=steps,
-                   max_new_tokens=max_new_tokens, use_lora=use_lora, seed=seed, device=device)
+                   max_new_tokens=max_new_tokens, use_lora=use_lora, seed=seed, device=device,
+                   policies=parse_policies(policy))
     cfg = resolve_config(task, preset, file_values, flags)
     run_dir = out or Path("runs") / f"{task}-{cfg.preset}"
     results = Study(cfg, run_dir, force=force, console=console).run()
@@ -124,15 +126,16 @@ def train(
                    max_new_tokens=max_new_tokens, use_lora=use_lora, seed=seed, methods=[method],
                    betas=parse_numbers(betas, "--betas"))
     cfg = resolve_config(task, preset, _read_config_file(config), flags)
-    Study(cfg, out, force=force, console=console).run(train=True, evaluate=False)
-    console.print(f"trained: {', '.join(str(out / 'train' / f'{method}-beta{b:g}' / 'policy') for b in cfg.betas)}")
+    study = Study(cfg, out, force=force, console=console)
+    study.run(train=True, evaluate=False)
+    console.print(f"trained: {', '.join(r.path for r in study.trained_records())}")
     console.print(f"next: alignlimits evaluate {out}")
 
 
 @app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="Run directory (from `alignlimits train` or `run`), or where to put this evaluation."),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="A policy trained elsewhere (model folder or LoRA adapter). Default: every policy under RUN_DIR/train."),
+    policy: Optional[list[str]] = typer.Option(None, "--policy", help="NAME=PATH (or PATH) of a policy trained elsewhere (Hugging Face folder or LoRA adapter, same tokenizer), repeatable. Default: every policy under RUN_DIR/train."),
     base: Optional[str] = typer.Option(None, "--base", help="Its base model (with --policy). Default: the task's."),
     task: Optional[str] = typer.Option(None, "--task", help="The task (with --policy; needed when RUN_DIR holds no run). Default: the run's."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the evaluate JSON here ('-' for stdout, then tables go to stderr). Default: only RUN_DIR/results.json."),
@@ -145,7 +148,8 @@ def evaluate(
 
     json_to_stdout(json_out)
     saved = run_dir / "run_config.json"
-    if policy is None:
+    policies = parse_policies(policy)
+    if policies is None:
         if not saved.exists():
             raise AlignLimitsError(f"{run_dir} holds no run (no run_config.json); train into it first, or give --policy")
         cfg = StudyConfig(**json.loads(saved.read_text()))
@@ -160,6 +164,6 @@ def evaluate(
             if task is None:
                 raise AlignLimitsError("with --policy, say which --task (and --base model) it was trained for")
             cfg = resolve_config(task, None, {}, _flags(model=base, methods=["bon"]))
-        results = Study(cfg, run_dir, console=console).evaluate_external(policy)
+        results = Study(cfg, run_dir, console=console).evaluate_external(policies)
     _show(results, run_dir)
     write_json(results["evaluate"], json_out)

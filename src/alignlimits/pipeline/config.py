@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from alignlimits.errors import AlignLimitsError
 
@@ -40,6 +41,8 @@ class StudyConfig:
     ppo_learning_rate: float = 1e-5
     grpo_learning_rate: float = 1e-5
     use_lora: bool = False
+    policies: dict[str, str] = field(default_factory=dict)
+    """Policies trained elsewhere, evaluated beside the others: name → Hugging Face folder or LoRA adapter."""
     keep_checkpoints: bool = False
     """Keep every trainer checkpoint; by default a finished policy keeps none (resume needs them only while training)."""
     soft_bon_n: list[int] = field(default_factory=lambda: [2, 4, 8])
@@ -64,6 +67,11 @@ class StudyConfig:
                 raise AlignLimitsError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
         if self.n < 2:
             raise AlignLimitsError("--n must be at least 2: the frontier needs several base samples per prompt")
+        if not isinstance(self.policies, dict):
+            raise AlignLimitsError("policies: give a mapping of name: path (or --policy NAME=PATH)")
+        missing = [p for p in self.policies.values() if not Path(str(p)).expanduser().is_dir()]
+        if missing:
+            raise AlignLimitsError(f"policy folder {missing[0]} does not exist; give a Hugging Face model folder or a LoRA adapter")
         if self.batch_size % self.num_generations:
             raise AlignLimitsError(
                 f"--batch-size {self.batch_size} must be a multiple of the GRPO group size {self.num_generations}"

@@ -34,15 +34,17 @@ class PolicyRecord:
         return cls(method, name, str(Path(run_dir) / "train" / name / "policy"), float(beta), seed, config)
 
     @classmethod
-    def external(cls, path: Path) -> "PolicyRecord":
-        stem = "".join(ch if ch.isalnum() or ch in "._" else "_" for ch in Path(path).name)
-        return cls("external", f"external-{stem}", str(path))
+    def external(cls, path: Path, name: str | None = None) -> "PolicyRecord":
+        """A policy trained elsewhere (TRL, OpenRLHF, verl, ...): any Hugging Face folder or LoRA adapter."""
+        stem = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in (name or Path(path).name))
+        return cls("external", f"external-{stem}", str(Path(path).expanduser().resolve()),
+                   config={"label": name or Path(path).name})
 
     @property
     def label(self) -> str:
-        """``PPO β=0.1`` for a trained policy; an external one keeps its folder's name."""
+        """``PPO β=0.1`` for a trained policy; an external one keeps its given name."""
         if self.beta is None:
-            return self.name.removeprefix("external-")
+            return str(self.config.get("label") or self.name.removeprefix("external-"))
         return f"{self.method.upper()} β={self.beta:.4g}"
 
     @property

@@ -64,9 +64,9 @@ class Study:
             state = self.dir / "state.json"
             if state.exists() and json.loads(state.read_text()).get("format") != FORMAT_VERSION:
                 RunState(self.dir)  # raises the version message
-            # methods and β may grow between commands (train ppo, then grpo, into one run directory)
+            # methods, β and external policies may grow between commands (train ppo, then grpo, into one run directory)
             changed = sorted(k for k in set(old) | set(wanted)
-                             if k not in ("device", "methods", "betas") and old.get(k) != wanted.get(k))
+                             if k not in ("device", "methods", "betas", "policies") and old.get(k) != wanted.get(k))
             if changed and not force:
                 raise AlignLimitsError(
                     f"{self.dir} holds a run with a different config ({', '.join(changed)} differ); "
@@ -115,22 +115,27 @@ class Study:
                 self.stage(f"eval-{record.name}", lambda r=record: self.evaluate(r))
         if not evaluate:
             return None
+        for name, path in self.config.policies.items():
+            record = PolicyRecord.external(Path(path), name)
+            self.stage(f"eval-{record.name}", lambda r=record: self.evaluate(r))
         if "hacking" in self.config.methods:
             self.stage("hacking", self.hacking)
         return self.write_results(time.time() - t0)
 
-    def evaluate_external(self, policy_path: Path) -> dict:
-        """Evaluate a policy trained elsewhere (same base model and tokenizer) against this run's frontier."""
+    def evaluate_external(self, policies: dict[str, Path]) -> dict:
+        """Evaluate policies trained elsewhere (same base model and tokenizer) against this run's frontier."""
         self.stage("base", self.sample_base)
         self.stage("frontier", self.fit_frontier)
-        record = PolicyRecord.external(Path(policy_path))
-        self.stage(f"eval-{record.name}", lambda: self.evaluate(record))
+        for name, path in policies.items():
+            record = PolicyRecord.external(Path(path), name)
+            self.stage(f"eval-{record.name}", lambda r=record: self.evaluate(r))
         return self.write_results(0.0)
 
     def write_results(self, wall_time: float) -> dict:
+        from alignlimits.pipeline.analysis import json_safe
         from alignlimits.pipeline.results import collect
 
-        results = collect(self, wall_time)
+        results = json_safe(collect(self, wall_time))
         write_json_atomic(results, self.dir / "results.json")
         return results
 
@@ -159,9 +164,11 @@ class Study:
                             random_state=derive_seed(self.config.seed, "frontier"))
 
     def fit_frontier(self) -> None:
+        from alignlimits.pipeline.analysis import json_safe
         from alignlimits.pipeline.results import frontier_stage
 
-        write_json_atomic(frontier_stage(self), self.dir / "frontier.json")
+        with self.console.status("fitting the frontier, its band and the best-of-N laws…"):
+            write_json_atomic(json_safe(frontier_stage(self)), self.dir / "frontier.json")
 
     # ---------------------------------------------------------------- training
     def _trainer_config(self, method: str) -> dict:
