@@ -13,20 +13,23 @@ run = CLI.run
 assert_clean_error = CLI.assert_clean_error
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("hackrun")
-    rng = np.random.default_rng(1)
+def write_samples(path, n_samples, seed=1):
+    rng = np.random.default_rng(seed)
     weights = rng.normal(size=30)
     rows = []
     for p in range(12):
-        for s in range(8):
+        for s in range(n_samples):
             idx = rng.choice(30, size=rng.integers(3, 8), replace=False)
             rows.append({"prompt_id": f"p{p}", "sample_idx": s, "prompt": "Tell me something.",
                          "completion": " ".join(f"v{i}" for i in idx), "profanity": float(weights[idx].sum())})
     (path / "samples").mkdir()
     pd.DataFrame(rows).to_parquet(path / "samples" / "part-00000.parquet")
     return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return write_samples(tmp_path_factory.mktemp("hackrun"), 8)
 
 
 def test_hack_writes_json_plot_and_proxies(run_dir):
@@ -68,6 +71,25 @@ def test_hack_bad_inputs(run_dir, args, needles, monkeypatch, capsys):
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     for needle in needles:
         assert needle.lower() in lines[0].lower(), lines[0]
+
+
+def test_hack_defaults_on_the_quick_preset_size(tmp_path, monkeypatch, capsys):
+    """12 prompts × 16 samples, as `run`'s quick preset samples: every default works; a label budget too small
+    for that size is left out with a note, and no closing note doubles its verdict."""
+    path = write_samples(tmp_path, 16)
+    from alignlimits.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["alignlimits", "hack", str(path)])
+    try:
+        main()
+    except SystemExit as done:
+        assert done.code in (0, None)
+    out = capsys.readouterr().out
+    result = json.loads((path / "hacking.json").read_text())
+    assert [s["labels"] for s in result["error_sweep"]][::3] == ["all", "1/4"]
+    text = " ".join(out.split())
+    assert "1/16 (6 labels)" in text and "left out" in text
+    assert "NOT SHOWN (" not in text and "not shown (not shown)" not in text.lower()
 
 
 def test_hack_bad_run_dir(tmp_path, monkeypatch, capsys):

@@ -1,19 +1,22 @@
 """The reward-hacking study: evaluator against the theory and direct simulation, aggregations, end to end."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from alignlimits.errors import AlignLimitsError
-from alignlimits.pipeline.hacking_study import CurveEvaluator, HackConfig, compare, run_hacking_study
+from alignlimits.pipeline.hacking_study import (
+    BON_KEYS, CurveEvaluator, HackConfig, Intervals, compare, default_betas, run_hacking_study, summarise,
+)
 from alignlimits.theory.frontier import Frontier
-from alignlimits.theory.hacking import aggregate_proxies, frontier_gain_at, hacking_curve
+from alignlimits.theory.hacking import aggregate_proxies, hacking_curve
 
 
-def write_run(path, P=24, n=16, seed=0):
-    """A run directory whose gold reward is linear in the words of each completion."""
+def write_run(path, P=24, n=16, seed=0, unexplained=0.0):
+    """A run directory whose gold reward is linear in the words of each completion (plus ``unexplained`` noise)."""
     rng = np.random.default_rng(seed)
     vocab = [f"w{i}" for i in range(40)]
     weights = rng.normal(size=40)
@@ -22,7 +25,7 @@ def write_run(path, P=24, n=16, seed=0):
         for s in range(n):
             idx = rng.choice(40, size=rng.integers(4, 10), replace=False)
             rows.append({"prompt_id": f"p{p:03d}", "sample_idx": s, "prompt": f"Say something about topic {p}.",
-                         "completion": " ".join(vocab[i] for i in idx), "reward": float(weights[idx].sum() / 3 + 0.3 * p / P)})
+                         "completion": " ".join(vocab[i] for i in idx), "reward": float(weights[idx].sum() / 3 + 0.3 * p / P + unexplained * rng.normal())})
     (path / "samples").mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_parquet(path / "samples" / "part-00000.parquet")
     return path
@@ -56,7 +59,7 @@ def test_evaluator_point_estimates_match_the_theory():
     assert np.allclose(curves["optimal_gold_gain"][0], ref["optimal_gold_gain"], rtol=2e-3, atol=2e-4)
     front = Frontier(n_bootstrap=0).fit(gold, ids)
     kls = np.array([0.01, 0.2, 1.0, 1.8])
-    assert np.allclose(ev.frontier(np.tile(kls, (ev.weights.shape[0], 1)))[0], frontier_gain_at(front, kls), rtol=2e-3)
+    assert np.allclose(ev.frontier(np.tile(kls, (ev.weights.shape[0], 1)))[0], front.gain_at_kl(kls, extrapolate=True), rtol=2e-3)
     # gold as its own proxy: no gap, at every β and every KL
     own = ev.tilt_curves(gold)
     assert np.abs(own["gap"][0]).max() < 2e-3 and np.nanmax(np.abs(own["gap_at_kl"][0])) < 5e-3
@@ -86,10 +89,45 @@ def test_bon_by_proxy_against_direct_simulation():
 
 def test_compare_verdicts():
     rng = np.random.default_rng(0)
+    ci = Intervals(0.95, 20)
     clear = 1.0 + 0.1 * rng.normal(size=(101, 5))
-    assert compare("x", "y", clear, range(5), "beta", 0.95)["verdict"] == "shown"
-    assert compare("x", "y", -clear, range(5), "beta", 0.95)["verdict"] == "not shown"
-    assert compare("x", "y", 0.05 + rng.normal(size=(101, 5)), range(5), "beta", 0.95)["verdict"] != "shown"
+    assert compare("x", "y", clear, range(5), "beta", ci)["verdict"] == "shown"
+    assert compare("x", "y", -clear, range(5), "beta", ci)["verdict"] == "not shown"
+    assert compare("x", "y", 0.05 + rng.normal(size=(101, 5)), range(5), "beta", ci)["verdict"] != "shown"
+
+
+def test_an_oracle_proxy_never_beats_the_gold_frontier():
+    """Proxy = gold: the tilt is the frontier itself, and best-of-N by gold is one law on the n samples."""
+    rng = np.random.default_rng(0)
+    P, n = 40, 16
+    gold = rng.normal(size=P * n)
+    ids = np.repeat([f"p{p}" for p in range(P)], n)
+    ev = CurveEvaluator(gold, ids, default_betas(1.0), [1, 2, 4, 8, 16], n_bootstrap=20)
+    tilt_gap = ev.tilt_curves(gold)["gap"]
+    assert np.abs(tilt_gap[0]).max() < 2e-3  # interpolation error of the frontier only
+    bon = ev.bon_curves(gold)
+    assert np.all(bon["gap"] >= -2e-3), bon["gap"][0]  # every replicate too: one footing throughout
+    # best-of-N's displayed gain stays the unbiased estimate; the gap uses the empirical law, labelled so
+    assert bon["gold_gain"][0, 1] == pytest.approx(bon["gold_gain_by_gold"][0, 1])
+    assert np.all(bon["gold_gain_empirical"][0, 1:] < bon["gold_gain"][0, 1:])
+
+
+E_MAX_OF_4_NORMALS = 1.0293753730039641
+
+
+@pytest.mark.parametrize("n_prompts", [6, 10])
+def test_intervals_cover_at_few_evaluation_prompts(n_prompts):
+    """Prompts of reward sd ~ U(0.5, 1.5): best-of-4's mean gold gain over prompts is exactly E[max of 4 N(0,1)]."""
+    rng = np.random.default_rng(n_prompts)
+    reps, n, hits = 800, 16, 0
+    ids = np.repeat(np.arange(n_prompts), n)
+    for r in range(reps):
+        sd = rng.uniform(0.5, 1.5, n_prompts)
+        gold = (rng.normal(size=(n_prompts, n)) * sd[:, None] + rng.normal(size=(n_prompts, 1))).ravel()
+        ev = CurveEvaluator(gold, ids, [1.0], [4], n_bootstrap=200, seed=r, n_grid=8)  # the frontier is not needed here
+        lo, hi = summarise(ev.bon_curves(gold), BON_KEYS, ev.intervals)[0]["gold_gain_ci"]
+        hits += lo <= E_MAX_OF_4_NORMALS <= hi
+    assert 0.90 <= hits / reps <= 0.99, hits / reps
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +140,7 @@ def study(tmp_path_factory):
 def test_study_end_to_end(study):
     run, result = study
     saved = json.loads((run / "hacking.json").read_text())
-    assert saved["gold"] == "reward" and "percentile bootstrap" in saved["ci_method"]
+    assert saved["gold"] == "reward" and "expanded percentile" in saved["ci_method"]
     row = saved["per_proxy"][0]["curve"][0]
     for key in ("beta", "kl", "proxy_gain", "gold_gain", "optimal_gold_gain", "gap", "objective_loss"):
         assert key in row
@@ -145,8 +183,34 @@ def test_study_bad_inputs(study, tmp_path):
     with pytest.raises(AlignLimitsError, match="not the same samples"):
         run_hacking_study(run, HackConfig(proxy_cols=["ngram_ind0"], ks=(1,), proxies_file=str(tmp_path / "short.parquet"), n_bootstrap=20),
                           json_path=tmp_path / "x.json")
-    with pytest.raises(AlignLimitsError, match="needs at least 8"):
+    with pytest.raises(AlignLimitsError, match="at least 8"):
         run_hacking_study(run, HackConfig(labels=(4,), noise=(0.0,), seeds=1, ks=(1,), n_bootstrap=20), json_path=tmp_path / "x.json")
     ev = CurveEvaluator(*gold_and_proxy()[::2], [1.0], [1], n_bootstrap=10)
     with pytest.raises(AlignLimitsError, match="differ in length"):
         ev.tilt_curves(np.zeros(5))
+
+
+DOUBLED = re.compile(r"\b([a-z]+(?: [a-z]+)?)\W+\1\b", re.IGNORECASE)
+
+
+def test_defaults_on_a_small_run(tmp_path):
+    """12 prompts × 16 samples (the quick preset), a gold reward the features mostly miss: 1/16 of 96 training
+    samples is too few labels, so that budget is left out with a note; the closing notes agree with the checks'
+    verdicts and intervals, and never repeat themselves."""
+    run = write_run(tmp_path, P=12, n=16, seed=5, unexplained=3.0)
+    result = run_hacking_study(run, HackConfig(n_features=1024))
+    assert {s["labels"] for s in result["error_sweep"]} == {"all", "1/4"}
+    assert any("1/16" in note and "left out" in note for note in result["notes"])
+    verdicts = {c["claim"]: c["verdict"] for c in result["checks"]}
+    for note in result["notes"]:
+        assert not DOUBLED.search(note), note
+        for word, verdict in (("NOT SHOWN: ", "not shown"), ("INCONCLUSIVE: ", "inconclusive")):
+            if note.startswith(word):
+                assert verdicts[note[len(word):].split(". ")[0]] == verdict, note
+    assert any(note.startswith(("NOT SHOWN: ", "INCONCLUSIVE: ")) for note in result["notes"])
+    for c in result["checks"]:
+        significant = [p for p in c["per_point"] if p["difference_ci"][0] > 0]
+        if c["per_point"]:
+            assert f"interval above 0 at {len(significant)}/{len(c['per_point'])}" in c["detail"], c
+        if c["verdict"] != "shown" and len(significant) == len(c["per_point"]) > 0:
+            assert "hardly differ" in c["detail"], c  # significant everywhere, so say why it is not shown

@@ -5,8 +5,9 @@ import pytest
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.theory.best_of_n import bon_expected_reward
-from alignlimits.theory.hacking import aggregate_proxies, hacking_curve, proxy_tilt
+from alignlimits.theory.frontier import Frontier
 from alignlimits.theory.groups import Groups
+from alignlimits.theory.hacking import aggregate_proxies, expanded_tail, hacking_curve, proxy_tilt
 
 BETAS = np.array([2.0, 1.0, 0.5, 0.25])
 
@@ -86,3 +87,27 @@ def test_ragged_groups_in_proxy_tilt():
     both = proxy_tilt(gold, proxy, 0.5, g)
     first = proxy_tilt(gold[:5], proxy[:5], 0.5)
     assert both.gold_gain[0, 0] == pytest.approx(first.gold_gain[0, 0])
+
+
+def test_hacking_curve_reads_the_frontier_at_the_ends_of_its_range():
+    gold, noise, ids = gold_and_noise(5, P=6, n=12)
+    front = Frontier(n_bootstrap=0).fit(gold, ids)
+    betas = np.array([1e300, 1.0, 1e-4])  # KL 0 (to rounding), inside, and the largest attainable KL
+    curve = hacking_curve(gold, gold, betas, ids, gold_frontier=front)
+    assert curve["kl"][0] < 1e-12 and curve["optimal_gold_gain"][0] == pytest.approx(0.0, abs=1e-5)
+    assert curve["kl"][2] == pytest.approx(front.max_kl_)
+    assert curve["optimal_gold_gain"][1] == pytest.approx(front.gain_at_kl(curve["kl"][1], extrapolate=True)[0])
+    assert curve["optimal_gold_gain"][2] == pytest.approx(front.max_gain_)
+    assert np.allclose(curve["gap"], 0.0, atol=1e-5)
+
+
+def test_expanded_tail_is_the_t_widened_percentile_level():
+    from scipy import stats
+
+    # m → ∞: the plain percentile level α/2; small m: √(m/(m−1))·t_{m−1} standard errors
+    assert expanded_tail(10_000, 0.95) == pytest.approx(0.025, rel=2e-3)
+    z = np.sqrt(6 / 5) * stats.t.ppf(0.975, 5)
+    assert expanded_tail(6, 0.95) == pytest.approx(stats.norm.cdf(-z))
+    assert expanded_tail(6, 0.95) < expanded_tail(10, 0.95) < 0.025
+    with pytest.raises(AlignLimitsError, match="at least 2"):
+        expanded_tail(1, 0.95)

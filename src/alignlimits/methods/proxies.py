@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.seeding import derive_seed
 
 FEATURES = ("ngram", "minilm")
 MIN_LABELS = 8
@@ -275,7 +276,8 @@ class GoldLabelledProxy:
                 f"proxy {self.name!r} would see {n_labels} labelled samples (labels={self.labels:g} of {pool.size} training "
                 f"samples); it needs at least {self.min_labels}: use a larger --labels or sample more prompts"
             )
-        label_rng = np.random.default_rng([self.random_state if self.label_state is None else self.label_state, 11])
+        label_seed = self.random_state if self.label_state is None else self.label_state
+        label_rng = np.random.default_rng(derive_seed(label_seed, "proxy", "labels"))
         rows = np.sort(label_rng.choice(pool, size=n_labels, replace=False))
         y = gold[rows]
         if np.ptp(y) == 0:
@@ -283,7 +285,7 @@ class GoldLabelledProxy:
         self.noise_sd_ = float(self.noise * y.std())
         y = y + self.noise_sd_ * label_rng.standard_normal(n_labels)
         if self.bootstrap:
-            boot_rng = np.random.default_rng([self.random_state, 23])
+            boot_rng = np.random.default_rng(derive_seed(self.random_state, "proxy", "resample"))
             counts = np.bincount(boot_rng.integers(0, n_labels, n_labels), minlength=n_labels).astype(np.float64)
         else:
             counts = np.ones(n_labels)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.theory.frontier import Frontier
@@ -73,7 +74,8 @@ def hacking_curve(gold, proxy, beta, prompt_ids=None, gold_frontier: Frontier | 
     """Per β (shared by all prompts): the ``hacking`` JSON's keys, as arrays.
 
     ``beta``, ``kl``, ``proxy_gain``, ``gold_gain``, ``optimal_gold_gain`` (the gold frontier
-    at the same mean KL), ``gap`` (= optimal − gold gain) and ``objective_loss``.
+    at the same mean KL: 0 at KL 0, its top gain at the largest attainable KL), ``gap``
+    (= optimal − gold gain) and ``objective_loss``.
     """
     gold = np.asarray(gold, dtype=np.float64)
     proxy = np.asarray(proxy, dtype=np.float64)
@@ -84,7 +86,11 @@ def hacking_curve(gold, proxy, beta, prompt_ids=None, gold_frontier: Frontier | 
     frontier = gold_frontier or Frontier(n_bootstrap=0).fit(gold, prompt_ids)
     pt = proxy_tilt(gold[order], proxy[order], beta, groups)
     kl = pt.kl.mean(axis=1)
-    optimal = frontier_gain_at(frontier, kl)
+    # the tilt's KL reaches both ends of the frontier's range, where gain_at_kl has no β to solve for
+    inside = (kl > 0) & (kl < frontier.max_kl_ * (1 - 1e-9))
+    optimal = np.where(kl > 0, frontier.max_gain_, 0.0)
+    if inside.any():
+        optimal[inside] = frontier.gain_at_kl(kl[inside], extrapolate=True)
     gold_gain = pt.gold_gain.mean(axis=1)
     return {
         "beta": pt.beta,
@@ -97,15 +103,17 @@ def hacking_curve(gold, proxy, beta, prompt_ids=None, gold_frontier: Frontier | 
     }
 
 
-def frontier_gain_at(frontier: Frontier, kl) -> np.ndarray:
-    """The frontier's gain at any KL, reliable or not; at or past the largest attainable KL, its top gain."""
-    kl = np.asarray(kl, dtype=np.float64)
-    out = np.full(kl.shape, frontier._max_gain())
-    inside = (kl > 0) & (kl < frontier.max_kl_ * (1 - 1e-9))
-    out[kl <= 0] = 0.0
-    if inside.any():
-        out[inside] = frontier.gain_at_kl(kl[inside], extrapolate=True)
-    return out
+def expanded_tail(n_units: int, confidence: float) -> float:
+    r"""Tail probability of each end of Hesterberg's expanded percentile interval (2015).
+
+    Percentile intervals from m resampled units (prompts) are too narrow for small m; the
+    expansion reads the replicates at :math:`\Phi(-\sqrt{m/(m-1)}\, t_{m-1, 1-\alpha/2})`
+    instead of α/2, α = 1 − confidence.
+    """
+    if n_units < 2:
+        raise AlignLimitsError(f"a bootstrap interval needs at least 2 independent units (prompts), got {n_units}")
+    alpha = 1 - confidence
+    return float(stats.norm.cdf(-np.sqrt(n_units / (n_units - 1)) * stats.t.ppf(1 - alpha / 2, n_units - 1)))
 
 
 def aggregate_proxies(proxies, how: str = "mean", lam: float = 1.0, ddof: int = 0) -> np.ndarray:
