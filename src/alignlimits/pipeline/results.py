@@ -8,29 +8,32 @@ from dataclasses import asdict
 import numpy as np
 
 from alignlimits.pipeline.records import FORMAT_VERSION
+from alignlimits.seeding import derive_seed
 
 
 def frontier_stage(study) -> dict:
-    """The frontier with its band, soft best-of-N's laws and the planning answers (``RUN_DIR/frontier.json``)."""
+    """The frontier with its bands, soft best-of-N's points and the planning answers (``RUN_DIR/frontier.json``).
+
+    The bands and every point compared with the frontier share one bootstrap footing
+    (:func:`alignlimits.theory.comparison.choose_footing`): prompts resampled from 10 held-out prompts
+    on, else the prompts held fixed and their samples resampled.
+    """
     from alignlimits.pipeline.analysis import frontier_result
-    from alignlimits.theory.best_of_n import soft_bon
+    from alignlimits.theory.comparison import compare_soft_best_of_n, frontier_band
     from alignlimits.theory.planning import plan_for_gain, plan_for_kl
 
-    frontier = study.frontier
+    frontier, seed = study.frontier, study.config.seed
     result = frontier_result(study.base_table(), study.ctx.reward_col, kls=[], frontier=frontier)
     reliable = max(frontier.max_reliable_kl_, 1e-3)
     band_kls = np.linspace(reliable / 12, reliable, 12)
-    band = frontier.evaluate(band_kls, extrapolate=True)
-    result["budgets"] = [p.to_dict() for p in band]
+    result["budgets"] = [p.to_dict() for p in frontier.evaluate(band_kls, extrapolate=True)]
+    band = frontier_band(frontier, band_kls, random_state=derive_seed(seed, "band"))
+    corrected = frontier_band(frontier, band_kls, debiased=True, random_state=derive_seed(seed, "band"))
     betas = frontier.beta_for_kl(band_kls[[3, 7, 11]], extrapolate=True)
     ns = [n for n in study.config.soft_bon_n if n <= frontier.groups_.sizes.min()]
-    soft = []
-    for beta in betas:
-        values, ci, se = frontier.bootstrap_statistic(lambda r, g, b=float(beta): np.concatenate(soft_bon(r, ns, b, g)),
-                                                      fixed_prompts=True)
-        k = len(ns)
-        soft += [{"n": int(n), "beta": float(beta), "gain": float(values[i]), "gain_ci": ci[i].tolist(),
-                  "kl": float(values[k + i]), "kl_se": float(se[k + i])} for i, n in enumerate(ns)]
+    soft = [{**c.to_dict(), "label": f"soft best-of-{c.n} β={c.beta:.3g}"}
+            for beta in betas for c in compare_soft_best_of_n(frontier, ns, float(beta),
+                                                               random_state=derive_seed(seed, "soft-bon", float(beta)))]
     top_gain = result["curve"][-1]["gain"]
     plans = {
         "for_gains": [plan_for_gain(frontier, g).to_dict() for g in np.array([0.25, 0.5, 0.75]) * top_gain],
@@ -38,47 +41,28 @@ def frontier_stage(study) -> dict:
     }
     for p in plans["for_gains"] + plans["for_kls"]:
         p["reliable"] = bool(np.isfinite(p["kl"]) and p["kl"] <= frontier.max_reliable_kl_)
-    return {"frontier": result, "frontier_band": [{"kl": p.kl, "lo": p.gain_ci[0], "hi": p.gain_ci[1]} for p in band],
-            "soft_bon": soft, "plan": plans}
-
-
-def _law_point(frontier, method, label, n, beta, kl, kl_se, gain, gain_ci, estimator) -> dict:
-    from alignlimits.theory.hacking import frontier_gain_at
-
-    optimal = float(frontier_gain_at(frontier, np.array([kl]))[0])
-    needed = float(frontier.kl_for_gain(gain)[0])
-    return {
-        "method": method, "label": label, "n": n, "beta": beta,
-        "kl": kl, "kl_se": kl_se, "kl_k3": None, "kl_k3_se": None,
-        "gain": gain, "gain_ci": gain_ci, "optimal_gain_at_kl": optimal,
-        "efficiency": gain / optimal if optimal > 0 else float("nan"),
-        "kl_overspend": float(kl / needed) if needed > 0 else float("inf"),
-        "reliable": kl <= frontier.max_reliable_kl_,
-        "n_prompts": frontier.n_prompts_, "n_samples": frontier.n_samples_, "estimator": estimator,
-    }
+    return {"frontier": result, "frontier_band": band.to_list(), "frontier_band_debiased": corrected.to_list(),
+            "frontier_band_footing": band.footing, "soft_bon": soft, "plan": plans}
 
 
 def method_points(study, saved: dict) -> list[dict]:
-    """Every method's point on the plane: best-of-N, soft best-of-N and each evaluated policy."""
+    """Every method's point on the plane with its paired intervals and verdict: best-of-N, soft best-of-N and
+    each evaluated policy (trained policies against the bias-corrected frontier)."""
     from alignlimits.methods.evaluation import place_policy
+    from alignlimits.theory.comparison import compare_best_of_n
 
-    frontier, methods, points = study.frontier, study.config.methods, []
-    if "bon" in methods:
-        points += [_law_point(frontier, "bon", f"best-of-{row['n']}", row["n"], None, row["kl_empirical"],
-                              row["kl_empirical_se"], row["gain_empirical"], row["gain_empirical_ci"],
-                              "exact best-of-N law on the empirical distribution of the base samples")
-                   for row in saved["frontier"]["bon"] if row["n"] > 1]
-    if "soft-bon" in methods:
-        points += [_law_point(frontier, "soft-bon", f"soft best-of-{row['n']} β={row['beta']:.3g}", row["n"],
-                              row["beta"], row["kl"], row["kl_se"], row["gain"], row["gain_ci"],
-                              "exact law of sampling-importance-resampling on the empirical distribution")
-                   for row in saved["soft_bon"]]
+    frontier, c, points = study.frontier, study.config, []
+    if "bon" in c.methods:
+        ns = [row["n"] for row in saved["frontier"]["bon"] if row["n"] > 1]
+        points += [{**p.to_dict(), "label": f"best-of-{p.n}"}
+                   for p in compare_best_of_n(frontier, ns, random_state=derive_seed(c.seed, "bon"))]
+    if "soft-bon" in c.methods:
+        points += saved["soft_bon"]
     col = study.ctx.reward_col
     for record, frame in study.evaluated():
         point = place_policy(record.method, frame[col], frame["prompt_id"], frame["logp_policy"], frame["logp_base"],
-                             frontier, beta=record.beta)
-        points.append({**point.to_dict(), "label": record.label, "n": None,
-                       "estimator": "policy samples on held-out prompts; KL per sequence (k1, k3)"})
+                             frontier, beta=record.beta, random_state=derive_seed(c.seed, "point", record.name))
+        points.append({**point.to_dict(), "label": record.label})
     return points
 
 
@@ -94,7 +78,9 @@ def collect(study, wall_time: float) -> dict:
         "reward_description": getattr(study.ctx.rewards[0], "description", ""), "preset": c.preset,
         "config": asdict(c), "versions": package_versions(), "seeds": {"seed": c.seed},
         "timings": study.state.timings(), "wall_time_s": round(wall_time, 1),
-        "frontier": saved["frontier"], "frontier_band": saved["frontier_band"], "soft_bon": saved["soft_bon"],
+        "frontier": saved["frontier"], "frontier_band": saved["frontier_band"],
+        "frontier_band_debiased": saved["frontier_band_debiased"], "frontier_band_footing": saved["frontier_band_footing"],
+        "soft_bon": saved["soft_bon"],
         "evaluate": method_points(study, saved), "plan": saved["plan"],
         "hacking": json.loads(hacking_path.read_text()) if hacking_path.exists() else None,
         "examples": examples(study),

@@ -103,32 +103,43 @@ def _cap(s: str) -> str:
     return s[:1].upper() + s[1:] if s[:1].islower() else s
 
 
+def _interval(ci, pct: bool = False) -> str:
+    lo, hi = (num(x) for x in (list(ci or []) + [None, None])[:2])
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return ""
+    f = fmt_pct if pct else fmt
+    return f" [{f(lo)}, {f(hi)}]"
+
+
 def _sentence(p: dict, first: bool) -> str:
-    """One method in words; the first sentence spells the measures out, later ones are shorter."""
+    """One method in words, true to its 95% intervals: the verdict first, then the numbers behind it."""
     name = _cap(method_label(p))
-    gain, eff, over, kl = num(p.get("gain")), num(p.get("efficiency")), num(p.get("kl_overspend")), num(p.get("kl"))
+    gain, eff, kl = num(p.get("gain")), num(p.get("efficiency")), num(p.get("kl"))
     if not math.isfinite(gain):
         return f"{name} has no measured gain."
-    if gain <= 0:
-        return f"{name} lost reward (gain {fmt(gain)}) while moving KL {fmt(kl)} nats from the base model."
-    if not math.isfinite(eff):
-        s = f"{name} gains {fmt(gain)} at KL {fmt(kl)} nats"
-    elif first:
-        s = f"{name} reaches {fmt_pct(eff)} of the optimal gain at its KL ({fmt(kl)} nats)"
+    at = f"gain {fmt(gain)}{_interval(p.get('gain_ci'))} at KL {fmt(kl)} nats"
+    eff_text = f"{fmt_pct(eff)}{_interval(p.get('efficiency_ci'), pct=True)} of the optimal gain at its KL" \
+        if math.isfinite(eff) else ""
+    verdict = p.get("verdict")
+    lo = num((p.get("gain_ci") or [None])[0])
+    if verdict == "below the frontier":
+        s = f"{name} is below the frontier at 95% ({at}; {eff_text})" if eff_text else f"{name} is below the frontier at 95% ({at})"
+    elif verdict == "on the frontier":
+        s = f"{name} cannot be told apart from the frontier at 95% ({at}"
+        s += f"; {eff_text})" if eff_text else ")"
+        if math.isfinite(lo) and lo <= 0:
+            s += ", and its gain cannot be told apart from zero either: this point decides nothing"
+    elif verdict:
+        s = (f"{name} lies above the estimated frontier ({at}): the frontier only reweights the base samples, so "
+             "it is biased low there; read this as on the frontier, not beyond it")
+    else:  # results written before verdicts existed
+        s = f"{name}: {at}" + (f", {eff_text}" if eff_text else "")
+    if p.get("above_frontier"):
+        s += "; its gain exceeds the most the frontier reaches from these base samples, so its KL overspend is undefined"
     else:
-        s = f"{name} reaches {fmt_pct(eff)} (KL {fmt(kl)} nats)"
-    if math.isfinite(eff) and eff > 1.02:
-        s += ", above the estimated frontier (see its confidence band)"
-    if math.isinf(over):
-        s += ", more than the frontier reaches from these samples"
-    elif math.isfinite(over):
-        if over >= 1.05:
-            s += f" and spends {fmt_times(over)} the KL the frontier needs for its gain" if first else \
-                 f" and spends {fmt_times(over)} the KL needed"
-        elif over >= 0.95:
-            s += " at about the KL the frontier needs"
-        else:
-            s += f" with {fmt_times(over)} the KL the frontier needs (within the frontier's estimation error)"
+        over = num(p.get("kl_overspend"))
+        if math.isfinite(over) and over >= 1.05 and first:
+            s += f"; it spends {fmt_times(over)} the KL the frontier needs for its gain"
     return s + "."
 
 

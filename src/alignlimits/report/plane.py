@@ -6,10 +6,10 @@
 - the frontier estimated from base samples (solid where reliable, dashed beyond, the unreliable
   KL range shaded), its bootstrap confidence band and the √(2σ̂²KL) comparison curve
   (:func:`alignlimits.report.plots.draw_frontier` draws these and the best-of-N curves);
-- soft best-of-N points;
-- every evaluated policy (PPO, GRPO, and the evaluated best-of-N / soft best-of-N) with 2-D error
-  bars: x ±1.96 standard errors of the sequence-level KL, y the gain's confidence interval, each
-  labelled, and a dotted line up to the frontier at its KL (the gain it left on the table).
+- soft best-of-N as dashed curves over N, one per β;
+- best-of-N as a curve over N and every trained method as a curve over β, each point with 2-D error
+  bars: x ±1.96 standard errors of the sequence-level KL, y the gain's confidence interval, labelled,
+  and a dotted line up to the frontier at its KL (the gain it left on the table).
 
 Missing, empty, NaN or infinite values are skipped, never fatal: the figure shows what there is.
 """
@@ -30,8 +30,8 @@ from alignlimits.report.plots import draw_frontier  # noqa: E402
 METHOD_STYLE = {
     "ppo": ("C1", "o", "PPO"),
     "grpo": ("C2", "^", "GRPO"),
-    "bon": ("C3", "*", "best-of-N (evaluated)"),
-    "soft-bon": ("C4", "P", "soft best-of-N (evaluated)"),
+    "bon": ("C3", "s", "best-of-N (unbiased gain, tie-aware KL)"),
+    "soft-bon": ("C4", "P", "soft best-of-N"),
     "other": ("C5", "v", "other"),
 }
 
@@ -91,101 +91,134 @@ def _ci(p: dict) -> tuple[float, float]:
 
 
 def plot_plane(results: dict, path) -> Path:
-    """Draw the run's KL–reward plane into ``path`` (PNG); returns the path."""
+    """Draw the run's KL–reward plane into ``path`` (PNG); returns the path.
+
+    The paper's figure: the frontier with its band (the unreliable range shaded), best-of-N as a curve
+    over N, and each trained method as a curve over β, every point with its intervals.
+    """
     frontier = results.get("frontier") or {}
     clean = _clean_frontier(frontier)
     fig, ax = plt.subplots(figsize=(11, 6.2))
-    xs: list[float] = [0.0]  # every x that must be visible
+    xs: list[float] = [0.0]  # every x and y that must be visible
     ys: list[float] = [0.0]
-
     if clean is not None:
-        if len([b for b in results.get("frontier_band") or [] if _finite(b.get("kl"), b.get("lo"), b.get("hi"))]) >= 2:
-            clean["budgets"] = []  # the band below shows the same bootstrap intervals, continuously
+        clean["bon"] = []  # best-of-N is drawn from its evaluated points, with their intervals
+        if len(_band(results)) >= 2:
+            clean["budgets"] = []  # the band shows the same bootstrap intervals, continuously
         draw_frontier(ax, clean, label="frontier Δ*(KL) from base samples")
         xs += [num(c["kl"]) for c in clean["curve"]]
         ys += [num(c["gain"]) for c in clean["curve"]]
-        xs += [num(b["kl_bound"]) for b in clean["bon"]]
-        ys += [num(b["gain_unbiased"]) for b in clean["bon"]]
     else:
         ax.text(0.5, 0.5, "no frontier in results.json", transform=ax.transAxes, ha="center", color="0.4")
+    ys += _draw_band(ax, results)
+    _extend(xs, ys, _draw_soft_bon(ax, results))
+    points = [p for p in results.get("evaluate") or [] if _finite(p.get("kl"), p.get("gain")) and p.get("method") != "soft-bon"]
+    for method in dict.fromkeys(p.get("method") for p in points):
+        _extend(xs, ys, _draw_method(ax, [p for p in points if p.get("method") == method]))
+    ys += _draw_exact(ax, results, max(x for x in xs if math.isfinite(x)))
+    xmax = _set_limits(ax, xs, ys)
+    if clean is not None:
+        _shade_unreliable(ax, clean, xmax)
+    _label_axes(ax, results, frontier)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
-    band = sorted((b for b in results.get("frontier_band") or [] if _finite(b.get("kl"), b.get("lo"), b.get("hi"))),
+
+def _extend(xs: list, ys: list, drawn: tuple[list, list]) -> None:
+    xs += drawn[0]
+    ys += drawn[1]
+
+
+def _band(results: dict) -> list[dict]:
+    return sorted((b for b in results.get("frontier_band") or [] if _finite(b.get("kl"), b.get("lo"), b.get("hi"))),
                   key=lambda b: num(b["kl"]))
-    if len(band) >= 2:
-        ax.fill_between([num(b["kl"]) for b in band], [num(b["lo"]) for b in band], [num(b["hi"]) for b in band],
-                        color="C0", alpha=0.18, lw=0, label="frontier 95% CI (bootstrap)")
-        ys += [num(b["hi"]) for b in band]
 
-    soft = [s for s in results.get("soft_bon") or [] if _finite(s.get("kl"), s.get("gain"))]
+
+def _draw_band(ax, results: dict) -> list[float]:
+    """The plain frontier's 95% band and the bias-corrected frontier that trained methods are compared with."""
+    band = _band(results)
+    if len(band) < 2:
+        return []
+    footing = "prompts fixed" if "held fixed" in str(results.get("frontier_band_footing")) else "prompts resampled"
+    ax.fill_between([num(b["kl"]) for b in band], [num(b["lo"]) for b in band], [num(b["hi"]) for b in band],
+                    color="C0", alpha=0.18, lw=0, label=f"frontier 95% CI (bootstrap, {footing})")
+    corrected = [b for b in results.get("frontier_band_debiased") or [] if _finite(b.get("kl"), b.get("gain"))]
+    if len(corrected) >= 2:
+        ax.plot([num(b["kl"]) for b in corrected], [num(b["gain"]) for b in corrected], color="C0", lw=1.2, ls=(0, (6, 2)),
+                label="bias-corrected frontier (trained methods are compared with it)")
+    return [num(b["hi"]) for b in band] + [num(b["gain"]) for b in corrected]
+
+
+def _draw_soft_bon(ax, results: dict) -> tuple[list, list]:
+    """Soft best-of-N: one dashed curve over N per β, its points numbered by N."""
+    xs, ys = [], []
     by_beta: dict[float, list[dict]] = {}
-    for s in soft:
-        by_beta.setdefault(num(s.get("beta")), []).append(s)
-    soft_markers = "Dosv^<>p"
+    for s in results.get("soft_bon") or []:
+        if _finite(s.get("kl"), s.get("gain")):
+            by_beta.setdefault(num(s.get("beta")), []).append(s)
+    markers = "Dosv^<>p"
     for j, (beta, group) in enumerate(sorted(by_beta.items(), key=lambda kv: -kv[0] if math.isfinite(kv[0]) else 0)):
         group.sort(key=lambda s: num(s["kl"]))
         shade = plt.cm.Purples(0.45 + 0.5 * j / max(len(by_beta) - 1, 1))
-        ax.plot([num(s["kl"]) for s in group], [num(s["gain"]) for s in group], "--", marker=soft_markers[j % 8],
+        ax.plot([num(s["kl"]) for s in group], [num(s["gain"]) for s in group], "--", marker=markers[j % 8],
                 color=shade, ms=4.5, lw=0.8, mfc="white", label=f"soft best-of-N, β={beta:.3g} (numbers: N)")
         for s in group:
             ax.annotate(str(s.get("n", "")), (num(s["kl"]), num(s["gain"])), fontsize=6.5, color=shade,
                         xytext=(3, 4), textcoords="offset points")
         xs += [num(s["kl"]) for s in group]
         ys += [num(s["gain"]) for s in group]
+    return xs, ys
 
-    # evaluated points that are the very rows already drawn (best-of-N and soft best-of-N on the empirical law
-    # of the base samples) are only labelled, not drawn twice
-    def key_of(*vals) -> tuple:
-        return tuple(round(num(v), 9) for v in vals)
 
-    drawn_soft = {key_of(s.get("n"), s.get("beta"), s.get("kl")) for s in soft}
-    drawn_bon = {key_of(b["n"], b["kl_empirical"], b["gain_empirical"]) for b in (clean or {}).get("bon", [])}
-    points = [p for p in results.get("evaluate") or [] if _finite(p.get("kl"), p.get("gain"))]
-    bons = [p for p in points if p.get("method") == "bon"]
-    largest_bon = max(bons, key=lambda p: num(p.get("n")) if math.isfinite(num(p.get("n"))) else -1) if bons else None
-    seen: set[str] = set()
-    for i, p in enumerate(points):
-        kl, gain = num(p["kl"]), num(p["gain"])
-        method = p.get("method")
-        if method == "soft-bon" and key_of(p.get("n"), p.get("beta"), kl) in drawn_soft:
-            continue
-        if method == "bon" and key_of(p.get("n"), kl, gain) in drawn_bon:
-            big = p is largest_bon
-            ax.annotate(method_label(p) if big else str(p.get("n", "")), (kl, gain), fontsize=8.5 if big else 7,
-                        color="C3", fontweight="bold" if big else "normal", xytext=(6, -12 if big else -10),
-                        textcoords="offset points", zorder=6)
-            xs.append(kl)
-            ys.append(gain)
-            continue
-        key = method if method in METHOD_STYLE else "other"
-        color, marker, legend = METHOD_STYLE[key]
-        if key == "other":
-            key, legend = f"other:{method}", str(method or "other")
-        se = num(p.get("kl_se"))
-        xerr = 1.96 * se if math.isfinite(se) and se > 0 else 0.0
-        lo, hi = _ci(p)
-        yerr = [[max(gain - lo, 0.0) if math.isfinite(lo) else 0.0], [max(hi - gain, 0.0) if math.isfinite(hi) else 0.0]]
-        ax.errorbar([kl], [gain], xerr=[[xerr], [xerr]], yerr=yerr, fmt=marker, color=color,
-                    ms=11 if marker == "*" else 8, mec="black", mew=0.6, capsize=3, elinewidth=1.2, zorder=5,
-                    label=None if key in seen else (legend + " (±1.96 se KL, gain CI)"))
-        seen.add(key)
+def _draw_method(ax, group: list[dict]) -> tuple[list, list]:
+    """One method's points as a curve (over N for best-of-N, over β for trained methods) with 2-D error bars."""
+    method = group[0].get("method")
+    key = method if method in METHOD_STYLE else "other"
+    color, marker, legend = METHOD_STYLE[key]
+    if key == "other":
+        legend = str(method or "other")
+    group = sorted(group, key=lambda p: num(p["kl"]))
+    kl = [num(p["kl"]) for p in group]
+    gain = [num(p["gain"]) for p in group]
+    xerr = [1.96 * num(p.get("kl_se")) if num(p.get("kl_se")) > 0 else 0.0 for p in group]
+    lo_hi = [_ci(p) for p in group]
+    yerr = [[max(g - lo, 0.0) if math.isfinite(lo) else 0.0 for g, (lo, _) in zip(gain, lo_hi)],
+            [max(hi - g, 0.0) if math.isfinite(hi) else 0.0 for g, (_, hi) in zip(gain, lo_hi)]]
+    ax.errorbar(kl, gain, xerr=[xerr, xerr], yerr=yerr, fmt=marker + "-", color=color, lw=1.0,
+                ms=11 if marker == "*" else 7, mec="black", mew=0.6, capsize=3, elinewidth=1.1, zorder=5,
+                label=legend + (" over N" if method == "bon" else " over β" if len(group) > 1 else "")
+                + " (±1.96 se KL, gain CI)")
+    ys = []
+    for p, x, y in zip(group, kl, gain):
         opt = num(p.get("optimal_gain_at_kl"))
-        if math.isfinite(opt):
-            ax.plot([kl, kl], [gain, opt], ":", color=color, lw=1.2, zorder=4)
+        if math.isfinite(opt) and method != "bon":
+            ax.plot([x, x], [y, opt], ":", color=color, lw=1.2, zorder=4)
             ys.append(opt)
-        ax.annotate(method_label(p), (kl, gain), fontsize=8.5, color=color, fontweight="bold",
-                    xytext=(6, 5), textcoords="offset points", zorder=6)
-        xs += [kl + xerr, kl - xerr]
-        ys += [lo if math.isfinite(lo) else gain, hi if math.isfinite(hi) else gain]
+        text = f"N={p.get('n')}" if method == "bon" else method_label(p)
+        ax.annotate(text, (x, y), fontsize=7 if method == "bon" else 8.5, color=color, fontweight="bold",
+                    xytext=(6, -12 if method == "bon" else 5), textcoords="offset points", zorder=6)
+    xs = [x + e for x, e in zip(kl, xerr)] + [x - e for x, e in zip(kl, xerr)]
+    ys += [lo if math.isfinite(lo) else g for g, (lo, _) in zip(gain, lo_hi)]
+    ys += [hi if math.isfinite(hi) else g for g, (_, hi) in zip(gain, lo_hi)]
+    return xs, ys
 
+
+def _draw_exact(ax, results: dict, x_end: float) -> list[float]:
     exact = sorted(((num(e.get("kl")), num(e.get("gain"))) for e in results.get("exact_frontier") or []
                     if isinstance(e, dict) and _finite(e.get("kl"), e.get("gain"))))
-    if exact:
-        x_end = max(x for x in xs if math.isfinite(x))
-        # under the estimate: where the two agree, the estimate covers it
-        ax.plot([e[0] for e in exact], [e[1] for e in exact], color="black", lw=1.2, ls="-.", zorder=1.9,
-                label="exact frontier (every sequence enumerated)")
-        ys += [e[1] for e in exact if e[0] <= x_end * 1.08]
+    if not exact:
+        return []
+    # under the estimate: where the two agree, the estimate covers it
+    ax.plot([e[0] for e in exact], [e[1] for e in exact], color="black", lw=1.2, ls="-.", zorder=1.9,
+            label="exact frontier (every sequence enumerated)")
+    return [e[1] for e in exact if e[0] <= x_end * 1.08]
 
+
+def _set_limits(ax, xs: list, ys: list) -> float:
     xs = [x for x in xs if math.isfinite(x)]
     ys = [y for y in ys if math.isfinite(y)]
     xmax = max(xs) * 1.08 if max(xs) > 0 else 1.0
@@ -193,18 +226,24 @@ def plot_plane(results: dict, path) -> Path:
     pad = 0.06 * (ymax - ymin) if ymax > ymin else 1.0
     ax.set_xlim(min(0.0, min(xs)), xmax)
     ax.set_ylim(ymin - pad if ymin < 0 else 0.0, ymax + pad)
-    if clean is not None:
-        # draw_frontier shades the unreliable KL range up to the end of the curve: carry it to the axis' end
-        kl_end = max(num(c["kl"]) for c in clean["curve"])
-        max_rel = clean["max_reliable_kl"]
-        shaded_to = max(kl_end, max_rel) * 1.05
-        if any(not c["reliable"] for c in clean["curve"]) or max_rel < xmax:
-            if not any(not c["reliable"] for c in clean["curve"]):
-                shaded_to = max_rel
-            if xmax > shaded_to:
-                ax.axvspan(shaded_to, xmax, color="0.85", alpha=0.6, lw=0)
-            ax.text(max_rel + 0.01 * xmax, 0.015, f"unreliable beyond KL {max_rel:.2g}: too few effective samples",
-                    transform=ax.get_xaxis_transform(), va="bottom", fontsize=8, color="0.35")
+    return xmax
+
+
+def _shade_unreliable(ax, clean: dict, xmax: float) -> None:
+    """draw_frontier shades the unreliable KL range up to the end of the curve: carry it to the axis' end."""
+    kl_end = max(num(c["kl"]) for c in clean["curve"])
+    max_rel = clean["max_reliable_kl"]
+    unreliable = any(not c["reliable"] for c in clean["curve"])
+    if not unreliable and max_rel >= xmax:
+        return
+    shaded_to = max(kl_end, max_rel) * 1.05 if unreliable else max_rel
+    if xmax > shaded_to:
+        ax.axvspan(shaded_to, xmax, color="0.85", alpha=0.6, lw=0)
+    ax.text(max_rel + 0.01 * xmax, 0.015, f"unreliable beyond KL {max_rel:.2g}: too few effective samples",
+            transform=ax.get_xaxis_transform(), va="bottom", fontsize=8, color="0.35")
+
+
+def _label_axes(ax, results: dict, frontier: dict) -> None:
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_xlabel("KL(π ‖ π0)  [nats, sequence level]")
     reward = results.get("reward") or frontier.get("reward_col") or "reward"
@@ -215,9 +254,3 @@ def plot_plane(results: dict, path) -> Path:
     ax.set_title(f"{results.get('task', '?')}: {results.get('model', '?')}, reward {reward}{size}", fontsize=11)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
