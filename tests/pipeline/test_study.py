@@ -137,3 +137,23 @@ def test_training_prompts_in_evaluation_refused(tmp_path, monkeypatch):
     study.check_no_overlap(train_dir, allow=True)
     (train_dir / "train_prompts.json").write_text(json.dumps(["x-c"]))
     study.check_no_overlap(train_dir)
+
+
+def _key_paths(value, prefix: str = "") -> set[str]:
+    """Every key path of a results.json (lists by the union of their dict items' keys)."""
+    if isinstance(value, dict):
+        return {p for k, v in value.items() for p in {f"{prefix}{k}"} | _key_paths(v, f"{prefix}{k}.")}
+    if isinstance(value, list):
+        return {p for item in value for p in _key_paths(item, f"{prefix}[].")}
+    return set()
+
+
+def test_report_fixture_has_the_current_format(uninterrupted):
+    """The report's test fixture is a real results.json of this format: a fresh run's keys are all in it."""
+    fresh = json.loads((uninterrupted / "results.json").read_text())
+    fixture = json.loads((Path(__file__).parents[1] / "report" / "fixtures" / "results.json").read_text())
+    assert fixture["version"] == fresh["version"]
+    # what an exact run writes that the (safety) fixture lacks; the exact frontier and the exact task's config are its own
+    missing = {p for p in _key_paths(fresh) - _key_paths(fixture)
+               if not p.startswith(("exact_frontier", "config.", "versions.", "timings.")) and not p.endswith("_null_reason")}
+    assert not missing, sorted(missing)

@@ -62,8 +62,23 @@ def method_points(study, saved: dict) -> list[dict]:
     for record, frame in study.evaluated():
         point = place_policy(record.method, frame[col], frame["prompt_id"], frame["logp_policy"], frame["logp_base"],
                              frontier, beta=record.beta, random_state=derive_seed(c.seed, "point", record.name))
-        points.append({**point.to_dict(), "label": record.label})
+        points.append({**point.to_dict(), "label": record.label, **training_summary(record)})
     return points
+
+
+def training_summary(record) -> dict:
+    """A trained policy's ``converged`` flag (stated rule) and its per-step objective, for the report's curve."""
+    from alignlimits.methods.convergence import convergence
+
+    path = record.train_dir / "metrics.jsonl"
+    if record.beta is None or not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    curve = [{"step": int(r["step"]), "objective": float(r["objective"])} for r in rows if "objective" in r]
+    verdict = convergence([c["objective"] for c in curve])
+    return {"converged": verdict.converged, "convergence": {"rise": verdict.rise, "noise": verdict.noise,
+                                                           "window": verdict.window, "rule": verdict.rule},
+            "training_curve": curve}
 
 
 def collect(study, wall_time: float) -> dict:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from alignlimits.report.plane import method_label, num, plot_plane
+from alignlimits.report.plots import plot_training
 from alignlimits.report.terminal import (
     COLUMNS,
     DASH,
@@ -428,6 +429,17 @@ def _notes_section(results: dict) -> str:
     return "<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>"
 
 
+def _training_section(run_dir: Path, results: dict) -> str:
+    png = run_dir / "training.png"
+    trained = [p for p in results.get("evaluate") or [] if isinstance(p, dict) and "converged" in p]
+    if not trained or not png.exists():
+        return ""
+    rule = esc((trained[0].get("convergence") or {}).get("rule", ""))
+    states = "; ".join(f"{esc(method_label(p))}: {'converged' if p['converged'] else 'not converged'}" for p in trained)
+    return (f"<h2>Training</h2><div class='figure'><img alt='training curves' src='{_data_uri(png)}'></div>"
+            f"<p class='note'>{states}. Rule: {rule}.</p>")
+
+
 def render_report(results: dict, run_dir, figure_png) -> str:
     """The report's HTML text (``figure_png``: the headline figure, inlined)."""
     run_dir = Path(run_dir)
@@ -443,6 +455,7 @@ def render_report(results: dict, run_dir, figure_png) -> str:
         figure,
         f"<p class='summary'>{esc(summary_text(results))}</p>",
         _methods_section(results),
+        _training_section(run_dir, results),
         _plan_section(results),
         _hacking_section(run_dir, results),
         _examples_section(results),
@@ -459,6 +472,7 @@ def write_report(run_dir, results: dict) -> Path:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     png = plot_plane(results, run_dir / "plane.png")
+    plot_training(results, run_dir / "training.png")
     path = run_dir / "report.html"
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(render_report(results, run_dir, png), encoding="utf-8")

@@ -86,3 +86,21 @@ def plot_hacking(result: dict, path) -> Path:
     right.grid(alpha=0.3)
     right.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_training(results: dict, path) -> Path | None:
+    """Each trained policy's per-step objective E r − β·KL (its rollouts), the curve its ``converged`` flag reads."""
+    trained = [p for p in results.get("evaluate") or [] if isinstance(p, dict) and p.get("training_curve")]
+    if not trained:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for k, p in enumerate(trained):
+        steps = [c["step"] for c in p["training_curve"]]
+        objective = [c["objective"] for c in p["training_curve"]]
+        state = "converged" if p.get("converged") else "not converged"
+        ax.plot(steps, objective, "o-", ms=3, lw=1, color=f"C{k}", label=f"{p.get('label', p.get('method'))} ({state})")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("objective E r − β·KL of the step's rollouts")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
