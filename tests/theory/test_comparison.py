@@ -172,6 +172,17 @@ def test_above_the_frontier_is_flagged_and_json_safe():
     json.dumps(d, allow_nan=False)
 
 
+def test_past_the_frontiers_reach_a_verdict_still_stands():
+    """A deterministic policy far past the largest KL the base samples reach (DPO's overshoot): the
+    bias-corrected frontier is undefined there, so the plain one decides, and the point is above it."""
+    rng = np.random.default_rng(8)
+    c, frontier = gaussian_base(rng, 3, 64)
+    rewards = np.repeat(c, 8) + 10.0
+    point = compare_policy(frontier, rewards, np.full(rewards.size, 3 * frontier.max_kl_), np.repeat(np.arange(3), 8))
+    assert point.verdict == ABOVE and point.above_frontier
+    assert np.isfinite(point.gain_gap_ci).all() and "plain frontier" in point.footing
+
+
 def test_no_gain_has_no_overspend():
     rng = np.random.default_rng(6)
     c, frontier = gaussian_base(rng, 12, 16)

@@ -69,12 +69,12 @@ def run(
     reward: Optional[list[str]] = typer.Option(None, "--reward", help="Reward model(s), repeatable; the first is the one aligned to. Default: the task's."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Prompt dataset (hub id or local file) instead of the built-in prompts. Default: built-in prompts."),
     prompts: Optional[str] = typer.Option(None, "--prompts", help="Prompt file (one per line, or JSONL). Default: built-in prompts."),
-    methods: Optional[str] = typer.Option(None, "--methods", help=f"Comma-separated: bon,soft-bon,ppo,grpo,hacking. {_default('methods')}"),
-    betas: Optional[str] = typer.Option(None, "--betas", "--beta", help=f"KL coefficients β of PPO and GRPO, comma-separated. {_default('betas')}"),
+    methods: Optional[str] = typer.Option(None, "--methods", help=f"Comma-separated: bon,soft-bon,ppo,grpo,rloo,dpo,hacking. {_default('methods')}"),
+    betas: Optional[str] = typer.Option(None, "--betas", "--beta", help=f"KL coefficients β of the trained methods (PPO, GRPO, RLOO, DPO), comma-separated. {_default('betas')}"),
     n: Optional[int] = typer.Option(None, "--n", help=f"Base samples per held-out prompt (the frontier's data). {_default('n')}"),
     eval_n: Optional[int] = typer.Option(None, "--eval-n", help=f"Policy samples per held-out prompt. {_default('eval_n')}"),
     eval_prompts: Optional[int] = typer.Option(None, "--eval-prompts", help=f"Held-out prompts to use. {_default('eval_prompts')}"),
-    steps: Optional[int] = typer.Option(None, "--steps", help=f"Training steps of PPO and GRPO. {_default('steps')}"),
+    steps: Optional[int] = typer.Option(None, "--steps", help=f"Training steps of each trained method. {_default('steps')}"),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help=f"Completion length limit in tokens. {_default('max_new_tokens')}"),
     use_lora: Optional[bool] = typer.Option(None, "--lora/--full-finetune", show_default=False, help="Train LoRA adapters instead of all weights. Default: --full-finetune."),
     seed: Optional[int] = typer.Option(None, "--seed", help=f"Seed of sampling, training and bootstrap. {_default('seed')}"),
@@ -82,7 +82,7 @@ def run(
     policy: Optional[list[str]] = typer.Option(None, "--policy", help="NAME=PATH of a policy trained elsewhere (Hugging Face folder or LoRA adapter, same tokenizer), repeatable: evaluated beside the others. Default: none."),
     force: bool = typer.Option(False, "--force", help="Start over when RUN_DIR holds a run with another config."),
 ):
-    """The whole study: base samples, frontier, best-of-N, PPO and GRPO, one honest evaluation, a report."""
+    """The whole study: base samples, frontier, best-of-N, the trained methods, one honest evaluation, a report."""
     from alignlimits.pipeline.config import resolve_config
     from alignlimits.pipeline.study import Study
 
@@ -100,7 +100,7 @@ def run(
 
 @app.command()
 def train(
-    method: str = typer.Option(..., "--method", help="ppo or grpo."),
+    method: str = typer.Option(..., "--method", help="ppo, grpo, rloo or dpo."),
     out: Path = typer.Option(..., "--out", help="Run directory; policies go to RUN_DIR/train/METHOD-betaB/policy."),
     betas: Optional[str] = typer.Option(None, "--betas", "--beta", help=f"KL coefficients β, comma-separated (a sweep, trained in turn). {_default('betas')}"),
     task: str = typer.Option("safety", "--task", help="safety, summarization or exact."),
@@ -116,7 +116,7 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed", help=f"Seed of sampling and training. {_default('seed')}"),
     force: bool = typer.Option(False, "--force", help="Start over when RUN_DIR holds a run with another config."),
 ):
-    """Train PPO or GRPO at one or more β on the task's training prompts (resumable)."""
+    """Train PPO, GRPO, RLOO or DPO at one or more β on the task's training prompts (resumable)."""
     from alignlimits.pipeline.config import resolve_config
     from alignlimits.pipeline.study import Study
 

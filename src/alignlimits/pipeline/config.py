@@ -7,8 +7,8 @@ from pathlib import Path
 
 from alignlimits.errors import AlignLimitsError
 
-METHODS = ("bon", "soft-bon", "ppo", "grpo", "hacking")
-TRAINED = ("ppo", "grpo")
+TRAINED = ("ppo", "grpo", "rloo", "dpo")
+METHODS = ("bon", "soft-bon", *TRAINED, "hacking")
 
 
 @dataclass
@@ -40,6 +40,10 @@ class StudyConfig:
     """Passes over each PPO rollout batch (lm-human-preferences: 4)."""
     ppo_learning_rate: float = 1e-5
     grpo_learning_rate: float = 1e-5
+    rloo_learning_rate: float = 1e-5
+    dpo_learning_rate: float = 1e-5
+    dpo_n: int = 4
+    """Base samples per training prompt from which DPO's best-vs-worst preference pairs are built."""
     use_lora: bool = False
     policies: dict[str, str] = field(default_factory=dict)
     """Policies trained elsewhere, evaluated beside the others: name → Hugging Face folder or LoRA adapter."""
@@ -59,7 +63,7 @@ class StudyConfig:
         if unknown:
             raise AlignLimitsError(f"unknown method {unknown[0]!r}; use some of {', '.join(METHODS)}")
         if any(m in TRAINED for m in self.methods) and not self.betas:
-            raise AlignLimitsError("PPO and GRPO need at least one --betas value")
+            raise AlignLimitsError("trained methods (PPO, GRPO, RLOO, DPO) need at least one --betas value")
         if any(not b > 0 for b in self.betas):
             raise AlignLimitsError(f"every β must be > 0 (got {self.betas}); the KL penalty is what makes the frontier")
         for name in ("n", "eval_n", "steps", "max_new_tokens", "batch_size"):
@@ -90,7 +94,8 @@ PRESETS = {
 TASK_DEFAULTS = {
     "summarization": dict(steps=6, eval_prompts=8, ppo_epochs=2),
     "exact": dict(n=256, eval_n=256, eval_prompts=None, steps=60, max_new_tokens=3, batch_size=64,
-                  num_generations=8, ppo_learning_rate=1e-3, grpo_learning_rate=3e-3, betas=[0.5],
+                  num_generations=8, ppo_learning_rate=1e-3, grpo_learning_rate=3e-3, rloo_learning_rate=3e-3,
+                  dpo_learning_rate=1e-2, dpo_n=8, betas=[0.5],
                   soft_bon_n=[2, 4, 16], min_ess=10.0),
 }
 CONFIG_KEYS = {f.name for f in fields(StudyConfig)}

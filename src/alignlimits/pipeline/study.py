@@ -173,8 +173,9 @@ class Study:
     # ---------------------------------------------------------------- training
     def _trainer_config(self, method: str) -> dict:
         c = self.config
-        keys = ("steps", "batch_size", "max_new_tokens", "use_lora", "train_prompts")
-        keys += ("ppo_epochs", "ppo_learning_rate") if method == "ppo" else ("num_generations", "grpo_learning_rate")
+        keys = ("steps", "batch_size", "max_new_tokens", "use_lora", "train_prompts", f"{method}_learning_rate")
+        keys += {"ppo": ("ppo_epochs",), "grpo": ("num_generations",), "rloo": ("num_generations",),
+                 "dpo": ("dpo_n",)}[method]
         return {k: getattr(c, k) for k in keys}
 
     def _train_prompts(self) -> tuple[list[str], list[str]]:
@@ -182,6 +183,7 @@ class Study:
         return self.ctx.model_texts(task.prompts), [p["prompt_id"] for p in task.prompts]
 
     def train(self, record: PolicyRecord) -> None:
+        """Train one policy from a copy of the base model on the training prompts; resumes from its last checkpoint."""
         import copy
 
         c = self.config
@@ -189,35 +191,63 @@ class Study:
         prompts, ids = self._train_prompts()
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(ids, out / "train_prompts.json")
-        policy = copy.deepcopy(self.ctx.lm.model)
-        resume = True if any(out.glob("checkpoint-*")) else None
         if c.task == "exact":
             import torch
 
             torch.set_num_threads(1)  # a 30k-parameter model: thread hand-offs cost more than they save
-        if record.method == "ppo":
-            from alignlimits.methods.ppo import PPOTrainer
-            from alignlimits.methods.ppo_config import PPOConfig
-
-            cfg = PPOConfig(beta=record.beta, steps=c.steps, batch_size=c.batch_size, max_new_tokens=c.max_new_tokens,
-                            ppo_epochs=c.ppo_epochs, learning_rate=c.ppo_learning_rate, use_lora=c.use_lora,
-                            output_dir=str(out), save_steps=max(1, c.steps // 4), seed=c.seed,
-                            keep_checkpoints=c.keep_checkpoints,
-                            num_minibatches=max(1, c.batch_size // 32) if c.batch_size % 32 == 0 else 1)
-            PPOTrainer(cfg, policy, None, self.ctx.lm.tokenizer, self.ctx.rewards[0], prompts).train(
-                resume_from_checkpoint=resume)
-        else:
-            from alignlimits.methods.grpo import GRPOOptions, train_grpo
-
-            opts = GRPOOptions(beta=record.beta, steps=c.steps, batch_size=c.batch_size,
-                               num_generations=c.num_generations, learning_rate=c.grpo_learning_rate,
-                               max_new_tokens=c.max_new_tokens, use_lora=c.use_lora, output_dir=str(out),
-                               save_steps=max(1, c.steps // 4), seed=c.seed, keep_checkpoints=c.keep_checkpoints)
-            train_grpo(opts, policy, self.ctx.lm.tokenizer, self.ctx.rewards[0], prompts, resume_from_checkpoint=resume)
+        trainer = {"ppo": self._train_ppo, "grpo": self._train_grpo, "rloo": self._train_rloo, "dpo": self._train_dpo}
+        trainer[record.method](record, copy.deepcopy(self.ctx.lm.model), prompts, ids,
+                               True if any(out.glob("checkpoint-*")) else None)
         record.save(out / RECORD_FILE)
         if not c.keep_checkpoints:  # the policy is saved: resume no longer needs its checkpoints
             for checkpoint in out.glob("checkpoint-*"):
                 shutil.rmtree(checkpoint)
+
+    def _shared_options(self, record: PolicyRecord) -> dict:
+        """The options every trainer takes alike."""
+        c = self.config
+        return dict(beta=record.beta, steps=c.steps, use_lora=c.use_lora, output_dir=str(record.train_dir),
+                    save_steps=max(1, c.steps // 4), seed=c.seed, keep_checkpoints=c.keep_checkpoints)
+
+    def _train_ppo(self, record, policy, prompts, ids, resume) -> None:
+        from alignlimits.methods.ppo import PPOTrainer
+        from alignlimits.methods.ppo_config import PPOConfig
+
+        c = self.config
+        cfg = PPOConfig(**self._shared_options(record), batch_size=c.batch_size, max_new_tokens=c.max_new_tokens,
+                        ppo_epochs=c.ppo_epochs, learning_rate=c.ppo_learning_rate,
+                        num_minibatches=max(1, c.batch_size // 32) if c.batch_size % 32 == 0 else 1)
+        PPOTrainer(cfg, policy, None, self.ctx.lm.tokenizer, self.ctx.rewards[0], prompts).train(resume_from_checkpoint=resume)
+
+    def _train_grpo(self, record, policy, prompts, ids, resume) -> None:
+        from alignlimits.methods.grpo import GRPOOptions, train_grpo
+
+        c = self.config
+        opts = GRPOOptions(**self._shared_options(record), batch_size=c.batch_size, num_generations=c.num_generations,
+                           learning_rate=c.grpo_learning_rate, max_new_tokens=c.max_new_tokens)
+        train_grpo(opts, policy, self.ctx.lm.tokenizer, self.ctx.rewards[0], prompts, resume_from_checkpoint=resume)
+
+    def _train_rloo(self, record, policy, prompts, ids, resume) -> None:
+        from alignlimits.methods.rloo import RLOOOptions, train_rloo
+
+        c = self.config
+        opts = RLOOOptions(**self._shared_options(record), batch_size=c.batch_size, num_generations=c.num_generations,
+                           learning_rate=c.rloo_learning_rate, max_new_tokens=c.max_new_tokens)
+        train_rloo(opts, policy, self.ctx.lm.tokenizer, self.ctx.rewards[0], prompts, resume_from_checkpoint=resume)
+
+    def _train_dpo(self, record, policy, prompts, ids, resume) -> None:
+        """DPO on best-vs-worst pairs of the base model's samples of the training prompts, ranked by the reward."""
+        from alignlimits.methods.dpo import DPOOptions, dpo_pairs_from_policy, train_dpo
+
+        c = self.config
+        pairs = dpo_pairs_from_policy(self.ctx.lm.model, self.ctx.lm.tokenizer, prompts, ids, self.ctx.rewards[0],
+                                      n=c.dpo_n, max_new_tokens=c.max_new_tokens, seed=derive_seed(c.seed, "dpo-pairs"))
+        if not pairs:
+            raise AlignLimitsError("every training prompt's samples tie in reward, so DPO has no preference pairs; "
+                                   "raise --dpo-n or use another method")
+        opts = DPOOptions(**self._shared_options(record), batch_size=min(c.batch_size, len(pairs)),
+                          learning_rate=c.dpo_learning_rate)
+        train_dpo(opts, policy, self.ctx.lm.tokenizer, pairs, resume_from_checkpoint=resume)
 
     # ---------------------------------------------------------------- evaluation
     def check_no_overlap(self, train_dir: Path, allow: bool = False) -> None:

@@ -130,6 +130,8 @@ def _sentence(p: dict, first: bool) -> str:
         s += f"; {eff_text})" if eff_text else ")"
         if math.isfinite(lo) and lo <= 0:
             s += ", and its gain cannot be told apart from zero either: this point decides nothing"
+    elif verdict and verdict.startswith("no verdict"):
+        s = f"{name} gets no verdict: its interval against the frontier is undefined here ({at})"
     elif verdict:
         s = (f"{name} lies above the estimated frontier ({at}): the frontier only reweights the base samples, so "
              "it is biased low there; read this as on the frontier, not beyond it")

@@ -30,6 +30,9 @@ from alignlimits.report.plots import draw_frontier  # noqa: E402
 METHOD_STYLE = {
     "ppo": ("C1", "o", "PPO"),
     "grpo": ("C2", "^", "GRPO"),
+    "rloo": ("C6", "D", "RLOO"),
+    "dpo": ("C8", "v", "DPO"),
+    "external": ("C9", "h", "trained elsewhere"),
     "bon": ("C3", "s", "best-of-N (unbiased gain, tie-aware KL)"),
     "soft-bon": ("C4", "P", "soft best-of-N"),
     "other": ("C5", "v", "other"),

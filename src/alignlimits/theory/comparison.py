@@ -45,6 +45,7 @@ from alignlimits.theory.tilt import TiltedSamples
 FOOTINGS = ("auto", "prompts", "samples")
 MIN_PROMPTS_TO_RESAMPLE = 10
 BELOW, ON, ABOVE = "below the frontier", "on the frontier", "above the frontier (estimate biased?)"
+UNDETERMINED = "no verdict (its interval is undefined)"
 
 
 @dataclass(frozen=True)
@@ -103,13 +104,17 @@ def choose_footing(n_prompts: int, footing: str = "auto") -> str:
 
 
 # ---------------------------------------------------------------- the bootstrap's design
+MAX_UNDEFINED = 0.1
+"""Above this share of undefined (NaN) replicates, an interval is undefined."""
+
+
 def _spread(replicates: np.ndarray) -> np.ndarray:
     """Standard deviation (ddof 1) over the last axis of the finite replicates; NaN unless 90% of them are finite."""
     finite = np.isfinite(replicates)
     k = finite.sum(axis=-1)
     mean = np.where(finite, replicates, 0.0).sum(axis=-1) / np.maximum(k, 1)
     var = (np.where(finite, replicates - mean[..., None], 0.0) ** 2).sum(axis=-1) / np.maximum(k - 1, 1)
-    return np.where(k >= 0.9 * replicates.shape[-1], np.sqrt(var), np.nan)
+    return np.where(k >= (1 - MAX_UNDEFINED) * replicates.shape[-1], np.sqrt(var), np.nan)
 
 
 @dataclass(frozen=True)
@@ -281,6 +286,8 @@ def frontier_gain(frontier: Frontier, kl, debiased: bool = False) -> np.ndarray:
 # ---------------------------------------------------------------- the comparisons
 def _verdict(gap_ci) -> str:
     lo, hi = gap_ci
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return UNDETERMINED
     return ABOVE if lo > 0 else BELOW if hi < 0 else ON
 
 
@@ -367,14 +374,15 @@ def compare_policy(frontier: Frontier, rewards, k1, prompt_ids, *, method: str =
     units = (groups,) if frontier.exact_ else (groups, frontier.groups_)
     _, k3_se = design.interval(k3, k3_reps, units)
     optimal = float(frontier_gain(frontier, kl, debiased)[0])
+    optimal_reps = fr.gain_at(kl_reps, debiased)
     label = _frontier_label(frontier, debiased)
-    if not np.isfinite(optimal):
-        debiased, optimal = False, float(frontier_gain(frontier, kl)[0])
+    if not np.isfinite(optimal) or np.isnan(optimal_reps).mean() > MAX_UNDEFINED:
+        debiased, optimal, optimal_reps = False, float(frontier_gain(frontier, kl)[0]), fr.gain_at(kl_reps, False)
         label = "the plain frontier: the bias-corrected one does not reach this KL"
     return _assemble(
         design, frontier, units, debiased, gain=gain, gain_reps=gain_reps, footing_gain=gain, footing_gain_reps=gain_reps,
         kl=kl, kl_reps=kl_reps, optimal=optimal,
-        optimal_reps=fr.gain_at(kl_reps, debiased), method=method, beta=beta, kl_k3=k3, kl_k3_se=float(k3_se),
+        optimal_reps=optimal_reps, method=method, beta=beta, kl_k3=k3, kl_k3_se=float(k3_se),
         n_samples=int(rewards.size), footing=design.describe("policy samples and base samples") + "; against " + label,
         estimator="policy samples on the held-out prompts: gain = policy mean − base mean per prompt, KL = mean "
                   "sequence k1 = log π − log π0 per prompt (k3 beside it), both averaged over prompts",
