@@ -131,7 +131,7 @@ def bench_grpo(args, model_fn, prompts, reward, max_new, out: Path, direct: bool
         from transformers.trainer_callback import PrinterCallback
         from trl import GRPOTrainer
 
-        from alignlimits.methods.grpo import _ensure_loadable
+        from alignlimits.methods.trl_common import ensure_loadable
 
         def plain_reward(prompts, completions, **kw):
             return [float(x) for x in reward(prompts, completions)]
@@ -140,7 +140,7 @@ def bench_grpo(args, model_fn, prompts, reward, max_new, out: Path, direct: bool
             from alignlimits.methods.lora import float32_master_weights
 
             model = float32_master_weights(model)
-            _ensure_loadable(model, opts)  # TRL loads its reference from the model's path
+            ensure_loadable(model, opts)  # TRL loads its reference from the model's path
         trainer = GRPOTrainer(
             model=model, reward_funcs=plain_reward, args=grpo_config(opts), processing_class=tok,
             train_dataset=Dataset.from_dict({"prompt": prompts}),

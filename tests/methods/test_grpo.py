@@ -16,7 +16,8 @@ import torch
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.lm.exact import build_exact_model, exact_reward
-from alignlimits.methods.grpo import GRPOOptions, TRLReward, build_grpo_trainer, grpo_config, train_grpo
+from alignlimits.methods.grpo import GRPOOptions, build_grpo_trainer, grpo_config, train_grpo
+from alignlimits.methods.trl_common import TRLReward
 
 EXACT_GRPO = dict(learning_rate=3e-3, steps=100, batch_size=64, num_generations=8, max_new_tokens=3, progress=False)
 
@@ -96,11 +97,15 @@ def test_grpo_config_and_bad_input(tmp_path):
                 dict(scale_rewards="std"), dict(loss_type="ppo"), dict(report_to=["mlflow"])):
         with pytest.raises(AlignLimitsError):
             GRPOOptions(**bad)
-    r = TRLReward(exact_reward)
+    with pytest.raises(AlignLimitsError, match="^GRPO options: num_generations"):
+        GRPOOptions(num_generations=1)
+    with pytest.raises(TypeError):  # the options every TRL trainer shares are keyword-only
+        GRPOOptions(0.1, 100, 16, 8, 1, 1e-6, "linear", 0.2, "group", "dapo", 64, True)
+    r = TRLReward(exact_reward, method="GRPO")
     assert r.__name__ == "exact_reward"
     assert r(prompts=["a", "b"], completions=["a a", ""], completion_ids=[[1, 1], [0]]) == [2.25, 0.25]
-    with pytest.raises(AlignLimitsError, match="row 1"):
-        TRLReward(lambda p, c: [0.0, float("nan")])(prompts=["a", "b"], completions=["a", "b"])
+    with pytest.raises(AlignLimitsError, match="^GRPO: reward .* row 1"):
+        TRLReward(lambda p, c: [0.0, float("nan")], method="GRPO")(prompts=["a", "b"], completions=["a", "b"])
 
 
 def test_grpo_reward_sees_the_prompt_given_to_the_model(tmp_path):
