@@ -1,4 +1,4 @@
-"""The trainable model, set up the same way for PPO and GRPO: LoRA adapters and float32 master weights.
+"""The trainable model, set up the same way for every trainer: LoRA adapters and float32 master weights.
 
 Precision: the trainable parameters are always float32 (master weights), whatever dtype the model was
 loaded in.  Updating bf16 weights directly loses most small steps: bf16 keeps 8 significant bits, so an

@@ -1,4 +1,4 @@
-"""Checks every trainer's options share (PPO and GRPO), each failing with one line."""
+"""Checks every trainer's options share (PPO, GRPO, RLOO, DPO), each failing with one line."""
 
 from __future__ import annotations
 

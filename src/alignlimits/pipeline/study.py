@@ -4,7 +4,7 @@ Stages (each recorded in ``RUN_DIR/state.json`` when finished, so a rerun skips 
 
 1. ``base``: base-model samples of the held-out prompts (``RUN_DIR/base``, itself resumable per part);
 2. ``frontier``: the frontier with its CI band, best-of-N and soft best-of-N, planning answers;
-3. ``train-<method>-beta<β>``: PPO and GRPO on the training prompts (``RUN_DIR/train/...``; a killed
+3. ``train-<method>-beta<β>``: PPO, GRPO, RLOO and DPO on the training prompts (``RUN_DIR/train/...``; a killed
    trainer resumes from its last checkpoint);
 4. ``eval-<method>-beta<β>``: each policy sampled on the held-out prompts, scored, and its KL measured per
    sequence against the base model (``RUN_DIR/eval/NAME.parquet`` beside its ``NAME.json`` record);
