@@ -33,9 +33,11 @@ def test_mismatched_lengths_refused():
 
 @pytest.fixture(scope="module")
 def exact_setup():
-    from alignlimits.lm.exact import exact_distribution, load_exact_model
+    from alignlimits.lm.exact import exact_distribution
+    from alignlimits.lm.models import load_model
 
-    base, tok = load_exact_model()
+    lm = load_model("exact-tiny", device="cpu", dtype="float32")
+    base, tok = lm.model, lm.tokenizer
     policy = copy.deepcopy(base)
     torch.manual_seed(1)
     with torch.no_grad():

@@ -224,11 +224,3 @@ def exact_gain(policy_model, base_model, prompts=None, tokenizer=None) -> np.nda
     pol = exact_distribution(policy_model, tokenizer, prompts)
     base = exact_distribution(base_model, tokenizer, prompts)
     return pol.mean_reward() - base.mean_reward()
-
-
-def load_exact_model(seed: int = 0):
-    """``(model, tokenizer)`` of the exact task loaded through the cache, as ``--model exact-tiny`` does."""
-    from alignlimits.lm.models import EXACT_MODEL, load_model
-
-    lm = load_model(f"{EXACT_MODEL}:{seed}" if seed else EXACT_MODEL, device="cpu", dtype="float32")
-    return lm.model, lm.tokenizer

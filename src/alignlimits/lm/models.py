@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.lm import exact
 from alignlimits.lm.hub import hub_reachable as _hub_reachable
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -179,8 +180,6 @@ def builtin_model_path(name: str) -> Path:
     if name == DEFAULT_MODEL:
         return atomic_build_dir(models_cache_dir() / DEFAULT_MODEL, _convert_smollm2)
     if name == EXACT_MODEL or name.startswith(EXACT_MODEL + ":"):
-        from alignlimits.lm import exact
-
         seed = _parse_exact_seed(name)
         return atomic_build_dir(
             models_cache_dir() / f"{EXACT_MODEL}-s{seed}-v{exact.EXACT_VERSION}",
