@@ -118,5 +118,73 @@ def main() -> None:
           f"{n_score / best_fw:.1f} tok/s (ratio {best_fw / best_sc:.3f})")
 
 
+def engines_main() -> None:
+    """``--engines``: whole ``sample`` runs per engine, each in a fresh process (imports and engine start
+    included), then the hf engine with and without its shared prompt cache in this process.
+
+        .venv/bin/python benchmarks/bench_sampling.py --engines --task summarization --prompts 10 --n 8 \
+            --max-new-tokens 48 [--engine-list hf,vllm] [--cache-prompts 3]
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--engines", action="store_true")
+    ap.add_argument("--task", default="summarization")
+    ap.add_argument("--prompts", type=int, default=10)
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--engine-list", default="hf,vllm")
+    ap.add_argument("--cache-prompts", type=int, default=0, help="prompts for the hf shared-cache comparison (0: skip)")
+    args = ap.parse_args()
+    run = ("import sys\nif __name__ == '__main__':\n"
+           "    from alignlimits.pipeline.context import StudyContext\n"
+           "    from alignlimits.pipeline.sampling_run import SamplingPlan, run_sampling\n"
+           "    task, engine, out, k, n, t = sys.argv[1:]\n"
+           "    ctx = StudyContext.resolve(task, engine=engine)\n"
+           "    run_sampling(ctx, SamplingPlan(n=int(n), max_new_tokens=int(t), limit_prompts=int(k)), out, progress=False)\n")
+    for engine in filter(None, args.engine_list.split(",")):
+        with tempfile.TemporaryDirectory() as tmp:
+            script = f"{tmp}/sample.py"
+            open(script, "w").write(run)
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, script, args.task, engine, f"{tmp}/out", str(args.prompts), str(args.n),
+                            str(args.max_new_tokens)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            print(f"sample --engine {engine}: {time.perf_counter() - t0:.1f} s whole command "
+                  f"({args.task}, {args.prompts} prompts x {args.n} x <= {args.max_new_tokens} tokens)", flush=True)
+    if args.cache_prompts:
+        shared_cache_gain(args.task, args.cache_prompts, args.n, args.max_new_tokens)
+
+
+def shared_cache_gain(task_name: str, k: int, n: int, max_new: int) -> None:
+    """The hf engine with each prompt encoded once (its KV cache shared by its n samples) vs once per sample."""
+    import numpy as np
+
+    from alignlimits.lm import sampling
+    from alignlimits.lm.tasks import get_task
+    from alignlimits.pipeline.context import StudyContext
+
+    ctx = StudyContext.resolve(task_name, dtype="float32")
+    lm = ctx.lm
+    texts = ctx.model_texts(get_task(task_name).limit(k).prompts)
+    n_prompt = sum(len(sampling.encode_prompt(lm.tokenizer, t)) for t in texts)
+    shared = sampling._shared_prompt_cache
+    for label, cache in (("prompt encoded once", shared), ("prompt encoded per sample", lambda *a: None)):
+        sampling._shared_prompt_cache = cache
+        t = time.perf_counter()
+        res = sampling.sample_completions(lm.model, lm.tokenizer, texts, n, max_new, seed=0)
+        dt = time.perf_counter() - t
+        tok = int(sum(r.n_tokens.sum() for r in res))
+        scored = sampling.score_logprobs(lm.model, lm.tokenizer, [texts[r.prompt_index] for r in res for _ in range(n)],
+                                         [ids for r in res for ids in r.token_ids])
+        err = float(np.max(np.abs(scored - np.concatenate([r.logp for r in res]))))
+        print(f"hf, {label}: {dt:.1f} s, {tok / dt:.1f} tok/s ({k} prompts, {n_prompt} prompt tokens, x {n}, "
+              f"<= {max_new} tokens); max |logp - teacher forcing| = {err:.1e}", flush=True)
+    sampling._shared_prompt_cache = shared
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    engines_main() if "--engines" in sys.argv else main()

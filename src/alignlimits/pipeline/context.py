@@ -8,7 +8,7 @@ run that is resumed never loads them, and a run loads each of them once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from alignlimits.errors import AlignLimitsError
@@ -26,16 +26,28 @@ class StudyContext:
     reward_specs: list[str]
     device: str | None = None
     dtype: str | None = None
+    engine: str = "hf"
+    """Sampling engine of the base samples: hf, vllm or auto (:mod:`alignlimits.lm.engines`)."""
+    engine_options: dict = field(default_factory=dict)
+    """Passed to ``vllm.LLM``: tensor_parallel_size, data_parallel_size, distributed_executor_backend."""
 
     @classmethod
     def resolve(cls, task: str, *, model: str | None = None, rewards: list[str] | None = None,
                 prompts: str | None = None, dataset: str | None = None, device: str | None = None,
-                dtype: str | None = None) -> "StudyContext":
+                dtype: str | None = None, engine: str = "hf", engine_options: dict | None = None) -> "StudyContext":
+        from alignlimits.lm.engines import choose_engine
         from alignlimits.lm.tasks import get_task
 
         resolved = get_task(task, prompts_file=prompts, dataset=dataset)
+        chars = sum(len(p["text"]) for p in resolved.prompts) / max(len(resolved.prompts), 1)
+        chosen = choose_engine(engine, mean_prompt_chars=chars)
+        options = {k: v for k, v in (engine_options or {}).items() if v is not None}
+        if options and chosen != "vllm":
+            flag = "--" + next(iter(options)).replace("_", "-").replace("executor-", "")
+            raise AlignLimitsError(f"{flag} is a vLLM option but the engine is {chosen!r}; add --engine vllm or drop it")
         return cls(task=resolved, model_spec=model or resolved.default_model,
-                   reward_specs=list(rewards) if rewards else list(resolved.default_rewards), device=device, dtype=dtype)
+                   reward_specs=list(rewards) if rewards else list(resolved.default_rewards), device=device, dtype=dtype,
+                   engine=chosen, engine_options=options)
 
     @cached_property
     def lm(self):
@@ -43,6 +55,16 @@ class StudyContext:
         from alignlimits.lm.models import load_model
 
         return load_model(self.model_spec, device=self.device, dtype=self.dtype, chat=self.task.chat)
+
+    def sampler(self, seed: int = 0):
+        """The sampling engine on the base model, started once per run seed (vLLM on CPU is seeded per engine)."""
+        from alignlimits.lm.engines import make_engine
+
+        engines = self.__dict__.setdefault("_samplers", {})
+        key = seed if self.engine == "vllm" else None
+        if key not in engines:
+            engines[key] = make_engine(self.engine, self.lm, seed=seed, options=self.engine_options)
+        return engines[key]
 
     @cached_property
     def rewards(self) -> list:

