@@ -106,7 +106,7 @@ def hack(
     aggregates: str = typer.Option("mean,min,uwo", "--aggregates", help="Ensemble aggregates: mean, min, uwo (mean − λ·Var)."),
     lam: Optional[float] = typer.Option(None, "--lambda", help="λ of mean − λ·Var (default 1 / gold within-prompt std)."),
     unbiased_var: bool = typer.Option(False, "--unbiased-var", help="Unbiased (n−1) variance in uwo; default population."),
-    betas: Optional[str] = typer.Option(None, "--betas", "--beta", help="β grid, comma-separated (default: 9 values from 3× to 1/30 of the gold within-prompt std)."),
+    betas: Optional[str] = typer.Option(None, "--betas", "--beta", help="β grid, comma-separated (default: 11 values from 3× to 1/30 of the gold within-prompt std)."),
     bon: Optional[str] = typer.Option(None, "--bon", help="Best-of-N sizes (default powers of 2 up to n)."),
     train_fraction: float = typer.Option(0.5, "--train-fraction", help="Fraction of prompts whose samples may be labelled."),
     n_bootstrap: int = typer.Option(200, "--n-bootstrap", help="Bootstrap replicates (prompts resampled)."),

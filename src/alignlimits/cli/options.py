@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Optional
 
+import typer
+
 from alignlimits.errors import AlignLimitsError
+
+# the sampling-engine options `sample` and `run` share
+ENGINE = typer.Option(None, "--engine", help="Base sampling engine: hf (transformers), vllm, or auto (vllm with CUDA, "
+                                              "or on CPU for prompts of 250+ characters). Default hf.")
+TENSOR_PARALLEL = typer.Option(None, "--tensor-parallel-size", help="vLLM: GPUs each model replica is sharded over. Default 1.")
+DATA_PARALLEL = typer.Option(None, "--data-parallel-size", help="vLLM: model replicas. Default 1.")
+BACKEND = typer.Option(None, "--distributed-backend", help="vLLM: mp (one machine) or ray (several nodes). Default: vLLM's choice.")
 
 
 def parse_numbers(text: Optional[str], what: str, fractions: bool = False) -> Optional[list[float]]:
@@ -58,3 +67,11 @@ def parse_policies(items: Optional[list[str]]) -> Optional[dict[str, str]]:
             raise AlignLimitsError(f"--policy name {name!r} is given twice; name each policy once")
         out[name] = str(Path(path).expanduser().resolve())
     return out
+
+
+def engine_options(tensor_parallel_size: Optional[int], data_parallel_size: Optional[int],
+                   distributed_backend: Optional[str]) -> dict:
+    """vLLM's scale-out settings as the engine takes them (unset ones dropped)."""
+    given = {"tensor_parallel_size": tensor_parallel_size, "data_parallel_size": data_parallel_size,
+             "distributed_executor_backend": distributed_backend}
+    return {k: v for k, v in given.items() if v is not None}

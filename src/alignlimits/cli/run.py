@@ -9,7 +9,9 @@ from typing import Optional
 import typer
 
 from alignlimits.cli.app import app, console, json_to_stdout
-from alignlimits.cli.options import parse_numbers, parse_policies
+from alignlimits.cli.options import (
+    BACKEND, DATA_PARALLEL, ENGINE, TENSOR_PARALLEL, engine_options, parse_numbers, parse_policies,
+)
 from alignlimits.errors import AlignLimitsError
 from alignlimits.pipeline.config import PRESETS, TASK_DEFAULTS, TRAINED, StudyConfig
 
@@ -80,6 +82,10 @@ def run(
     seed: Optional[int] = typer.Option(None, "--seed", help=f"Seed of sampling, training and bootstrap. {_default('seed')}"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
     policy: Optional[list[str]] = typer.Option(None, "--policy", help="NAME=PATH of a policy trained elsewhere (Hugging Face folder or LoRA adapter, same tokenizer), repeatable: evaluated beside the others. Default: none."),
+    engine: Optional[str] = ENGINE,
+    tensor_parallel_size: Optional[int] = TENSOR_PARALLEL,
+    data_parallel_size: Optional[int] = DATA_PARALLEL,
+    distributed_backend: Optional[str] = BACKEND,
     force: bool = typer.Option(False, "--force", help="Start over when RUN_DIR holds a run with another config."),
 ):
     """The whole study: base samples, frontier, best-of-N, the trained methods, one honest evaluation, a report."""
@@ -91,7 +97,8 @@ def run(
                    methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None,
                    betas=parse_numbers(betas, "--betas"), n=n, eval_n=eval_n, eval_prompts=eval_prompts, steps=steps,
                    max_new_tokens=max_new_tokens, use_lora=use_lora, seed=seed, device=device,
-                   policies=parse_policies(policy))
+                   policies=parse_policies(policy), engine=engine,
+                   engine_options=engine_options(tensor_parallel_size, data_parallel_size, distributed_backend) or None)
     cfg = resolve_config(task, preset, file_values, flags)
     run_dir = out or Path("runs") / f"{task}-{cfg.preset}"
     results = Study(cfg, run_dir, force=force, console=console).run()

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from alignlimits.cli.app import app
+from alignlimits.cli.options import BACKEND, DATA_PARALLEL, ENGINE, TENSOR_PARALLEL, engine_options
 from alignlimits.errors import AlignLimitsError
 
 
@@ -34,6 +35,10 @@ def sample(
     split: str = typer.Option("all", "--split", help="all, train or heldout (fixed rule on prompt ids; see docs)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: GPU when present)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, bfloat16 or float16 (default: bfloat16 on GPU, float32 on CPU)."),
+    engine: Optional[str] = ENGINE,
+    tensor_parallel_size: Optional[int] = TENSOR_PARALLEL,
+    data_parallel_size: Optional[int] = DATA_PARALLEL,
+    distributed_backend: Optional[str] = BACKEND,
     force: bool = typer.Option(False, "--force", help="Replace a run in OUT made with a different config."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -50,7 +55,8 @@ def sample(
     from alignlimits.pipeline.sampling_run import SamplingPlan, run_sampling
 
     ctx = StudyContext.resolve(task, model=model, rewards=list(reward) if reward else None, prompts=prompts,
-                               dataset=dataset, device=device, dtype=dtype)
+                               dataset=dataset, device=device, dtype=dtype, engine=engine or "hf",
+                               engine_options=engine_options(tensor_parallel_size, data_parallel_size, distributed_backend))
     plan = SamplingPlan(n=n, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
                         limit_prompts=limit_prompts, split=split)
     run_sampling(ctx, plan, out, force=force, progress=not quiet)

@@ -53,6 +53,10 @@ class StudyConfig:
     seed: int = 0
     min_ess: float = 5.0
     device: str | None = None
+    engine: str = "hf"
+    """Base sampling: hf (transformers), vllm, or auto (alignlimits.lm.engines.choose_engine)."""
+    engine_options: dict = field(default_factory=dict)
+    """vLLM's tensor_parallel_size, data_parallel_size, distributed_executor_backend."""
 
     def validate(self) -> None:
         from alignlimits.lm.tasks import TASKS

@@ -29,6 +29,7 @@ class StudyContext:
     engine: str = "hf"
     """Sampling engine of the base samples: hf, vllm or auto (:mod:`alignlimits.lm.engines`)."""
     engine_options: dict = field(default_factory=dict)
+    _samplers: dict = field(default_factory=dict, init=False, repr=False)
     """Passed to ``vllm.LLM``: tensor_parallel_size, data_parallel_size, distributed_executor_backend."""
 
     @classmethod
@@ -60,11 +61,10 @@ class StudyContext:
         """The sampling engine on the base model, started once per run seed (vLLM on CPU is seeded per engine)."""
         from alignlimits.lm.engines import make_engine
 
-        engines = self.__dict__.setdefault("_samplers", {})
         key = seed if self.engine == "vllm" else None
-        if key not in engines:
-            engines[key] = make_engine(self.engine, self.lm, seed=seed, options=self.engine_options)
-        return engines[key]
+        if key not in self._samplers:
+            self._samplers[key] = make_engine(self.engine, self.lm, seed=seed, options=self.engine_options)
+        return self._samplers[key]
 
     @cached_property
     def rewards(self) -> list:

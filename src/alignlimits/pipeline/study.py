@@ -51,7 +51,8 @@ class Study:
         self._check_dir(force)
         self.state = RunState(self.dir)
         self.ctx = ctx or StudyContext.resolve(config.task, model=config.model, rewards=config.rewards,
-                                               prompts=config.prompts, dataset=config.dataset, device=config.device)
+                                               prompts=config.prompts, dataset=config.dataset, device=config.device,
+                                               engine=config.engine, engine_options=config.engine_options)
         self._table = None
 
     def _check_dir(self, force: bool) -> None:
@@ -66,7 +67,8 @@ class Study:
                 RunState(self.dir)  # raises the version message
             # methods, β and external policies may grow between commands (train ppo, then grpo, into one run directory)
             changed = sorted(k for k in set(old) | set(wanted)
-                             if k not in ("device", "methods", "betas", "policies") and old.get(k) != wanted.get(k))
+                             if k not in ("device", "engine", "engine_options", "methods", "betas", "policies")
+                             and old.get(k) != wanted.get(k))
             if changed and not force:
                 raise AlignLimitsError(
                     f"{self.dir} holds a run with a different config ({', '.join(changed)} differ); "
