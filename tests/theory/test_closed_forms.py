@@ -8,6 +8,7 @@ from alignlimits.theory.closed_forms import (
     bernoulli_kl,
     gaussian_frontier,
     gaussian_tilt,
+    uniform_frontier,
     uniform_tilt,
 )
 from alignlimits.theory.frontier import Frontier
@@ -73,3 +74,11 @@ def test_exact_atoms_reproduce_exact_frontier():
     assert exact.max_kl_ == pytest.approx(-np.log(0.1))
     assert np.allclose(empirical.gain_at_kl(kls, extrapolate=True), exact.gain_at_kl(kls), atol=1e-9, rtol=0)
     assert np.allclose(empirical.beta_for_kl(kls, extrapolate=True), exact.beta_for_kl(kls), rtol=1e-9)
+
+
+def test_uniform_frontier_inverts_the_tilt():
+    betas = np.array([0.02, 0.3, 2.0])
+    g, k = uniform_tilt(betas)
+    assert np.allclose(uniform_frontier(k), g, rtol=1e-10)
+    r = np.random.default_rng(3).random(N)
+    assert Frontier(n_bootstrap=0).fit(r).gain_at_kl([0.3])[0] == pytest.approx(uniform_frontier(0.3), rel=0.01)

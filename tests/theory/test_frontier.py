@@ -113,3 +113,63 @@ def test_extreme_scales_in_frontier():
     (p,) = f.evaluate([0.5])
     assert p.gain == pytest.approx(1e4, rel=0.15)
     assert np.isfinite(p.gain_ci).all()
+
+
+@pytest.mark.parametrize("budget", ["shared", "per-prompt"])
+@pytest.mark.parametrize("debiased", [False, True])
+def test_kl_for_gain_inverts_gain_at_kl(budget, debiased):
+    """Defect 7 (issue 10): with a per-prompt budget, kl_for_gain of the frontier's own gains at KL
+    [0.1, 0.5] returned [0.366, 1.981]."""
+    r, ids = grouped(4, P=6, n=200)
+    f = Frontier(budget=budget, n_bootstrap=0).fit(r, ids)
+    kls = np.array([0.1, 0.5])
+    gains = f.gain_at_kl(kls, debiased=debiased)
+    assert np.allclose(f.kl_for_gain(gains, debiased=debiased), kls, rtol=1e-8)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), budget=st.sampled_from(["shared", "per-prompt"]), debiased=st.booleans(),
+       share=st.floats(0.02, 0.9))
+def test_inverse_property(seed, budget, debiased, share):
+    rng = np.random.default_rng(seed)
+    P, n = int(rng.integers(1, 5)), int(rng.integers(20, 120))
+    r = (rng.standard_t(5, size=(P, n)) * rng.uniform(0.2, 3, (P, 1))).ravel()
+    f = Frontier(budget=budget, n_bootstrap=0).fit(r, np.repeat(np.arange(P), n))
+    kl = share * f.max_reliable_kl_
+    gain = f.gain_at_kl(kl, debiased=debiased)
+    if not np.isfinite(gain[0]):  # a jackknifed curve need not reach every budget
+        return
+    back = f.kl_for_gain(gain, debiased=debiased)
+    assert back[0] == pytest.approx(kl, rel=1e-7, abs=1e-10)
+    assert f.gain_at_kl(back, extrapolate=True, debiased=debiased)[0] == pytest.approx(gain[0], rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("budget", ["shared", "per-prompt"])
+def test_max_gain_is_the_reach_of_kl_for_gain(budget):
+    """Issue 10 defect 4: a gain above the frontier's maximum needs an infinite KL, and max_gain_ says
+    where that starts (shared: the mean of each prompt's top reward less its mean, as β → 0)."""
+    r, ids = grouped(5, P=4, n=50)
+    r, ids = r[20:], ids[20:]  # the first prompt has 30 samples: its KL stops at log 30, the others' at log 50
+    f = Frontier(budget=budget, n_bootstrap=0).fit(r, ids)
+    top = np.mean([r[ids == p].max() - r[ids == p].mean() for p in range(4)])
+    if budget == "shared":
+        assert f.max_gain_ == pytest.approx(top, rel=1e-12)
+    else:
+        assert f.max_gain_ < top
+        assert f.max_gain_ == pytest.approx(f.gain_at_kl(f.max_kl_ * (1 - 1e-9), extrapolate=True)[0], rel=1e-6)
+    assert np.isinf(f.kl_for_gain(f.max_gain_ * 1.001)[0])
+    assert np.isfinite(f.kl_for_gain(f.max_gain_ * 0.999)[0])
+
+
+def test_public_fitted_attributes():
+    r, ids = grouped(6, P=3, n=40)
+    f = Frontier(n_bootstrap=20).fit(r, ids)
+    assert np.allclose(f.base_probs_, 1 / 40) and f.base_probs_.shape == r.shape
+    assert set(f.curve_debiased_) == {"beta", "kl", "gain"}
+    assert np.all(f.curve_debiased_["gain"][5:] > f.curve_["gain"][5:])  # the plain estimate is biased low
+    (p,) = f.evaluate([0.2])
+    d = p.to_dict()
+    assert isinstance(d["gain_debiased"], float) and len(d["gain_debiased_ci"]) == 2
+    assert d["gain_debiased_ci"][0] <= d["gain_debiased"] <= d["gain_debiased_ci"][1]
+    exact = Frontier().fit([0.0, 1.0, 3.0], base_probs=[0.5, 0.3, 0.2])
+    assert np.allclose(exact.base_probs_, [0.5, 0.3, 0.2])

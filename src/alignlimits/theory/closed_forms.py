@@ -56,3 +56,15 @@ def uniform_tilt(beta) -> tuple[np.ndarray, np.ndarray]:
     mean = -1.0 / np.expm1(-x) - beta  # 1/(1 - e^{-x}) - β
     log_z = np.log(beta) + x + np.log(-np.expm1(-x))  # log(β(e^{x} - 1))
     return mean - 0.5, mean / beta - log_z
+
+
+def uniform_frontier(kl) -> np.ndarray:
+    r""":math:`\Delta^*(\varepsilon)` of Uniform(0, 1) rewards: the gain of :func:`uniform_tilt` at the β
+    whose KL is ε, by bisection in log β (the KL falls from ∞ to 0 as β grows)."""
+    kl = np.asarray(kl, dtype=np.float64)
+    lo, hi = np.full(kl.shape, -30.0), np.full(kl.shape, 30.0)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        over = uniform_tilt(np.exp(mid))[1] > kl
+        lo, hi = np.where(over, mid, lo), np.where(over, hi, mid)
+    return uniform_tilt(np.exp(0.5 * (lo + hi)))[0]

@@ -8,6 +8,12 @@ With several prompts, a budget on the prompt-averaged KL is met by one shared β
 (``budget="shared"``, the default): the frontier is
 :math:`(\overline{K}(\beta), \overline{\Delta}(\beta))`, means over prompts. A budget
 that every prompt must meet on its own (``budget="per-prompt"``) gives a lower curve.
+
+From n base samples per prompt the estimate is the frontier of the empirical distribution, a
+ratio estimator biased low by O(1/n) for the true one. The bias-corrected ("debiased") frontier
+jackknifes each prompt's KL and gain curves over its samples
+(:meth:`~alignlimits.theory.tilt.TiltedSamples.jackknife`, bias O(1/n²)) and inverts the
+corrected curve at the budget.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ class BudgetPoint:
     beta: float
     gain: float
     gain_ci: tuple[float, float]
+    gain_debiased: float
+    gain_debiased_ci: tuple[float, float]
     kl_reverse: float
     jeffreys: float
     sqrt_bound: float
@@ -42,14 +50,18 @@ class BudgetPoint:
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
         d["gain_ci"] = [float(x) for x in self.gain_ci]
+        d["gain_debiased_ci"] = [float(x) for x in self.gain_debiased_ci]
         return d
 
 
-def _hermite(u, u0, u1, f0, f1, d0, d1):
-    """Cubic Hermite interpolation on [u0, u1] from values and derivatives (all broadcastable)."""
+def _hermite(u, u0, u1, f0, f1, d0, d1, slope: bool = False):
+    """Cubic Hermite interpolation on [u0, u1] from values and derivatives (all broadcastable);
+    ``slope``: its derivative in u instead."""
     h = u1 - u0
     t = (u - u0) / h
     t2, t3 = t * t, t * t * t
+    if slope:
+        return (6 * t2 - 6 * t) * (f0 - f1) / h + (3 * t2 - 4 * t + 1) * d0 + (3 * t2 - 2 * t) * d1
     return (
         (2 * t3 - 3 * t2 + 1) * f0
         + (t3 - 2 * t2 + t) * h * d0
@@ -76,9 +88,14 @@ class Frontier:
     random_state: seed of the bootstrap.
 
     Fitted attributes end in ``_``: ``n_prompts_``, ``n_samples_``, ``base_reward_mean_``,
-    ``reward_variance_`` (mean within-prompt variance), ``curve_`` (dict of arrays ``beta``,
-    ``kl``, ``gain``, ``ess_min``, ``reliable``), ``max_kl_`` (largest attainable KL),
-    ``max_reliable_kl_``.
+    ``reward_variance_`` (mean within-prompt variance), ``base_probs_`` (the base probability of
+    every sample, in the grouped order of ``rewards_``: 1/n for samples), ``curve_`` (the plain
+    estimate: dict of arrays ``beta``, ``kl``, ``gain``, ``ess_min``, ``reliable``),
+    ``curve_debiased_`` (the bias-corrected one: ``beta``, ``kl``, ``gain``; NaN where a
+    prompt's corrected curve does not reach the KL; equal to ``curve_`` for an exact fit),
+    ``max_kl_`` (largest attainable KL), ``max_reliable_kl_``, ``max_gain_`` (the largest gain the
+    plain frontier reaches: as β → 0 with a shared budget, each prompt's top reward less its base
+    mean; at the budget ``max_kl_`` with a per-prompt one; ``kl_for_gain`` is inf above it).
     """
 
     budget: str = "shared"
@@ -115,15 +132,16 @@ class Frontier:
         self.rewards_ = rewards[order]
         self.groups_ = groups
         self.exact_ = base_probs is not None
-        self.base_probs_ = None if base_probs is None else np.asarray(base_probs, float).ravel()[order]
+        given = None if base_probs is None else np.asarray(base_probs, float).ravel()[order]
+        self.base_probs_ = groups.expand(1.0 / groups.sizes) if given is None else given
         if not self.exact_ and groups.sizes.min() < 2:
             lonely = self.prompt_ids_[groups.sizes < 2][:3]
             raise AlignLimitsError(
                 f"prompt(s) {', '.join(map(str, lonely))} have a single sample; a frontier needs at least 2 "
                 "samples per prompt (sample more, or drop those prompts)"
             )
-        q = self._base_probs()
-        self._samples = TiltedSamples(self.rewards_, groups, self.base_probs_)
+        q = self.base_probs_
+        self._samples = TiltedSamples(self.rewards_, groups, given)
         self.n_prompts_ = groups.n_groups
         self.n_samples_ = rewards.size
         base_means = groups.sum(q * self.rewards_)
@@ -137,12 +155,8 @@ class Frontier:
         else:
             self.max_kl_ = float(self.max_kl_per_prompt_.min())
         self._fit_curve()
+        self.max_gain_ = self._find_max_gain()
         return self
-
-    def _base_probs(self) -> np.ndarray:
-        if self.base_probs_ is not None:
-            return self.base_probs_
-        return self.groups_.expand(1.0 / self.groups_.sizes)
 
     def _tilt(self, beta) -> Tilt:
         return self._samples.at(beta)
@@ -151,7 +165,7 @@ class Frontier:
         """KL as β → 0: all mass on the top atoms, :math:`-\\log \\pi_0(r = \\max r)`."""
         g = self.groups_
         at_peak = self.rewards_ == g.expand(g.max(self.rewards_))
-        return -np.log(g.sum(self._base_probs() * at_peak))
+        return -np.log(g.sum(self.base_probs_ * at_peak))
 
     def _fit_curve(self) -> None:
         spread = float(np.max(self.groups_.max(self.rewards_) + self.groups_.max(-self.rewards_)))
@@ -161,20 +175,27 @@ class Frontier:
         # located on at most 256 prompts: it only sets the range of the curve
         coarse = spread * np.logspace(2, -9, 23)
         sub_groups, flat = self.groups_.subset(np.unique(np.linspace(0, self.n_prompts_ - 1, 256).astype(int)))
-        q = None if self.base_probs_ is None else self.base_probs_[flat]
+        q = self.base_probs_[flat] if self.exact_ else None
         kl_mean = tilt(self.rewards_[flat], coarse, sub_groups, q).kl.mean(axis=1)
         near_max = np.nonzero(kl_mean >= 0.999 * kl_mean.max())[0]
         beta_lo = coarse[near_max[0]] if near_max.size else coarse[-1]
         betas = np.geomspace(spread * 1e2, beta_lo, self.n_curve)
-        t = self._tilt(betas)
-        self._nodes = {"u": np.log(betas), "tilt": t}
+        t, t_debiased = (self._tilt(betas),) * 2 if self.exact_ else self._samples.jackknife(betas)
+        self._nodes = {"u": np.log(betas), "tilt": t, "tilt_debiased": t_debiased,
+                       "correction": {k: getattr(t_debiased, k) - getattr(t, k) for k in ("kl", "gain", "variance")}}
         if self.budget == "shared":
             self.curve_ = {"beta": betas, "kl": t.kl.mean(axis=1), "gain": t.gain.mean(axis=1), "ess_min": t.ess.min(axis=1)}
+            self.curve_debiased_ = {"beta": betas, "kl": t_debiased.kl.mean(axis=1),
+                                    "gain": t_debiased.gain.mean(axis=1)}
             self.max_reliable_kl_ = self.max_kl_ if self.exact_ else self._find_max_reliable_kl()
         else:
             kls = np.geomspace(1e-4, 0.995, self.n_curve) * self.max_kl_
-            per_prompt_betas, tk = self._solve_beta(kls)
+            per_prompt_betas, tk, _ = self._solve_beta(kls)
             self.curve_ = {"beta": per_prompt_betas.mean(axis=1), "kl": kls, "gain": tk.gain.mean(axis=1), "ess_min": tk.ess.min(axis=1)}
+            self.curve_debiased_ = {"beta": self.curve_["beta"], "kl": kls, "gain": self.curve_["gain"]}
+            if not self.exact_:
+                betas_d, td, ok = self._solve_beta(kls, debiased=True)
+                self.curve_debiased_ = {"beta": betas_d.mean(axis=1), "kl": kls, "gain": _mean_gain(td, ok)}
             # each prompt's largest node KL whose ESS is still enough; the budget must suit every prompt
             ok_kl = np.where(t.ess >= self.min_ess, t.kl, 0.0).max(axis=0)
             self.max_reliable_kl_ = self.max_kl_ if self.exact_ else float(min(ok_kl.min(), self.max_kl_))
@@ -190,18 +211,21 @@ class Frontier:
         if first_bad == 0:
             return 0.0
         lo, hi = np.log(self.curve_["beta"][first_bad - 1]), np.log(self.curve_["beta"][first_bad])
-        best_kl = float(self.curve_["kl"][first_bad - 1])
-        for _ in range(1):  # one pass of 8 points: 1/9 of a node interval
-            us = np.linspace(lo, hi, 10)[1:-1]
-            t = self._tilt(np.exp(us))
-            ok = t.ess.min(axis=1) >= self.min_ess
-            kls = t.kl.mean(axis=1)
-            n_ok = int(np.argmin(ok)) if not ok.all() else ok.size
-            if n_ok > 0:
-                best_kl, lo = float(kls[n_ok - 1]), us[n_ok - 1]
-            if n_ok < ok.size:
-                hi = us[n_ok]
-        return best_kl
+        # 8 points between the last good node and the first bad one: 1/9 of a node interval
+        t = self._tilt(np.exp(np.linspace(lo, hi, 10)[1:-1]))
+        ok = t.ess.min(axis=1) >= self.min_ess
+        n_ok = int(np.argmin(ok)) if not ok.all() else ok.size
+        return float(t.kl.mean(axis=1)[n_ok - 1]) if n_ok > 0 else float(self.curve_["kl"][first_bad - 1])
+
+    def _find_max_gain(self) -> float:
+        """Gain as β → 0 (shared budget: every prompt's top reward less its base mean), or at the
+        budget ``max_kl_`` (per-prompt: the prompts that set ``max_kl_`` are at that limit)."""
+        g = self.groups_
+        top = g.max(self.rewards_) - g.sum(self.base_probs_ * self.rewards_)
+        if self.budget == "shared":
+            return float(top.mean())
+        gains = self._solve_beta(np.array([self.max_kl_]))[1].gain[0]
+        return float(np.where(self.max_kl_per_prompt_ <= self.max_kl_, top, gains).mean())
 
     # ------------------------------------------------------------------ queries
     def _check_fitted(self):
@@ -236,12 +260,15 @@ class Frontier:
         return self._solve_beta(self._check_budgets(kl, extrapolate))[0]
 
     def _solve_beta(
-        self, targets: np.ndarray, of: str = "kl", base_probs=None, prompt_weights=None, start=None
-    ) -> tuple[np.ndarray, Tilt]:
+        self, targets: np.ndarray, of: str = "kl", samples: TiltedSamples | None = None, prompt_weights=None,
+        start=None, debiased: bool = False,
+    ) -> tuple[np.ndarray, Tilt, np.ndarray]:
         """β at which the (prompt-weighted) mean KL or gain equals each target: safeguarded Newton in log β.
 
         Both quantities fall as β grows, with exact derivatives ``dkl_dlog_beta`` and
-        ``dgain_dlog_beta``. The start comes from the curve nodes unless given.
+        ``dgain_dlog_beta``. The start comes from the curve nodes unless given. ``debiased``: of the
+        jackknifed curves of the fitted samples (:meth:`_debiased_at`). Returns β, the tilt there, and
+        whether each target was met (a jackknifed curve need not reach every target).
         """
         per_prompt = self.budget == "per-prompt"
         w = None if prompt_weights is None else np.asarray(prompt_weights, float) / np.sum(prompt_weights)
@@ -257,7 +284,7 @@ class Frontier:
         hi = np.full((targets.size, 1), u.max() + 30.0)
         if start is None:
             # cubic Hermite between the curve nodes, with exact derivatives, then bisection on it
-            t_nodes: Tilt = self._nodes["tilt"]
+            t_nodes: Tilt = self._nodes["tilt_debiased" if debiased else "tilt"]
             f_nodes, d_nodes = reduce(getattr(t_nodes, of)), reduce(getattr(t_nodes, deriv))  # rise along nodes
             idx = np.clip((f_nodes[None, :, :] < targets[:, None, None]).sum(axis=1), 1, u.size - 1)
             cols = np.arange(f_nodes.shape[1])[None, :]
@@ -270,26 +297,57 @@ class Frontier:
             x = 0.5 * (a + b)
         else:
             x = np.log(np.asarray(start, float)).reshape(targets.size, -1)
-        samples = self._samples if base_probs is None else TiltedSamples(self.rewards_, self.groups_, base_probs)
+        tilt_at = self._debiased_at if debiased else (self._samples if samples is None else samples).at
+        tol = 1e-12 * np.maximum(1.0, np.abs(targets[:, None]))
         for _ in range(100):
-            t = samples.at(np.exp(x) if per_prompt else np.exp(x[:, 0]))
+            t = tilt_at(np.exp(x) if per_prompt else np.exp(x[:, 0]))
             err = reduce(getattr(t, of)) - targets[:, None]
-            if np.all(np.abs(err) <= 1e-12 * np.maximum(1.0, np.abs(targets[:, None]))):
+            if np.all(np.abs(err) <= tol):
                 break
             # too much KL (or gain) means β is too small: the root lies above x
             lo, hi = np.where(err > 0, x, lo), np.where(err > 0, hi, x)
             newton = x - err / np.minimum(reduce(getattr(t, deriv)), -1e-300)
             inside = (newton > lo) & (newton < hi) & np.isfinite(newton)
             x = np.where(inside, newton, 0.5 * (lo + hi))
-        betas = np.exp(x)
-        return (betas if per_prompt else betas[:, 0]), t
+        betas, met = np.exp(x), np.abs(err) <= 1e3 * tol
+        return (betas, t, met) if per_prompt else (betas[:, 0], t, met[:, 0])
+
+    def _debiased_at(self, beta) -> Tilt:
+        """The jackknifed tilt at any β: the plain tilt plus each prompt's jackknife correction, exact
+        at the curve's nodes and cubic-Hermite interpolated in log β between them (with its slopes
+        there, from the variance's correction; ends held constant). The correction is O(1/n) and
+        smooth, so this is the jackknife to ~1e-4 of the correction, at the cost of the plain tilt.
+        The variance returned is the one the interpolated KL's slope implies, so Newton steps on it
+        are exact."""
+        t = self._samples.at(beta)
+        if self.exact_:
+            return t
+        u_nodes, corr = self._nodes["u"][::-1], {k: v[::-1] for k, v in self._nodes["correction"].items()}
+        u = np.clip(np.log(t.beta), u_nodes[0], u_nodes[-1])
+        hi = np.clip(np.searchsorted(u_nodes, u), 1, u_nodes.size - 1)
+        lo, cols = hi - 1, np.arange(u.shape[1])[None, :]
+        b0, b1 = np.exp(u_nodes[lo]), np.exp(u_nodes[hi])
+        v0, v1 = corr["variance"][lo, cols], corr["variance"][hi, cols]
+        out = {}
+        for name, power in (("kl", 2), ("gain", 1)):
+            c = corr[name]
+            knots = (u, u_nodes[lo], u_nodes[hi], c[lo, cols], c[hi, cols], -v0 / b0**power, -v1 / b1**power)
+            out[name] = getattr(t, name) + _hermite(*knots)
+            if name == "kl":
+                out["variance"] = t.variance - t.beta**2 * _hermite(*knots, slope=True)
+        return Tilt(beta=t.beta, kl_reverse=t.kl_reverse, ess=t.ess, **out)
 
     def evaluate(self, kls, extrapolate: bool = False) -> list[BudgetPoint]:
-        """The frontier at each KL budget, with bootstrap intervals and reliability."""
+        """The frontier at each KL budget, plain and bias-corrected, with bootstrap intervals and reliability."""
         kls = self._check_budgets(kls, extrapolate)
-        betas, t = self._solve_beta(kls)
-        intervals = self._bootstrap(kls, betas, t)
-        gains = t.gain.mean(axis=1)
+        betas, t, _ = self._solve_beta(kls)
+        if self.exact_:
+            betas_d, t_d, met_d = betas, t, np.ones(betas.shape, bool)
+        else:
+            betas_d, t_d, met_d = self._solve_beta(kls, debiased=True)
+        intervals, intervals_d = self._bootstrap(kls, betas, t, betas_d, t_d)
+        gains, gains_d = t.gain.mean(axis=1), _mean_gain(t_d, met_d)
+        intervals_d[~np.isfinite(gains_d)] = np.nan
         points = []
         for j, kl in enumerate(kls):
             ess_min = float(t.ess[j].min())
@@ -299,6 +357,8 @@ class Frontier:
                     beta=float(np.mean(betas[j])) if self.budget == "per-prompt" else float(betas[j]),
                     gain=float(gains[j]),
                     gain_ci=(float(intervals[j, 0]), float(intervals[j, 1])),
+                    gain_debiased=float(gains_d[j]),
+                    gain_debiased_ci=(float(intervals_d[j, 0]), float(intervals_d[j, 1])),
                     kl_reverse=float(t.kl_reverse[j].mean()),
                     jeffreys=float(t.jeffreys[j].mean()),
                     sqrt_bound=float(np.sqrt(2 * self.reward_variance_ * kl)),
@@ -308,27 +368,52 @@ class Frontier:
             )
         return points
 
-    def gain_at_kl(self, kl, extrapolate: bool = False) -> np.ndarray:
-        """:math:`\\Delta^*(\\varepsilon)` at each budget (no intervals)."""
+    def gain_at_kl(self, kl, extrapolate: bool = False, debiased: bool = False) -> np.ndarray:
+        """:math:`\\Delta^*(\\varepsilon)` at each budget (no intervals); ``debiased``: the bias-corrected
+        frontier (NaN where its curve does not reach the budget; the plain one for an exact fit)."""
         kls = self._check_budgets(kl, extrapolate)
-        return self._solve_beta(kls)[1].gain.mean(axis=1)
+        debiased = debiased and not self.exact_
+        _, t, met = self._solve_beta(kls, debiased=debiased)
+        return _mean_gain(t, met) if debiased else t.gain.mean(axis=1)
 
-    def kl_for_gain(self, gain) -> np.ndarray:
-        """The inverse: the least KL at which the frontier reaches each gain (``inf`` where it never does)."""
+    def kl_for_gain(self, gain, debiased: bool = False) -> np.ndarray:
+        """The inverse of :meth:`gain_at_kl`: the least KL at which the frontier reaches each gain.
+
+        ``inf`` where it never does: above ``max_gain_`` for the plain frontier, which only
+        reweights the samples (the debiased one: where its curve does not reach the gain).
+        """
         self._check_fitted()
+        debiased = debiased and not self.exact_
         gains = np.atleast_1d(np.asarray(gain, dtype=np.float64))
         out = np.full(gains.shape, np.inf)
         out[gains <= 0] = 0.0
-        reachable = (gains > 0) & (gains < self._max_gain())
-        if reachable.any():
-            t = self._solve_beta(gains[reachable], of="gain")[1]
-            out[reachable] = t.kl.mean(axis=1) if self.budget == "shared" else t.kl.max(axis=1)
+        reachable = (gains > 0) & (gains < (np.inf if debiased else self.max_gain_))
+        if reachable.any() and self.budget == "shared":
+            _, t, met = self._solve_beta(gains[reachable], of="gain", debiased=debiased)
+            out[reachable] = np.where(met | (not debiased), t.kl.mean(axis=1), np.inf)
+        elif reachable.any():
+            out[reachable] = self._per_prompt_kl_for_gain(gains[reachable], debiased)
         return out
 
-    def _max_gain(self) -> float:
-        """Gain as β → 0: the mean of each prompt's top reward minus its base mean."""
-        g, q = self.groups_, self._base_probs()
-        return float((g.max(self.rewards_) - g.sum(q * self.rewards_)).mean())
+    def _per_prompt_kl_for_gain(self, gains: np.ndarray, debiased: bool) -> np.ndarray:
+        """Budget ε with :math:`G(\\varepsilon) = \\overline{\\Delta_x(\\beta_x(\\varepsilon))}` equal to each gain,
+        every prompt at its own :math:`\\beta_x`: safeguarded Newton in ε,
+        :math:`dG/d\\varepsilon = \\overline{\\beta_x}`."""
+        curve = self.curve_debiased_ if debiased else self.curve_
+        known = np.isfinite(curve["gain"])
+        eps = np.interp(gains, curve["gain"][known], curve["kl"][known])
+        lo, hi = np.zeros(gains.shape), np.full(gains.shape, self.max_kl_)
+        betas, tol = None, 1e-12 * np.maximum(1.0, np.abs(gains))
+        for _ in range(100):
+            betas, t, met = self._solve_beta(eps, start=betas, debiased=debiased)
+            err = t.gain.mean(axis=1) - gains
+            if np.all(np.abs(err) <= tol):
+                break
+            lo, hi = np.where(err < 0, eps, lo), np.where(err > 0, eps, hi)
+            newton = eps - err / betas.mean(axis=1)
+            eps = np.where((newton > lo) & (newton < hi), newton, 0.5 * (lo + hi))
+        met = met.all(axis=1) & (np.abs(err) <= 1e3 * tol)
+        return np.where(met | (not debiased), eps, np.inf)
 
     # ---------------------------------------------------------------- bootstrap
     @property
@@ -345,28 +430,36 @@ class Frontier:
             return (
                 f"{level} percentile bootstrap, {self.n_bootstrap} replicates resampling prompts with replacement; "
                 "each replicate's frontier is interpolated (cubic Hermite in log β with exact derivatives) between "
-                f"{self.n_curve} exact β nodes plus the budgets' own β"
+                f"{self.n_curve} exact β nodes plus the budgets' own β; the bias-corrected frontier's interval "
+                "comes from the same replicates of its jackknifed per-prompt curves"
             )
         return (
             f"{level} percentile bootstrap, {self.n_bootstrap} replicates resampling prompts and, within each prompt, "
-            "samples with replacement; each replicate's budget is re-solved exactly (Newton in log β)"
+            "samples with replacement; each replicate's budget is re-solved exactly (Newton in log β); "
+            "the bias-corrected frontier's interval is the same replicates shifted by the jackknife's correction"
         )
 
-    def _bootstrap(self, kls: np.ndarray, betas: np.ndarray, t_budgets: Tilt) -> np.ndarray:
-        point = t_budgets.gain.mean(axis=1)
+    def _bootstrap(self, kls: np.ndarray, betas, t_budgets: Tilt, betas_d, t_debiased: Tilt
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Intervals of the plain and the debiased frontier at each budget, from the same replicates."""
+        points = (t_budgets.gain.mean(axis=1), t_debiased.gain.mean(axis=1))
         if self.exact_ or self.n_bootstrap <= 0:
-            return np.stack([point, point], axis=1)
+            return tuple(np.stack([p, p], axis=1) for p in points)
         rng = np.random.default_rng(self.random_state)
         P = self.n_prompts_
         weights = rng.multinomial(P, np.full(P, 1.0 / P), size=self.n_bootstrap) / P  # (R, P)
         if self.bootstrap_mode_ == "prompts+samples":
-            replicates = self._resample_within(kls, weights, betas)
+            plain = self._resample_within(kls, weights, betas)
+            # the jackknife's O(1/n) correction varies far less than the estimate: shift by it
+            replicates = (plain, plain + (points[1] - points[0]))
         elif self.budget == "per-prompt":
-            replicates = weights @ t_budgets.gain.T  # each prompt keeps its own β
+            replicates = (weights @ t_budgets.gain.T, weights @ t_debiased.gain.T)  # each prompt keeps its own β
         else:
-            replicates = self._bootstrap_prompts_shared(kls, weights, betas, t_budgets)
+            nodes = self._nodes
+            replicates = (self._bootstrap_prompts_shared(kls, weights, betas, t_budgets, nodes["tilt"]),
+                          self._bootstrap_prompts_shared(kls, weights, betas_d, t_debiased, nodes["tilt_debiased"]))
         tail = self._expanded_tail()
-        return np.quantile(replicates, [tail, 1 - tail], axis=0).T
+        return tuple(np.quantile(r, [tail, 1 - tail], axis=0).T for r in replicates)
 
     def _expanded_tail(self) -> float:
         r"""Tail probability of Hesterberg's expanded percentile interval.
@@ -379,14 +472,13 @@ class Frontier:
         alpha = 1 - self.confidence
         return float(stats.norm.cdf(-np.sqrt(m / (m - 1)) * stats.t.ppf(1 - alpha / 2, m - 1)))
 
-    def _bootstrap_prompts_shared(self, kls, weights, betas, t_budgets: Tilt) -> np.ndarray:
+    def _bootstrap_prompts_shared(self, kls, weights, betas, t_budgets: Tilt, t_nodes: Tilt) -> np.ndarray:
         """Replicates of a prompt-resampled shared-β frontier, without another pass over the samples.
 
         A replicate's mean KL and gain at any β are ``weights @ per-prompt values``; the
         per-prompt values and their derivatives in log β are known exactly at the curve nodes
         and the budgets' β, and the replicate's curve is cubic-Hermite interpolated between them.
         """
-        t_nodes: Tilt = self._nodes["tilt"]
         u = np.concatenate([self._nodes["u"], np.log(betas)])
         order = np.argsort(u)
         u = u[order]
@@ -423,8 +515,8 @@ class Frontier:
         out = np.empty((weights.shape[0], kls.size))
         for r, w in enumerate(weights):
             q = np.bincount(g.resample_within(rng), minlength=g.n_total) * sample_of_prompt
-            t = self._solve_beta(kls, base_probs=q, prompt_weights=w, start=betas)[1]
-            out[r] = t.gain @ w / w.sum()
+            samples = TiltedSamples(self.rewards_, g, q)
+            out[r] = self._solve_beta(kls, samples=samples, prompt_weights=w, start=betas)[1].gain @ w / w.sum()
         return out
 
     def bootstrap_statistic(self, statistic, fixed_prompts: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -481,8 +573,8 @@ class Frontier:
         half = stats.t.ppf(0.5 + self.confidence / 2, self.n_samples_ - P) * se
         return np.stack([point - half, point + half], axis=1), se
 
-    # ------------------------------------------------------------------ output
-    def curve(self) -> dict:
-        """The whole curve (JSON ``curve`` list) with reliability flags."""
-        self._check_fitted()
-        return self.curve_
+
+
+def _mean_gain(t: Tilt, met: np.ndarray) -> np.ndarray:
+    """The prompt mean of the gain at each budget, NaN where a budget was not met (by any prompt)."""
+    return np.where(met if met.ndim == 1 else met.all(axis=1), t.gain.mean(axis=1), np.nan)

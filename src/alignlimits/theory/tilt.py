@@ -30,6 +30,8 @@ from alignlimits.theory.groups import Groups
 _CHUNK_ELEMENTS = 2_000_000  # (β values × samples) processed at once; bounds peak memory
 _PARALLEL_ELEMENTS = 4_000_000  # below this, threads cost more than they save
 _THREADS = min(4, os.cpu_count() or 1)
+_EXACT_TOP = 32  # per prompt, the highest rewards whose deletion the jackknife treats exactly
+_CACHE_RATIO = 8  # the jackknife's (β, top, prompt) chunks hold _CHUNK_ELEMENTS / 8 entries: cache-sized
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ class TiltedSamples:
         peak, self.exponent = _below_peak(self.rewards, g, self.q)
         base_mean = g.sum(q_flat * self.rewards)
         centred = self.rewards - g.expand(base_mean)
+        self.base_mean = base_mean
+        self._top_and_rest = None  # the jackknife's layout, made on first use
         below_peak = np.where(np.isfinite(self.exponent), self.exponent, 0.0)  # ≤ 0; weight 0 off the support
         self.mean_below_peak = base_mean - peak  # E_π0[r - max r], for the reverse KL
         self.columns = g.stack_columns([np.ones_like(self.rewards), centred, centred * centred, below_peak])
@@ -123,23 +127,216 @@ class TiltedSamples:
                 e *= self.q
             s, s_c, s_cc, s_below = g.dot_columns(e, self.columns)
             log_s = np.log(s) if self.q is not None else np.log(s / g.sizes)
-            gain = s_c / s
-            out["gain"][lo:hi] = gain
-            out["kl"][lo:hi] = np.maximum(s_below / (b * s) - log_s, 0.0)  # Σ w (r - max)/β - log s
-            out["kl_reverse"][lo:hi] = np.maximum(log_s - self.mean_below_peak / b, 0.0)
-            out["variance"][lo:hi] = np.maximum(s_cc / s - gain * gain, 0.0)
-            out["ess"][lo:hi] = s * s / g.sum_squares(e)
+            for k, v in _moments(b, s, s_c, s_cc, s_below, g.sum_squares(e), log_s, self.mean_below_peak).items():
+                out[k][lo:hi] = v
 
-        chunk = max(1, _CHUNK_ELEMENTS // self.rewards.size)
-        bounds = [(lo, min(lo + chunk, betas.shape[0])) for lo in range(0, betas.shape[0], chunk)]
-        if len(bounds) > 1 and self.rewards.size * betas.shape[0] >= _PARALLEL_ELEMENTS:
-            # numpy releases the GIL inside these ufuncs and BLAS calls, so threads use every core
-            with ThreadPoolExecutor(_THREADS) as pool:
-                list(pool.map(lambda lh: fill(*lh), bounds))
-        else:
-            for lo, hi in bounds:
-                fill(lo, hi)
+        _in_chunks(fill, betas.shape[0], self.rewards.size)
         return Tilt(beta=np.asarray(betas), **out)
+
+    def jackknife(self, beta) -> tuple[Tilt, Tilt]:
+        r"""The plain tilt and its delete-one jackknife within each prompt, at β of shape (B,) or (B, P).
+
+        For θ = gain, KL and tilted variance of a prompt's n draws (base samples; with ``base_probs``,
+        draw counts / n, as a bootstrap resample gives them):
+        :math:`\theta_{JK} = n\hat\theta - (n-1)\,\overline{\hat\theta_{(-i)}}` (Quenouille–Tukey),
+        the mean over deleting each draw once. It removes the :math:`O(1/n)` bias of the ratio
+        estimator (an :math:`O(1/n^2)` bias remains). Deleting draw i removes its term from the
+        prompt's sums: with :math:`x = e^{(r - \max r)/\beta}` and :math:`\tau_i = x_i/(\sum_j x_j - x_i)`,
+        each ratio :math:`R^v = \sum x v/\sum x` moves by :math:`\tau_i (R^v - v_i)` and
+        :math:`\log\sum x` by :math:`-\log(1 + \tau_i)`. That is exact for each prompt's
+        ``_EXACT_TOP`` highest rewards (a unique top deleted leaves the sums of the others, taken
+        about the second highest reward if they underflow about the top); beyond them
+        :math:`\tau_i \le 1/\text{_EXACT_TOP}` and the sums over i are expanded to second order
+        (moments of :math:`x^2`), an O(n) pass like the plain one. The jackknifed tilt's variance
+        is the jackknifed variance, so its ``dkl_dlog_beta`` and ``dgain_dlog_beta`` are the slopes of
+        the jackknifed curves; its ``kl_reverse`` and ``ess`` are the plain ones (ESS over draws).
+        """
+        g = self.groups
+        betas = _beta_grid(beta, g)
+        lay = self._layout()
+        plain = {k: np.empty(betas.shape) for k in ("gain", "kl", "kl_reverse", "variance", "ess")}
+        jk = {k: np.empty(betas.shape) for k in ("gain", "kl", "variance")}
+
+        def fill(lo: int, hi: int) -> None:
+            p, j = _jackknife_chunk(lay, g, betas[lo:hi], self.mean_below_peak)
+            for k in plain:
+                plain[k][lo:hi] = p[k]
+            for k in jk:
+                jk[k][lo:hi] = j[k]
+
+        # chunks of the (β, top, prompt) arrays stay in cache
+        _in_chunks(fill, betas.shape[0], max(self.rewards.size, lay.m.size * _CACHE_RATIO))
+        beta_out = np.asarray(betas)
+        return (Tilt(beta=beta_out, **plain),
+                Tilt(beta=beta_out, kl_reverse=plain["kl_reverse"], ess=plain["ess"], **jk))
+
+    def _layout(self) -> "_TopAndRest":
+        if self._top_and_rest is None:
+            self._top_and_rest = _TopAndRest.make(self.rewards, self.groups, self.q, self.base_mean, self.columns)
+        return self._top_and_rest
+
+
+def _top_indices(masked: np.ndarray, groups: Groups, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices (k, P) of each prompt's k highest finite values, highest first, and which exist."""
+    n = groups.uniform_size
+    if n is not None:
+        values = -masked.reshape(groups.n_groups, n)
+        local = np.argpartition(values, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (groups.n_groups, 1))
+        local = np.take_along_axis(local, np.argsort(np.take_along_axis(values, local, 1), axis=1, kind="stable"), 1)
+        idx = groups.starts[:, None] + local
+        valid = np.ones(idx.shape, bool)
+    else:
+        order = np.lexsort((-masked, groups.labels))
+        rank = np.arange(k)[None, :]
+        valid = rank < groups.sizes[:, None]
+        idx = order[groups.starts[:, None] + np.minimum(rank, groups.sizes[:, None] - 1)]
+    return idx.T, (valid & np.isfinite(masked[idx])).T
+
+
+@dataclass(frozen=True)
+class _TopAndRest:
+    """Each prompt's ``_EXACT_TOP`` highest rewards on the support as (k, P) arrays, highest first,
+    apart from the rest of its draws, for :meth:`TiltedSamples.jackknife`."""
+
+    n: np.ndarray  # draws per prompt
+    unique: np.ndarray  # the top reward is one draw
+    gap: np.ndarray  # top reward - the next distinct sample's (0 if none)
+    exponent: np.ndarray  # (k, P): r - top, -inf where absent
+    m: np.ndarray  # (k, P) draw counts, 0 where absent
+    w: np.ndarray  # (k, P) draw counts of the deletions done in the top's frame (all but a unique top)
+    cols: np.ndarray  # (3, k, P): centred r, its square, r - top (0 where absent)
+    rest_gap: np.ndarray  # top reward - the rest's highest (inf without a rest)
+    rest_exponent: np.ndarray | None  # (N,): r - the rest's highest on the rest, -inf elsewhere; None: no rest
+    rest_m: np.ndarray | None  # (N,) draw counts; None: one each
+    columns: np.ndarray  # TiltedSamples.columns: 1, centred r, its square, r - top
+
+    @classmethod
+    def make(cls, rewards, groups: Groups, q, base_mean, columns) -> "_TopAndRest":
+        if groups.sizes.min() < 2:
+            raise ValueError("the jackknife needs at least 2 draws per prompt")
+        m = None if q is None else np.rint(q * groups.expand(groups.sizes))
+        masked = rewards if m is None else np.where(m > 0, rewards, -np.inf)
+        idx, valid = _top_indices(masked, groups, int(min(_EXACT_TOP, groups.sizes.max())))
+        r = np.where(valid, rewards[idx], -np.inf)
+        top_m = np.where(valid, 1.0 if m is None else m[idx], 0.0)
+        peak = r[0]
+        unique = (top_m[0] == 1) & (r[1] < peak)
+        below = np.where(valid, r - peak, 0.0)
+        c = np.where(valid, r - base_mean, 0.0)
+        rest = np.ones(rewards.size, bool) if m is None else m > 0
+        rest[idx[valid]] = False
+        rest_top = groups.max(np.where(rest, rewards, -np.inf))  # -inf without a rest: its scale e^{-inf} is 0
+        rest_exponent = None
+        if rest.any():  # r - rest_top on the rest, -inf elsewhere, built in place (it is as large as the data)
+            rest_exponent = groups.expand(rest_top)
+            np.subtract(rewards, rest_exponent, out=rest_exponent)
+            rest_exponent[~rest] = -np.inf
+        return cls(
+            n=groups.sizes.astype(float), unique=unique, gap=np.where(valid[1], peak - r[1], 0.0),
+            exponent=r - peak, m=top_m, w=np.where(np.arange(len(r))[:, None] == 0, top_m * ~unique, top_m),
+            cols=np.stack([c, c * c, below]), rest_gap=peak - rest_top,
+            rest_exponent=rest_exponent,
+            rest_m=m, columns=columns,
+        )
+
+    def rest_sums(self, groups: Groups, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Σ m y·(1, c, c², r − top) and the same with y², y = e^{(r − the rest's highest)/β}, over
+        the rest."""
+        if self.rest_exponent is None:
+            zeros = np.zeros((4, *beta.shape))
+            return zeros, zeros
+        y = groups.divide(self.rest_exponent, beta)
+        np.exp(y, out=y)
+        e = y if self.rest_m is None else y * self.rest_m
+        first = groups.dot_columns(e, self.columns)
+        e *= y
+        return first, groups.dot_columns(e, self.columns)
+
+
+def _jackknife_chunk(lay: _TopAndRest, groups: Groups, b: np.ndarray, mean_below_peak) -> tuple[dict, dict]:
+    """Plain moments and jackknifed gain, KL, variance at β rows ``b`` (B, P); see TiltedSamples.jackknife."""
+    rest, rest2 = lay.rest_sums(groups, b)
+    sigma = np.exp(-lay.rest_gap / b)  # the rest's frame in the top's
+    x = np.exp(lay.exponent / b[:, None, :])  # (B, k, P), 1 at the top
+    mx = lay.m * x
+    others = [mx[:, 1:].sum(axis=1) + sigma * rest[0]]  # sums without the first (top) entry
+    others += [(mx[:, 1:] * col[1:]).sum(axis=1) + sigma * rest[i] for i, col in enumerate(lay.cols, 1)]
+    top = [lay.m[0]] + [lay.m[0] * col[0] for col in lay.cols]
+    s, s_c, s_cc, s_b = (a + o for a, o in zip(top, others))
+    plain = _moments(b, s, s_c, s_cc, s_b, (mx * x).sum(axis=1) + sigma**2 * rest2[0], np.log(s / lay.n),
+                     mean_below_peak)
+    ratio = [s_c / s, s_cc / s, s_b / s]
+    # deletions in the top's frame, exact: Σ w τ (R - v) and Σ w log(1 + τ), τ = x/(s - x)
+    xe = np.where(lay.w > 0, x, 0.0)
+    tau = xe / (s[:, None, :] - xe)
+    a = lay.w * tau
+    sum_a = a.sum(axis=1)
+    sum_d = [R * sum_a - (a * col).sum(axis=1) for R, col in zip(ratio, lay.cols)]
+    sum_log = -(lay.w * np.log1p(tau)).sum(axis=1)
+    a *= tau
+    sum_dc2 = (ratio[0] ** 2 * a.sum(axis=1) - 2 * ratio[0] * (a * lay.cols[0]).sum(axis=1)
+               + (a * lay.cols[1]).sum(axis=1))
+    # the rest, to second order in t = σ y / s
+    u1, u2 = sigma / s, (sigma / s) ** 2
+    for i, R in enumerate(ratio):
+        sum_d[i] += u1 * (R * rest[0] - rest[i + 1]) + u2 * (R * rest2[0] - rest2[i + 1])
+    sum_log -= u1 * rest[0] + 0.5 * u2 * rest2[0]
+    sum_dc2 += u2 * (ratio[0] ** 2 * rest2[0] - 2 * ratio[0] * rest2[1] + rest2[2])
+    n = lay.n
+    d_gain, d_var = sum_d[0], sum_d[1] - 2 * ratio[0] * sum_d[0] - sum_dc2
+    d_kl = sum_d[2] / b - sum_log - np.log(n / (n - 1)) * (n - lay.unique)
+    if lay.unique.any():
+        k0, g0, v0 = _without_unique_top(lay, b, others, rest)
+        d_kl += np.where(lay.unique, k0 - plain["kl"], 0.0)
+        d_gain += np.where(lay.unique, g0 - plain["gain"], 0.0)
+        d_var += np.where(lay.unique, v0 - plain["variance"], 0.0)
+    f = (n - 1) / n
+    return plain, {"gain": plain["gain"] - f * d_gain, "kl": plain["kl"] - f * d_kl,
+                   "variance": plain["variance"] - f * d_var}
+
+
+def _without_unique_top(lay: _TopAndRest, b: np.ndarray, others: list, rest: np.ndarray) -> tuple[np.ndarray, ...]:
+    """KL, gain and variance of a prompt's tilt with its unique top deleted, from the sums of the
+    others; where those underflow about the top (its lead ≫ β) they are retaken about the second."""
+    s, s_c, s_cc, s_b = others
+    low = lay.unique & (s < 1e-250)
+    if low.any():  # frame of the second highest: KL from r - second, so no large terms cancel
+        x = np.exp((lay.exponent[1:] + lay.gap) / b[:, None, :])
+        mx = lay.m[1:] * x
+        sigma = np.exp(-(lay.rest_gap - lay.gap) / b)
+        below_second = lay.cols[2, 1:] + lay.gap
+        redo = [mx.sum(axis=1) + sigma * rest[0], (mx * lay.cols[0, 1:]).sum(axis=1) + sigma * rest[1],
+                (mx * lay.cols[1, 1:]).sum(axis=1) + sigma * rest[2],
+                (mx * below_second).sum(axis=1) + sigma * (rest[3] + lay.gap * rest[0])]
+        s, s_c, s_cc, s_b = (np.where(low, r, o) for r, o in zip(redo, (s, s_c, s_cc, s_b)))
+    s = np.where(lay.unique, s, 1.0)
+    gain = s_c / s
+    return s_b / (b * s) - np.log(s / (lay.n - 1)), gain, s_cc / s - gain * gain
+
+def _moments(b, s, s_c, s_cc, s_below, s_sq, log_s, mean_below_peak) -> dict:
+    """Gain, KL, reverse KL, variance and ESS of a prompt's tilt from its sums of x = q e^{(r-max)/β}
+    times 1, centred r, its square and r - max, of x², and log of the normalised Σ x."""
+    gain = s_c / s
+    return {
+        "gain": gain,
+        "kl": np.maximum(s_below / (b * s) - log_s, 0.0),  # Σ w (r - max)/β - log s
+        "kl_reverse": np.maximum(log_s - mean_below_peak / b, 0.0),
+        "variance": np.maximum(s_cc / s - gain * gain, 0.0),
+        "ess": s * s / s_sq,
+    }
+
+
+def _in_chunks(fill, n_betas: int, n_samples: int) -> None:
+    """Call ``fill(lo, hi)`` over chunks of the β rows that bound peak memory, on threads when large."""
+    chunk = max(1, _CHUNK_ELEMENTS // n_samples)
+    bounds = [(lo, min(lo + chunk, n_betas)) for lo in range(0, n_betas, chunk)]
+    if len(bounds) > 1 and n_samples * n_betas >= _PARALLEL_ELEMENTS:
+        # numpy releases the GIL inside these ufuncs and BLAS calls, so threads use every core
+        with ThreadPoolExecutor(_THREADS) as pool:
+            list(pool.map(lambda lh: fill(*lh), bounds))
+    else:
+        for lo, hi in bounds:
+            fill(lo, hi)
 
 
 def tilt(rewards, beta, groups: Groups | None = None, base_probs=None) -> Tilt:
