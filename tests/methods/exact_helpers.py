@@ -30,3 +30,52 @@ def exact_point(policy, tok, base_dist, beta, method):
     print(f"{method} beta={beta}: {pt}, gap closed {pt['gap_closed']:.3f}, J/J* {pt['objective'] / pt['optimum']:.3f}, "
           f"efficiency {pt['gain'] / pt['frontier_gain']:.3f}")
     return pt
+
+
+class FailAfter:
+    """The exact reward, until its ``n``-th call: then the process "dies" (a kill mid-step)."""
+
+    name = "exact"
+
+    def __init__(self, n):
+        self.n, self.calls = n, 0
+
+    def __call__(self, prompts, completions):
+        from alignlimits.lm.exact import exact_reward
+
+        self.calls += 1
+        if self.calls > self.n:
+            raise KeyboardInterrupt("killed")
+        return exact_reward(prompts, completions)
+
+
+def checkpoints(out) -> list[str]:
+    return sorted(p.name for p in out.glob("checkpoint-*"))
+
+
+def assert_resumes_bit_exact(tmp_path, run, kill) -> None:
+    """A 4-step run saving every 2 steps, killed in step 4 by ``kill`` (which runs the trainer), refuses to
+    start over on its checkpoint, resumes to the same weights as an uninterrupted run and keeps one checkpoint.
+
+    ``run(out, resume=None, **options)`` trains and returns the policy."""
+    import json
+
+    import pytest
+    import torch
+
+    from alignlimits.errors import AlignLimitsError
+
+    full = run(tmp_path / "a", keep_checkpoints=True)
+    assert checkpoints(tmp_path / "a") == ["checkpoint-2", "checkpoint-4"]
+    with pytest.raises(KeyboardInterrupt):
+        kill(tmp_path / "b")
+    assert checkpoints(tmp_path / "b") == ["checkpoint-2"]
+    with pytest.raises(AlignLimitsError, match="already holds checkpoints"):
+        run(tmp_path / "b")
+    resumed = run(tmp_path / "b", resume=True)
+    rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert checkpoints(tmp_path / "b") == ["checkpoint-4"]  # only what resuming needs, plus policy/
+    a, b = full.state_dict(), resumed.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -12,8 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from exact_helpers import PROMPTS, exact_point
-import torch
+from exact_helpers import PROMPTS, assert_resumes_bit_exact, exact_point
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.lm.exact import build_exact_model, exact_prompts, exact_reward
@@ -100,11 +99,6 @@ def test_dpo_resume_continues_from_the_checkpoint(base, tmp_path, monkeypatch):
         model, _ = build_exact_model(0)
         return train_dpo(DPOOptions(output_dir=str(out), **kw, **more), model, tok, pairs, resume_from_checkpoint=resume)
 
-    def checkpoints(out):
-        return sorted(p.name for p in out.glob("checkpoint-*"))
-
-    full = run(tmp_path / "a", keep_checkpoints=True)
-    assert checkpoints(tmp_path / "a") == ["checkpoint-2", "checkpoint-4"]
     calls, loss = [], DPOTrainer.compute_loss
 
     def dies_in_step_4(self, *a, **k):
@@ -113,20 +107,12 @@ def test_dpo_resume_continues_from_the_checkpoint(base, tmp_path, monkeypatch):
             raise KeyboardInterrupt("killed")
         return loss(self, *a, **k)
 
-    with monkeypatch.context() as m:
-        m.setattr(DPOTrainer, "compute_loss", dies_in_step_4)
-        with pytest.raises(KeyboardInterrupt):
-            run(tmp_path / "b")
-    assert checkpoints(tmp_path / "b") == ["checkpoint-2"]
-    with pytest.raises(AlignLimitsError, match="already holds checkpoints"):
-        run(tmp_path / "b")
-    resumed = run(tmp_path / "b", resume=True)
-    rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    assert checkpoints(tmp_path / "b") == ["checkpoint-4"]
-    a, b = full.state_dict(), resumed.state_dict()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    def kill(out):
+        with monkeypatch.context() as m:
+            m.setattr(DPOTrainer, "compute_loss", dies_in_step_4)
+            run(out)
+
+    assert_resumes_bit_exact(tmp_path, run, kill)
 
 
 def test_dpo_config_and_bad_input(tmp_path):

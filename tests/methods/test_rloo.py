@@ -11,8 +11,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from exact_helpers import PROMPTS, exact_point
-import torch
+from exact_helpers import PROMPTS, FailAfter, assert_resumes_bit_exact, exact_point
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.lm.exact import build_exact_model, exact_reward
@@ -43,46 +42,17 @@ def test_rloo_closes_90_percent_of_the_gap_to_the_optimal_objective(base, tmp_pa
     assert (tmp_path / "run" / "policy" / "model.safetensors").is_file()
 
 
-class FailAfter:
-    name = "exact"
-
-    def __init__(self, n):
-        self.n, self.calls = n, 0
-
-    def __call__(self, prompts, completions):
-        self.calls += 1
-        if self.calls > self.n:
-            raise KeyboardInterrupt("killed")
-        return exact_reward(prompts, completions)
-
-
 def test_rloo_resume_continues_from_the_checkpoint(tmp_path):
     _, tok = build_exact_model(0)
     kw = dict(beta=0.5, learning_rate=3e-3, steps=4, batch_size=16, num_generations=4, max_new_tokens=3,
               save_steps=2, progress=False)
 
-    def run(out, reward, resume=None, **more):
+    def run(out, resume=None, reward=exact_reward, **more):
         model, _ = build_exact_model(0)
         return train_rloo(RLOOOptions(output_dir=str(out), **kw, **more), model, tok, reward, PROMPTS,
                           resume_from_checkpoint=resume)
 
-    def checkpoints(out):
-        return sorted(p.name for p in out.glob("checkpoint-*"))
-
-    full = run(tmp_path / "a", exact_reward, keep_checkpoints=True)
-    assert checkpoints(tmp_path / "a") == ["checkpoint-2", "checkpoint-4"]
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "b", FailAfter(3))  # dies in step 4, after checkpoint-2
-    assert checkpoints(tmp_path / "b") == ["checkpoint-2"]
-    with pytest.raises(AlignLimitsError, match="already holds checkpoints"):
-        run(tmp_path / "b", exact_reward)
-    resumed = run(tmp_path / "b", exact_reward, resume=True)
-    rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    assert checkpoints(tmp_path / "b") == ["checkpoint-4"]
-    a, b = full.state_dict(), resumed.state_dict()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    assert_resumes_bit_exact(tmp_path, run, kill=lambda out: run(out, reward=FailAfter(3)))  # dies in step 4
 
 
 def test_rloo_config_and_bad_input(tmp_path):
