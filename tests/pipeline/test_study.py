@@ -110,7 +110,7 @@ def test_bad_input(tmp_path):
     CLI.assert_clean_error(run("run", "exact", "--config", cfg, "--preset", "quick", "--out", tmp_path / "a"), "conflicts")
     CLI.assert_clean_error(run("run", "exact", "--reward", "nonesuch", "--out", tmp_path / "b"), "nonesuch")
     CLI.assert_clean_error(run("run", "exact", "--betas", "0.1,-1", "--out", tmp_path / "c"), "β must be > 0")
-    CLI.assert_clean_error(run("train", "--method", "dpo", "--beta", "0.1", "--task", "exact", "--out", tmp_path / "d"), "unknown method")
+    CLI.assert_clean_error(run("train", "--method", "kto", "--beta", "0.1", "--task", "exact", "--out", tmp_path / "d"), "unknown method")
     old = tmp_path / "old"
     old.mkdir()
     (old / "state.json").write_text(json.dumps({"format": 0, "stages": {}}))
@@ -157,3 +157,18 @@ def test_report_fixture_has_the_current_format(uninterrupted):
     missing = {p for p in _key_paths(fresh) - _key_paths(fixture)
                if not p.startswith(("exact_frontier", "config.", "versions.", "timings.")) and not p.endswith("_null_reason")}
     assert not missing, sorted(missing)
+
+
+def test_same_seed_same_numbers_as_the_stored_run(uninterrupted):
+    """A refactor must not move the numbers: the base samples' frontier and laws equal a stored run's."""
+    import numpy as np
+
+    stored = json.loads((Path(__file__).parent / "fixtures" / "exact_run.json").read_text())
+    fresh = json.loads((uninterrupted / "results.json").read_text())
+    assert fresh["frontier"]["base_reward_mean"] == pytest.approx(stored["base_reward_mean"], rel=1e-9)
+    assert fresh["frontier"]["max_reliable_kl"] == pytest.approx(stored["max_reliable_kl"], rel=1e-6)
+    curve = [[c["beta"], c["kl"], c["gain"]] for c in fresh["frontier"]["curve"][::8]]
+    np.testing.assert_allclose(curve, stored["curve"], rtol=1e-6)
+    points = {p["label"]: [p["kl"], p["gain"], p["efficiency"]] for p in fresh["evaluate"]}
+    for label, *numbers in stored["points"]:
+        np.testing.assert_allclose(points[label], numbers, rtol=1e-6, err_msg=label)
