@@ -44,15 +44,25 @@ def report(tmp_path_factory) -> tuple[Path, str]:
     run_dir = tmp_path_factory.mktemp("run")
     _tiny_png(run_dir / "hacking.png")
     _tiny_png(run_dir / "hacking_bon.png")
-    path = write_report(run_dir, load())
+    path = write_report(run_dir, hostile(load()))
     return path, path.read_text(encoding="utf-8")
+
+
+def hostile(r: dict) -> dict:
+    """The fixture with markup in completions, a note and a planning target the samples cannot reach."""
+    first = r["examples"][0]["completions"]
+    first[0]["text"] = "<script>alert('x')</script>"
+    first[1]["text"] = "& a <b>bold</b>"
+    r["notes"] = ["a note <i>with markup</i>"]
+    r["plan"]["for_gains"][-1].update(kl=None, kl_null_reason="inf")
+    return r
 
 
 def test_self_contained(report):
     path, text = report
     assert path.name == "report.html" and (path.parent / "plane.png").exists()
     imgs = re.findall(r"<img[^>]*\bsrc=['\"]([^'\"]+)", text)
-    assert len(imgs) == 3  # the plane and both hacking figures
+    assert len(imgs) == 4  # the plane, the training curves and both hacking figures
     assert all(src.startswith("data:image/png;base64,") for src in imgs)
     # nothing is fetched: no src/href to the network or to files, no script, no external CSS
     assert not re.search(r"""(src|href)\s*=\s*['"]?\s*(https?:|//|file:)""", text, re.I)
@@ -62,7 +72,7 @@ def test_self_contained(report):
 
 def test_sections_and_numbers(report):
     _, text = report
-    for heading in ("Methods", "Planning", "Reward hacking", "Sample completions", "Notes", "Run", "Config",
+    for heading in ("Methods", "Training", "Planning", "Reward hacking", "Sample completions", "Notes", "Run", "Config",
                     "Timings", "Seeds", "Versions"):
         assert f">{heading}<" in text, heading
     assert text.index("data:image/png") < text.index("class='summary'") < text.index(">Methods<")
@@ -70,26 +80,35 @@ def test_sections_and_numbers(report):
     for p in r["evaluate"]:
         assert p["label"] in text
     ppo = next(p for p in r["evaluate"] if p["label"] == "PPO β=0.1")
-    assert f"{100 * ppo['efficiency']:.0f}%" in text and f"{ppo['kl_overspend']:.2g}×" in text
+    assert f"{100 * ppo['efficiency']:.0f}%" in text and f"PPO β=0.1 is {ppo['verdict']}" in text
     for title in ("Trained policies", "Best-of-N", "Soft best-of-N"):
         assert f"<h3>{title} " in text
     assert "unreachable" in text  # a planning target the samples cannot reach (kl = inf)
     assert "gap at β=" in text and "corr. with gold" in text  # the hacking tables
-    assert "torch" in text and "train-ppo-beta0.1" in text and "11 min 47 s" in text
+    assert "torch" in text and "train-ppo-beta0.1" in text and "8 min 40 s" in text  # the stages' total
 
 
 def test_summary_sentence():
+    """Each shown method in words, true to its intervals: the verdict, the gain and efficiency with their intervals."""
     r = load()
     s = summary_text(r)
     ev = {p["label"]: p for p in r["evaluate"]}
     largest = max((p for p in r["evaluate"] if p["method"] == "bon"), key=lambda p: p["n"])
-    assert f"Best-of-{largest['n']} reaches {100 * largest['efficiency']:.0f}% of the optimal gain at its KL" in s
-    ppo = ev["PPO β=0.1"]
-    assert f"PPO β=0.1 reaches {100 * ppo['efficiency']:.0f}%" in s and f"{ppo['kl_overspend']:.2g}× the KL" in s
+    assert f"Best-of-{largest['n']} is {largest['verdict']} at 95%" in s
+    assert f"{100 * largest['efficiency']:.0f}% [" in s
     # one sentence for best-of-N and one for soft best-of-N, not one per N and β
-    assert len(re.findall(r"Soft best-of-\d+ β=\S+ reaches", s)) == 1 and len(re.findall(r"(?<!Soft )Best-of-\d+ reaches", s)) == 1
-    ppo["gain"] = -0.02
-    assert "PPO β=0.1 lost reward (gain −0.02)" in summary_text(r)
+    assert len(re.findall(r"Soft best-of-\d+ β=\S+ (is|cannot)", s)) == 1
+    assert len(re.findall(r"(?<!Soft )Best-of-\d+ (is|cannot)", s)) == 1
+    ppo = ev["PPO β=0.1"]
+    ppo.update(verdict="on the frontier", gain_ci=[-0.06, 0.17], efficiency_ci=[-0.2, 1.3])
+    said = summary_text(r)
+    assert "PPO β=0.1 cannot be told apart from the frontier at 95%" in said
+    assert "its gain cannot be told apart from zero either: this point decides nothing" in said
+    ppo.update(verdict="below the frontier", gain_ci=[0.01, 0.1])
+    assert "PPO β=0.1 is below the frontier at 95%" in summary_text(r)
+    ppo.update(verdict="above the frontier (estimate biased?)", above_frontier=True, kl_overspend=None)
+    said = summary_text(r)
+    assert "lies above the estimated frontier" in said and "KL overspend is undefined" in said
     assert "No method was evaluated" in summary_text({"evaluate": []})
     r["exact_frontier"] = [{"kl": c["kl"], "gain": c["gain"] * 1.1} for c in r["frontier"]["curve"]]
     assert "The exact frontier (every sequence enumerated) gains" in summary_text(r)
@@ -135,7 +154,7 @@ def test_hacking_figures_without_hacking_json(tmp_path):
     r = load()
     r["hacking"] = None
     text = write_report(tmp_path, r).read_text()
-    assert ">Reward hacking<" in text and text.count("data:image/png;base64,") == 2
+    assert ">Reward hacking<" in text and text.count("data:image/png;base64,") == 3  # plane, training, hacking
 
 
 # ------------------------------------------------------------------------------------- real browser
@@ -192,7 +211,7 @@ def test_report_in_headless_chromium(report, tmp_path):
 def test_hacking_figure_drawn_when_missing(tmp_path):
     text = write_report(tmp_path, load()).read_text()
     assert (tmp_path / "hacking.png").exists()
-    assert text.count("data:image/png;base64,") == 2  # the plane and the hacking study
+    assert text.count("data:image/png;base64,") == 3  # the plane, the training curves and the hacking study
 
 
 def test_old_style_hacking_json(tmp_path):

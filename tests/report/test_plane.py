@@ -29,12 +29,12 @@ def edge_results() -> dict:
     r["frontier_band"] = [{"kl": float("nan"), "lo": 0.0, "hi": 1.0}]
     r["soft_bon"] = []
     ev = {p["label"]: p for p in r["evaluate"]}
+    r["evaluate"].append({**ev["GRPO β=0.1"], "method": "dpo", "label": None, "beta": None, "n": None})
     ev["best-of-4"].update(kl=float("nan"))
     ev["best-of-16"].update(kl_overspend=float("inf"), efficiency=float("nan"), optimal_gain_at_kl=None)
-    ev["soft best-of-8 β=0.0541"].update(kl_se=None, gain_ci=[float("-inf"), float("inf")])
+    ev[next(k for k in ev if k.startswith("soft best-of-8"))].update(kl_se=None, gain_ci=[float("-inf"), float("inf")])
     ev["PPO β=0.1"].update(gain=-0.05, gain_ci=[-0.08, -0.02], kl=40.0, kl_se=3.0)  # lost reward, far beyond the frontier
-    ev["PPO β=0.3"].update(label=None, method="grpo", beta=0.01)
-    ev["GRPO β=0.04"].update(method="dpo", label=None, beta=None, n=None)
+    ev["GRPO β=0.1"].update(label=None, method="grpo", beta=0.01)
     r["plan"] = {"for_gains": [], "for_kls": []}
     r["hacking"] = None
     r["examples"] = []
@@ -103,7 +103,7 @@ def test_headline_table(tmp_path):
     out = io.StringIO()
     print_headline(load(), Console(file=out, width=140, color_system=None))
     text = out.getvalue()
-    for label in ("best-of-16", "PPO β=0.1", "GRPO β=0.04", "efficiency", "overspend"):
+    for label in ("best-of-16", "PPO β=0.1", "GRPO β=0.1", "efficiency", "overspend"):
         assert label in text
     best = next(p for p in load()["evaluate"] if p["label"] == "best-of-16")
     assert f"{100 * best['efficiency']:.0f}%" in text
@@ -124,7 +124,7 @@ def test_headline_table(tmp_path):
 
 def test_headline_rows_fallback_labels():
     rows = {r["point"].get("label") or r["method"]: r for r in headline_rows(edge_results())}
-    assert "GRPO β=0.01" in rows and "dpo" in rows
+    assert "GRPO β=0.01" in rows and "DPO" in rows
     assert rows["best-of-16"]["overspend"] == "∞" and rows["best-of-16"]["efficiency"] == "—"
     assert rows["best-of-4"]["kl"] == "—"
     assert all(isinstance(v, str) and v for r in rows.values() for k, v in r.items() if k != "point")

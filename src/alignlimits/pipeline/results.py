@@ -81,8 +81,10 @@ def training_summary(record) -> dict:
             "training_curve": curve}
 
 
-def collect(study, wall_time: float) -> dict:
-    """``results.json``: the config, versions and seeds, timings, the frontier and every method's point."""
+def collect(study) -> dict:
+    """``results.json``: the config, versions and seeds, timings, the frontier and every method's point.
+
+    ``wall_time_s`` is the time of every stage, over all the commands that ran them (a resumed run counts once)."""
     from alignlimits.pipeline.sampling_run import package_versions
 
     c = study.config
@@ -92,7 +94,7 @@ def collect(study, wall_time: float) -> dict:
         "version": FORMAT_VERSION, "task": c.task, "model": study.ctx.model_spec, "reward": study.ctx.reward_col,
         "reward_description": getattr(study.ctx.rewards[0], "description", ""), "preset": c.preset,
         "config": asdict(c), "versions": package_versions(), "seeds": {"seed": c.seed},
-        "timings": study.state.timings(), "wall_time_s": round(wall_time, 1),
+        "timings": study.state.timings(), "wall_time_s": round(sum(study.state.timings().values()), 1),
         "frontier": saved["frontier"], "frontier_band": saved["frontier_band"],
         "frontier_band_debiased": saved["frontier_band_debiased"], "frontier_band_footing": saved["frontier_band_footing"],
         "soft_bon": saved["soft_bon"],

@@ -105,7 +105,6 @@ class Study:
 
     def run(self, train: bool = True, evaluate: bool = True) -> dict | None:
         """All stages (``alignlimits run``), or training only, or evaluation only."""
-        t0 = time.time()
         self.ctx.rewards  # a reward spec that cannot load fails here, before any stage starts
         if evaluate:
             self.stage("base", self.sample_base)
@@ -122,7 +121,7 @@ class Study:
             self.stage(f"eval-{record.name}", lambda r=record: self.evaluate(r))
         if "hacking" in self.config.methods:
             self.stage("hacking", self.hacking)
-        return self.write_results(time.time() - t0)
+        return self.write_results()
 
     def evaluate_external(self, policies: dict[str, Path]) -> dict:
         """Evaluate policies trained elsewhere (same base model and tokenizer) against this run's frontier."""
@@ -131,13 +130,13 @@ class Study:
         for name, path in policies.items():
             record = PolicyRecord.external(Path(path), name)
             self.stage(f"eval-{record.name}", lambda r=record: self.evaluate(r))
-        return self.write_results(0.0)
+        return self.write_results()
 
-    def write_results(self, wall_time: float) -> dict:
+    def write_results(self) -> dict:
         from alignlimits.pipeline.analysis import json_safe
         from alignlimits.pipeline.results import collect
 
-        results = json_safe(collect(self, wall_time))
+        results = json_safe(collect(self))
         write_json_atomic(results, self.dir / "results.json")
         return results
 

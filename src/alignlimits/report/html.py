@@ -256,7 +256,7 @@ def _plan_section(results: dict) -> str:
         return "yes" if row.get("reliable") else "no" if row.get("reliable") is False else DASH
 
     if gains:
-        body = [[fmt(r.get("gain")), "unreachable" if math.isinf(num(r.get("kl"))) else fmt(r.get("kl")),
+        body = [[fmt(r.get("gain")), "unreachable" if r.get("kl") is None or math.isinf(num(r.get("kl"))) else fmt(r.get("kl")),
                  fmt(r.get("beta")), bon_cell(r), rel(r)] for r in gains]
         out.append("<div><h3>KL needed for a target gain</h3>" +
                    _table(["target gain", "KL needed [nats]", "β of the optimal policy", "smallest best-of-N reaching it", "reliable"],
