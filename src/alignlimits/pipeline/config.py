@@ -38,10 +38,11 @@ class StudyConfig:
     """GRPO group size."""
     ppo_epochs: int = 4
     """Passes over each PPO rollout batch (lm-human-preferences: 4)."""
-    ppo_learning_rate: float = 1e-5
-    grpo_learning_rate: float = 1e-5
-    rloo_learning_rate: float = 1e-5
-    dpo_learning_rate: float = 1e-5
+    ppo_learning_rate: float | None = None
+    """None: LEARNING_RATES[LoRA or full fine-tuning] (also for the three below)."""
+    grpo_learning_rate: float | None = None
+    rloo_learning_rate: float | None = None
+    dpo_learning_rate: float | None = None
     dpo_n: int = 4
     """Base samples per training prompt from which DPO's best-vs-worst preference pairs are built."""
     use_lora: bool = False
@@ -86,18 +87,21 @@ class StudyConfig:
             )
 
 
+# a trainer's learning rate unless given: LoRA adapters want a larger step than all weights (the quick
+# preset's choice, measured in benchmarks/RESULTS.md)
+LEARNING_RATES = {"lora": 2e-4, "full": 1e-5}
 PRESETS = {
-    # the whole study on 2 CPU cores in at most 15 minutes (first-time model conversion included)
-    "quick": {},
+    # the whole study on 2 CPU cores in at most 15 minutes; LoRA: a finished run of a 135M model is 45 MB, not 1.1 GB
+    "quick": dict(use_lora=True),
     # paper scale, meant for a GPU
-    "full": dict(n=256, eval_n=64, eval_prompts=None, steps=300, max_new_tokens=64, batch_size=64,
+    "full": dict(n=256, eval_n=64, eval_prompts=None, steps=300, max_new_tokens=64, batch_size=64, use_lora=False,
                  num_generations=8, betas=[0.01, 0.03, 0.1], soft_bon_n=[4, 16, 64]),
 }
 # the exact task is tiny and exactly solvable: many cheap steps, large learning rates (tests/methods);
 # summarisation prompts are ~300 tokens, so its quick preset trains fewer, lighter PPO steps
 TASK_DEFAULTS = {
     "summarization": dict(steps=6, eval_prompts=8, ppo_epochs=2),
-    "exact": dict(n=256, eval_n=256, eval_prompts=None, steps=60, max_new_tokens=3, batch_size=64,
+    "exact": dict(n=256, eval_n=256, eval_prompts=None, steps=60, max_new_tokens=3, batch_size=64, use_lora=False,
                   num_generations=8, ppo_learning_rate=1e-3, grpo_learning_rate=3e-3, rloo_learning_rate=3e-3,
                   dpo_learning_rate=1e-2, dpo_n=8, betas=[0.5],
                   soft_bon_n=[2, 4, 16], min_ess=10.0),
@@ -122,6 +126,9 @@ def resolve_config(task: str, preset: str | None, file_values: dict, flag_values
     values = {**PRESETS[preset], **(TASK_DEFAULTS.get(task, {}) if preset == "quick" else {}), **file_values,
               **{k: v for k, v in flag_values.items() if v is not None}}
     values.update(task=task, preset=preset)
+    step = LEARNING_RATES["lora" if values.get("use_lora") else "full"]
+    for method in TRAINED:
+        values[f"{method}_learning_rate"] = values.get(f"{method}_learning_rate") or step
     config = StudyConfig(**values)
     config.validate()
     return config
