@@ -36,6 +36,10 @@ def _quiet_third_parties() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # TRL warns about the installed vLLM at import; its trainers here sample with transformers, never vLLM
+    import warnings
+
+    warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions")
 
 
 def _fail(message: str, code: int = AlignLimitsError.exit_code) -> None:
