@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 import pytest
-from exact_helpers import PROMPTS, exact_point
+from exact_helpers import PROMPTS, FailAfter, exact_point
 import torch
 
 from alignlimits.errors import AlignLimitsError
@@ -47,21 +47,6 @@ def test_ppo_reaches_the_optimum_on_the_exact_task(base, tmp_path, beta):
     # the measured rollout KL of the last steps is the policy's KL (k1 is unbiased)
     tail = np.mean([r["kl_k1_mean"] for r in rows[-20:]])
     assert abs(tail - pt["kl"]) < 0.25
-
-
-class FailAfter:
-    """exact_reward that raises on call ``n + 1`` (a kill in the middle of a run)."""
-
-    name = "exact"
-
-    def __init__(self, n):
-        self.n, self.calls = n, 0
-
-    def __call__(self, prompts, completions):
-        self.calls += 1
-        if self.calls > self.n:
-            raise KeyboardInterrupt("killed")
-        return exact_reward(prompts, completions)
 
 
 @pytest.mark.parametrize("lora", [False, True])
