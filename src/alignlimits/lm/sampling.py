@@ -274,7 +274,7 @@ def sample_completions(
     """Draw ``n`` completions for every prompt, batched across prompts.
 
     Sequences (prompt, sample) are laid out prompt-major and cut into generate calls of ``batch_size``
-    (auto when None); call j is seeded with ``seed + j`` offset-hashed, so the result is deterministic for
+    (auto when None); call j is seeded with ``derive_seed(seed, j)``, so the result is deterministic for
     a given (seed, batch_size, prompt list). ``on_batch(prompts_completed, samples, tokens)`` is called after
     each generate call.
     """

@@ -24,6 +24,7 @@ import numpy as np
 from scipy import stats
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.seeding import derive_seed
 from alignlimits.theory.groups import Groups
 from alignlimits.theory.tilt import Tilt, TiltedSamples, tilt
 
@@ -461,6 +462,10 @@ class Frontier:
         tail = self._expanded_tail()
         return tuple(np.quantile(r, [tail, 1 - tail], axis=0).T for r in replicates)
 
+    def _within_seed(self) -> int | None:
+        """The seed of within-prompt resampling, a stream of its own beside the prompts' (``random_state``)."""
+        return None if self.random_state is None else derive_seed(self.random_state, "within-prompts")
+
     def _expanded_tail(self) -> float:
         r"""Tail probability of Hesterberg's expanded percentile interval.
 
@@ -509,7 +514,7 @@ class Frontier:
 
     def _resample_within(self, kls, weights, betas) -> np.ndarray:
         """Replicates that also resample samples within prompts: one exact re-solve per replicate."""
-        rng = np.random.default_rng(None if self.random_state is None else self.random_state + 1)
+        rng = np.random.default_rng(self._within_seed())
         g = self.groups_
         sample_of_prompt = np.repeat(1.0 / g.sizes, g.sizes)
         out = np.empty((weights.shape[0], kls.size))
@@ -544,7 +549,7 @@ class Frontier:
         if self.bootstrap_mode_ == "prompts":
             replicates = weights @ per_prompt.T
         else:
-            rng_within = np.random.default_rng(None if self.random_state is None else self.random_state + 1)
+            rng_within = np.random.default_rng(self._within_seed())
             replicates = np.stack([
                 np.asarray(statistic(self.rewards_[self.groups_.resample_within(rng_within)], self.groups_)) @ w
                 for w in weights
@@ -562,7 +567,7 @@ class Frontier:
         estimators (best-of-N) are biased low on the replicates and percentile intervals miss
         (coverage 22% at 40 prompts), while their spread stays right (tests/theory/test_bootstrap.py).
         """
-        rng = np.random.default_rng(None if self.random_state is None else self.random_state + 1)
+        rng = np.random.default_rng(self._within_seed())
         P = self.n_prompts_
         members = np.arange(P) if P <= max_prompts else np.sort(rng.choice(P, max_prompts, replace=False))
         groups, flat = self.groups_.subset(members)
