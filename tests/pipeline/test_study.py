@@ -117,6 +117,11 @@ def test_bad_input(tmp_path):
     (old / "run_config.json").write_text("{}")
     CLI.assert_clean_error(run("run", "exact", "--out", old), "format 0")
     CLI.assert_clean_error(run("evaluate", tmp_path / "nowhere"), "no run")
+    CLI.assert_clean_error(run("run", "exact", "--policy", f"mine={tmp_path / 'absent'}", "--out", tmp_path / "e"), "no folder")
+    CLI.assert_clean_error(run("evaluate", tmp_path / "f", "--task", "exact", "--policy", "="), "NAME=PATH")
+    cfg.write_text(f"policies:\n  mine: {tmp_path / 'absent'}\n")
+    CLI.assert_clean_error(run("run", "exact", "--config", cfg, "--out", tmp_path / "g"), "does not exist")
+    CLI.assert_clean_error(run("run", "exact", "--engine", "bogus", "--out", tmp_path / "h"), "bogus")
 
 
 def test_training_prompts_in_evaluation_refused(tmp_path, monkeypatch):

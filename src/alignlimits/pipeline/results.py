@@ -45,7 +45,7 @@ def frontier_stage(study) -> dict:
             "frontier_band_footing": band.footing, "soft_bon": soft, "plan": plans}
 
 
-def method_points(study, saved: dict) -> list[dict]:
+def method_points(study, saved: dict, evaluated: list) -> list[dict]:
     """Every method's point on the plane with its paired intervals and verdict: best-of-N, soft best-of-N and
     each evaluated policy (trained policies against the bias-corrected frontier)."""
     from alignlimits.methods.evaluation import place_policy
@@ -59,7 +59,7 @@ def method_points(study, saved: dict) -> list[dict]:
     if "soft-bon" in c.methods:
         points += saved["soft_bon"]
     col = study.ctx.reward_col
-    for record, frame in study.evaluated():
+    for record, frame in evaluated:
         point = place_policy(record.method, frame[col], frame["prompt_id"], frame["logp_policy"], frame["logp_base"],
                              frontier, beta=record.beta, random_state=derive_seed(c.seed, "point", record.name))
         points.append({**point.to_dict(), "label": record.label, **training_summary(record)})
@@ -90,17 +90,18 @@ def collect(study) -> dict:
     c = study.config
     saved = json.loads((study.dir / "frontier.json").read_text())
     hacking_path = study.dir / "hacking.json"
+    evaluated, timings = study.evaluated(), study.state.timings()
     return {
         "version": FORMAT_VERSION, "task": c.task, "model": study.ctx.model_spec, "reward": study.ctx.reward_col,
         "reward_description": getattr(study.ctx.rewards[0], "description", ""), "preset": c.preset,
         "config": asdict(c), "versions": package_versions(), "seeds": {"seed": c.seed},
-        "timings": study.state.timings(), "wall_time_s": round(sum(study.state.timings().values()), 1),
+        "timings": timings, "wall_time_s": round(sum(timings.values()), 1),
         "frontier": saved["frontier"], "frontier_band": saved["frontier_band"],
         "frontier_band_debiased": saved["frontier_band_debiased"], "frontier_band_footing": saved["frontier_band_footing"],
         "soft_bon": saved["soft_bon"],
-        "evaluate": method_points(study, saved), "plan": saved["plan"],
+        "evaluate": method_points(study, saved, evaluated), "plan": saved["plan"],
         "hacking": json.loads(hacking_path.read_text()) if hacking_path.exists() else None,
-        "examples": examples(study),
+        "examples": examples(study, evaluated),
         "exact_frontier": exact_frontier(study) if c.task == "exact" else None,
         "notes": saved["frontier"].get("notes", []),
     }
@@ -120,11 +121,10 @@ def exact_frontier(study) -> list[dict]:
     return [{"kl": float(a), "gain": float(b)} for a, b in zip(exact.curve_["kl"], exact.curve_["gain"])]
 
 
-def examples(study, k: int = 3) -> list[dict]:
-    """The first completion of the base model and of every policy on the first ``k`` held-out prompts."""
+def examples(study, evaluated: list, k: int = 3) -> list[dict]:
+    """The first completion of the base model and of every evaluated policy on the first ``k`` held-out prompts."""
     base = study.base_table().frame
     col = study.ctx.reward_col
-    evaluated = study.evaluated()
     out = []
     for pid in list(dict.fromkeys(base["prompt_id"]))[:k]:
         first = base[base["prompt_id"] == pid].iloc[0]

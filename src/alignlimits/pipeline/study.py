@@ -116,9 +116,7 @@ class Study:
                 self.stage(f"eval-{record.name}", lambda r=record: self.evaluate(r))
         if not evaluate:
             return None
-        for name, path in self.config.policies.items():
-            record = PolicyRecord.external(Path(path), name)
-            self.stage(f"eval-{record.name}", lambda r=record: self.evaluate(r))
+        self._evaluate_external(self.config.policies)
         if "hacking" in self.config.methods:
             self.stage("hacking", self.hacking)
         return self.write_results()
@@ -127,10 +125,13 @@ class Study:
         """Evaluate policies trained elsewhere (same base model and tokenizer) against this run's frontier."""
         self.stage("base", self.sample_base)
         self.stage("frontier", self.fit_frontier)
+        self._evaluate_external(policies)
+        return self.write_results()
+
+    def _evaluate_external(self, policies: dict) -> None:
         for name, path in policies.items():
             record = PolicyRecord.external(Path(path), name)
             self.stage(f"eval-{record.name}", lambda r=record: self.evaluate(r))
-        return self.write_results()
 
     def write_results(self) -> dict:
         from alignlimits.pipeline.analysis import json_safe

@@ -27,7 +27,9 @@ from alignlimits.report.terminal import (
     COLUMNS,
     DASH,
     fmt,
+    fmt_ci,
     fmt_pct,
+    fmt_pct_ci,
     fmt_seconds,
     fmt_times,
     headline_rows,
@@ -104,45 +106,33 @@ def _cap(s: str) -> str:
     return s[:1].upper() + s[1:] if s[:1].islower() else s
 
 
-def _interval(ci, pct: bool = False) -> str:
-    lo, hi = (num(x) for x in (list(ci or []) + [None, None])[:2])
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return ""
-    f = fmt_pct if pct else fmt
-    return f" [{f(lo)}, {f(hi)}]"
-
-
 def _sentence(p: dict, first: bool) -> str:
     """One method in words, true to its 95% intervals: the verdict first, then the numbers behind it."""
     name = _cap(method_label(p))
     gain, eff, kl = num(p.get("gain")), num(p.get("efficiency")), num(p.get("kl"))
     if not math.isfinite(gain):
         return f"{name} has no measured gain."
-    at = f"gain {fmt(gain)}{_interval(p.get('gain_ci'))} at KL {fmt(kl)} nats"
-    eff_text = f"{fmt_pct(eff)}{_interval(p.get('efficiency_ci'), pct=True)} of the optimal gain at its KL" \
-        if math.isfinite(eff) else ""
-    verdict = p.get("verdict")
-    lo = num((p.get("gain_ci") or [None])[0])
+    numbers = f"gain {fmt_ci(gain, p.get('gain_ci'))} at KL {fmt(kl)} nats"
+    if math.isfinite(eff):
+        numbers += f"; {fmt_pct_ci(eff, p.get('efficiency_ci'))} of the optimal gain at its KL"
+    verdict = p.get("verdict") or ""
     if verdict == "below the frontier":
-        s = f"{name} is below the frontier at 95% ({at}; {eff_text})" if eff_text else f"{name} is below the frontier at 95% ({at})"
+        s = f"{name} is below the frontier at 95% ({numbers})"
     elif verdict == "on the frontier":
-        s = f"{name} cannot be told apart from the frontier at 95% ({at}"
-        s += f"; {eff_text})" if eff_text else ")"
-        if math.isfinite(lo) and lo <= 0:
+        s = f"{name} cannot be told apart from the frontier at 95% ({numbers})"
+        if num((p.get("gain_ci") or [None])[0]) <= 0:
             s += ", and its gain cannot be told apart from zero either: this point decides nothing"
-    elif verdict and verdict.startswith("no verdict"):
-        s = f"{name} gets no verdict: its interval against the frontier is undefined here ({at})"
+    elif verdict.startswith("no verdict"):
+        s = f"{name} gets no verdict: its interval against the frontier is undefined here ({numbers})"
     elif verdict:
-        s = (f"{name} lies above the estimated frontier ({at}): the frontier only reweights the base samples, so "
-             "it is biased low there; read this as on the frontier, not beyond it")
+        s = (f"{name} lies above the estimated frontier ({numbers}): the frontier only reweights the base samples, "
+             "so it is biased low there; read this as on the frontier, not beyond it")
     else:  # results written before verdicts existed
-        s = f"{name}: {at}" + (f", {eff_text}" if eff_text else "")
+        s = f"{name}: {numbers}"
     if p.get("above_frontier"):
         s += "; its gain exceeds the most the frontier reaches from these base samples, so its KL overspend is undefined"
-    else:
-        over = num(p.get("kl_overspend"))
-        if math.isfinite(over) and over >= 1.05 and first:
-            s += f"; it spends {fmt_times(over)} the KL the frontier needs for its gain"
+    elif first and num(p.get("kl_overspend")) >= 1.05:
+        s += f"; it spends {fmt_times(p['kl_overspend'])} the KL the frontier needs for its gain"
     return s + "."
 
 
