@@ -193,7 +193,7 @@ def prompts_per_part(n: int, batch_size: int) -> int:
     return max(1, batch_size // n)
 
 
-def _progress(console, total_prompts: int, done: int, enabled: bool):
+def _progress(console, enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(
@@ -402,7 +402,7 @@ def _sample_parts(ctx, plan: SamplingPlan, out: Path, todo: list[dict], texts: d
         dt = max(time.time() - stats["t"], 1e-9)
         return f"{stats['samples'] / dt:6.1f} samples/s {stats['tokens'] / dt:7.1f} tok/s"
 
-    with _progress(console, n_prompts, len(counts), progress) as bar:
+    with _progress(console, progress) as bar:
         tid = bar.add_task("sample", total=n_prompts, completed=len(counts), rates=rates())
         for group in groups:
             def on_batch(prompts_done: int, n_samples: int, n_tokens: int) -> None:
