@@ -107,7 +107,7 @@ def plot_plane(results: dict, path) -> Path:
     if clean is not None:
         clean["bon"] = []  # best-of-N is drawn from its evaluated points, with their intervals
         if len(_band(results)) >= 2:
-            clean["budgets"] = []  # the band shows the same bootstrap intervals, continuously
+            clean["budgets"] = []  # the band shows the frontier's intervals continuously, on the points' footing
         draw_frontier(ax, clean, label="frontier Δ*(KL) from base samples")
         xs += [num(c["kl"]) for c in clean["curve"]]
         ys += [num(c["gain"]) for c in clean["curve"]]
