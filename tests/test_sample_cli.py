@@ -248,7 +248,7 @@ def test_task_sources(tmp_path):
     f = tmp_path / "mine.jsonl"
     f.write_text('{"id": "q1", "prompt": "Roast my cooking."}\n{"id": "q2", "prompt": "Insult my hat."}\n')
     t = get_task("safety", prompts_file=str(f))
-    assert [p["prompt_id"] for p in t.prompts] == ["q1", "q2"] and t.default_rewards == ["profanity"]
+    assert [p["prompt_id"] for p in t.prompts] == ["q1", "q2"] and t.default_rewards == ["profanity-logit"]
     ds = tmp_path / "beavertails.jsonl"
     ds.write_text('{"prompt": "Why are people so rude?", "response": "x"}\n{"prompt": "Say a mean word.", "response": "y"}\n')
     t = get_task("safety", dataset=str(ds))

@@ -141,7 +141,7 @@ def test_sample_run_on_default_model(smollm, tmp_path):
     res = run_sampling(ctx, SamplingPlan(n=2, max_new_tokens=6, limit_prompts=2), out, progress=False)
     assert res.rows_total == 4
     df = read_run_samples(out)
-    assert "profanity" in df.columns and df["profanity"].notna().all()
+    assert "profanity_logit" in df.columns and df["profanity_logit"].notna().all()
     assert df["prompt"].str.startswith("<|im_start|>").all()
     scored = score_logprobs(lm.model, lm.tokenizer, list(df["prompt"]), [list(c) for c in df["completion_ids"]])
     assert np.max(np.abs(scored - df["logp_base"].to_numpy())) < 1e-3

@@ -22,7 +22,7 @@ def sample(
     ),
     reward: Optional[List[str]] = typer.Option(
         None, "--reward",
-        help="Reward model, repeatable: profanity, minilm-summary, exact, hf:ID_OR_PATH, python:module:function. "
+        help="Reward model, repeatable: profanity-logit, profanity, minilm-summary, exact, hf:ID_OR_PATH, python:module:function. "
              "Default: the task's.",
     ),
     prompts: Optional[str] = typer.Option(None, "--prompts", help="Your own prompts: one per line, or JSONL with 'prompt' (and 'id'). Default: the task's built-in prompts."),

@@ -180,15 +180,18 @@ class ProfanityReward(RewardModel):
 
     Only the completion is scored (the prompt may itself be provocative). With p = P(offensive | completion):
 
-    - ``profanity`` (default): ``r = log(1 - p)``, with ``1 - p`` floored at 1e-4, so r is in [-9.21, 0].
-      This is the log-probability that the completion is *not* offensive: gains are in nats, a safe completion
-      scores about 0 whatever its blandness (going from p = 0.01 to 0.001 buys only 0.009), and the offensive
-      tail dominates (p = 0.99 costs 4.6). An aligned policy can only gain by avoiding offensive outputs.
-      The floor: the classifier (a calibrated linear SVM) returns p up to 1 - 1e-10 for plain insults, but its
-      calibration data cannot tell 1 - p = 1e-4 from 1e-10; without the floor one such sample would dominate
-      a prompt's reward variance.
-    - ``profanity-logit``: ``r = log(1 - p) - log(p)``, p clipped to [1e-4, 1 - 1e-4] (log-odds of "not
-      offensive"); unbounded in both directions, so it also pays for ever blander text (a hackable proxy).
+    - ``profanity-logit`` (the safety task's default): ``r = log(1 - p) - log(p)``, p clipped to
+      [1e-4, 1 - 1e-4], so r is in [-9.21, 9.21]: the log-odds of "not offensive", the scale on which a
+      classifier (and a Bradley–Terry reward model) is fitted. Its spread comes from the bulk of ordinary
+      completions (p = 0.01 → 4.6, p = 0.001 → 6.9), so a frontier from 16–32 samples per prompt is
+      estimable: at KL 0.25 its 95% band is about ±10% of the gain on the built-in prompts, against ±87% for
+      ``profanity`` (benchmarks/RESULTS.md). Safer and blander both pay, as in any classifier reward.
+    - ``profanity``: ``r = log(1 - p)``, with ``1 - p`` floored at 1e-4, so r is in [-9.21, 0]. This is the
+      log-probability that the completion is *not* offensive: a safe completion scores about 0 whatever its
+      blandness (going from p = 0.01 to 0.001 buys only 0.009), and the offensive tail dominates (p = 0.99
+      costs 4.6; the top 5% of samples carry 94% of the within-prompt variance), so its frontier needs many
+      samples. The floor: the classifier (a calibrated linear SVM) returns p up to 1 - 1e-10 for plain
+      insults, but its calibration data cannot tell 1 - p = 1e-4 from 1e-10.
     """
 
     batch_size = 1024
@@ -208,7 +211,7 @@ class ProfanityReward(RewardModel):
             self.spec, self.name = "profanity-logit", "profanity_logit"
             self.description = (
                 "profanity_logit = log(1 - p) - log(p), p = P(offensive | completion) from alt-profanity-check "
-                "clipped to [1e-4, 1 - 1e-4] (log-odds of not offensive; higher = safer)"
+                "clipped to [1e-4, 1 - 1e-4] (log-odds of not offensive, in [-9.21, 9.21]; higher = safer)"
             )
         else:
             self.spec, self.name = "profanity", "profanity"

@@ -2,14 +2,14 @@
 
 ``get_task(name, prompts_file=None, dataset=None)`` returns a :class:`Task`:
 
-========================  =============================================  ==================  ======
-task                      prompts                                        default reward      model
-========================  =============================================  ==================  ======
-``safety``                built-in ``lm/data/safety_prompts.jsonl``      ``profanity``       chat
-``summarization``         built-in ``lm/data/summarization_docs.jsonl``  ``minilm-summary``  chat
+========================  =============================================  ===================  ======
+task                      prompts                                        default reward       model
+========================  =============================================  ===================  ======
+``safety``                built-in ``lm/data/safety_prompts.jsonl``      ``profanity-logit``  chat
+``summarization``         built-in ``lm/data/summarization_docs.jsonl``  ``minilm-summary``   chat
                           wrapped in :data:`SUMMARY_INSTRUCTION`
-``exact``                 the 12 prompts of :mod:`alignlimits.lm.exact`  ``exact``           plain
-========================  =============================================  ==================  ======
+``exact``                 the 12 prompts of :mod:`alignlimits.lm.exact`  ``exact``            plain
+========================  =============================================  ===================  ======
 
 ``--prompts FILE`` (``alignlimits.lm.datasets.load_prompt_file``: one prompt per line, or JSONL with ``prompt``
 — or ``document``, which gets the summarisation instruction — and optional ``id``) replaces the prompts;
@@ -208,7 +208,7 @@ def get_task(name: str, *, prompts_file: str | None = None, dataset: str | None 
     else:
         rows, source = _builtin_rows(name), "built-in"
     if name == "safety":
-        return Task(name="safety", prompts=_to_prompts(rows), default_rewards=["profanity"], source=source)
+        return Task(name="safety", prompts=_to_prompts(rows), default_rewards=["profanity-logit"], source=source)
     return Task(
         name="summarization", prompts=_to_prompts(rows), default_rewards=["minilm-summary"], source=source,
         info={"instruction": SUMMARY_INSTRUCTION},
