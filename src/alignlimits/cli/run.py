@@ -52,6 +52,10 @@ def _default(key: str) -> str:
     return f"Default {_shown(quick)}" + (f" ({'; '.join(other)})." if other else ".")
 
 
+BETAS_DEFAULT = ("Default: chosen from the frontier of the base samples, the β of its optimal policy π_β at 1/3 and 2/3 "
+                 "of its reliable KL (full preset: 1/4, 1/2 and all of it; exact task 0.5).")
+
+
 def _show(results: dict, run_dir: Path) -> None:
     from alignlimits.report.html import write_report
     from alignlimits.report.terminal import print_headline
@@ -72,7 +76,7 @@ def run(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Prompt dataset (hub id or local file) instead of the built-in prompts. Default: built-in prompts."),
     prompts: Optional[str] = typer.Option(None, "--prompts", help="Prompt file (one per line, or JSONL). Default: built-in prompts."),
     methods: Optional[str] = typer.Option(None, "--methods", help=f"Comma-separated: bon,soft-bon,ppo,grpo,rloo,dpo,hacking. {_default('methods')}"),
-    betas: Optional[str] = typer.Option(None, "--betas", "--beta", help=f"KL coefficients β of the trained methods (PPO, GRPO, RLOO, DPO), comma-separated. {_default('betas')}"),
+    betas: Optional[str] = typer.Option(None, "--betas", "--beta", help=f"KL coefficients β of the trained methods (PPO, GRPO, RLOO, DPO), comma-separated. {BETAS_DEFAULT}"),
     n: Optional[int] = typer.Option(None, "--n", help=f"Base samples per held-out prompt (the frontier's data). {_default('n')}"),
     eval_n: Optional[int] = typer.Option(None, "--eval-n", help=f"Policy samples per held-out prompt. {_default('eval_n')}"),
     eval_prompts: Optional[int] = typer.Option(None, "--eval-prompts", help=f"Held-out prompts to use. {_default('eval_prompts')}"),
@@ -109,7 +113,7 @@ def run(
 def train(
     method: str = typer.Option(..., "--method", help="ppo, grpo, rloo or dpo."),
     out: Path = typer.Option(..., "--out", help="Run directory; policies go to RUN_DIR/train/METHOD-betaB/policy."),
-    betas: Optional[str] = typer.Option(None, "--betas", "--beta", help=f"KL coefficients β, comma-separated (a sweep, trained in turn). {_default('betas')}"),
+    betas: Optional[str] = typer.Option(None, "--betas", "--beta", help=f"KL coefficients β, comma-separated (a sweep, trained in turn). {BETAS_DEFAULT}"),
     task: str = typer.Option("safety", "--task", help="safety, summarization or exact."),
     model: Optional[str] = typer.Option(None, "--model", help="Hugging Face id, local folder, or smollm2-135m-instruct. Default: the task's."),
     reward: Optional[list[str]] = typer.Option(None, "--reward", help="Reward model(s), repeatable; the first is the one aligned to. Default: the task's."),

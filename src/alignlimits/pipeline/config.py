@@ -22,7 +22,11 @@ class StudyConfig:
     prompts: str | None = None
     dataset: str | None = None
     methods: list[str] = field(default_factory=lambda: ["bon", "soft-bon", "ppo", "grpo"])
-    betas: list[float] = field(default_factory=lambda: [0.1])
+    betas: list[float] | None = None
+    """The trained methods' KL coefficients; None: chosen from the frontier (:func:`auto_betas`)."""
+    beta_reach: list[float] = field(default_factory=lambda: [1 / 3, 2 / 3])
+    """With ``betas`` None: train at the β whose optimal policy π_β spends these fractions of the frontier's
+    reliable reach (``max_reliable_kl_``), so that every trained point lands where the frontier can judge it."""
     n: int = 16
     """Base samples per held-out prompt (the frontier's data)."""
     eval_n: int = 8
@@ -67,15 +71,17 @@ class StudyConfig:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise AlignLimitsError(f"unknown method {unknown[0]!r}; use some of {', '.join(METHODS)}")
-        if any(m in TRAINED for m in self.methods) and not self.betas:
+        if any(m in TRAINED for m in self.methods) and self.betas is not None and not self.betas:
             raise AlignLimitsError("trained methods (PPO, GRPO, RLOO, DPO) need at least one --betas value")
-        if any(not b > 0 for b in self.betas):
+        if any(not b > 0 for b in self.betas or []):
             raise AlignLimitsError(f"every β must be > 0 (got {self.betas}); the KL penalty is what makes the frontier")
         for name in ("n", "eval_n", "steps", "max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise AlignLimitsError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
         if self.n < 2:
             raise AlignLimitsError("--n must be at least 2: the frontier needs several base samples per prompt")
+        if not self.beta_reach or any(not 0 < f <= 1 for f in self.beta_reach):
+            raise AlignLimitsError(f"beta_reach must be fractions in (0, 1] of the frontier's reliable KL (got {self.beta_reach})")
         if not isinstance(self.policies, dict):
             raise AlignLimitsError("policies: give a mapping of name: path (or --policy NAME=PATH)")
         missing = [p for p in self.policies.values() if not Path(str(p)).expanduser().is_dir()]
@@ -95,7 +101,7 @@ PRESETS = {
     "quick": dict(use_lora=True),
     # paper scale, meant for a GPU
     "full": dict(n=256, eval_n=64, eval_prompts=None, steps=300, max_new_tokens=64, batch_size=64, use_lora=False,
-                 num_generations=8, betas=[0.01, 0.03, 0.1], soft_bon_n=[4, 16, 64]),
+                 num_generations=8, beta_reach=[0.25, 0.5, 1.0], soft_bon_n=[4, 16, 64]),
 }
 # the exact task is tiny and exactly solvable: many cheap steps, large learning rates (tests/methods);
 # summarisation prompts are ~300 tokens, so its quick preset trains fewer, lighter PPO steps
@@ -132,3 +138,12 @@ def resolve_config(task: str, preset: str | None, file_values: dict, flag_values
     config = StudyConfig(**values)
     config.validate()
     return config
+
+
+def auto_betas(frontier, reach) -> list[float]:
+    """The β of the frontier's optimal policies π_β at the KL budgets ``reach`` × its reliable reach, to 3
+    significant figures (β sets the scale of the reward, so no fixed default fits every reward)."""
+    import numpy as np
+
+    kls = np.asarray(reach, dtype=np.float64) * frontier.max_reliable_kl_
+    return sorted({float(f"{b:.3g}") for b in frontier.beta_for_kl(kls, extrapolate=True)})

@@ -30,7 +30,7 @@ from functools import cached_property
 from pathlib import Path
 
 from alignlimits.errors import AlignLimitsError
-from alignlimits.pipeline.config import TRAINED, StudyConfig
+from alignlimits.pipeline.config import TRAINED, StudyConfig, auto_betas
 from alignlimits.pipeline.context import StudyContext
 from alignlimits.pipeline.files import write_json_atomic, write_parquet_atomic
 from alignlimits.pipeline.records import FORMAT_VERSION, RECORD_FILE, PolicyRecord, RunState
@@ -92,11 +92,20 @@ class Study:
             time.sleep(600)
 
     # ---------------------------------------------------------------- the run
+    @cached_property
+    def betas(self) -> list[float]:
+        """The trained methods' β: the config's, or those of the frontier's π_β at ``beta_reach`` of its reliable KL."""
+        if self.config.betas is not None:
+            return list(self.config.betas)
+        if not self.state.done("frontier"):
+            raise AlignLimitsError("β is chosen from the run's frontier, which is not fitted yet; give --betas")
+        return auto_betas(self.frontier, self.config.beta_reach)
+
     def trained_records(self) -> list[PolicyRecord]:
         """The policies this config trains, one per method and β."""
         c = self.config
         return [PolicyRecord.trained(m, b, self.dir, c.seed, self._trainer_config(m))
-                for m in c.methods if m in TRAINED for b in c.betas]
+                for m in c.methods if m in TRAINED for b in self.betas]
 
     def records_on_disk(self) -> list[PolicyRecord]:
         """Policies trained into this run directory, whichever command trained them."""
@@ -106,7 +115,7 @@ class Study:
     def run(self, train: bool = True, evaluate: bool = True) -> dict | None:
         """All stages (``alignlimits run``), or training only, or evaluation only."""
         self.ctx.rewards  # a reward spec that cannot load fails here, before any stage starts
-        if evaluate:
+        if evaluate or (train and self.config.betas is None):  # β from the frontier needs the frontier first
             self.stage("base", self.sample_base)
             self.stage("frontier", self.fit_frontier)
         for record in self.trained_records() if train else self.records_on_disk():

@@ -1,0 +1,41 @@
+"""β chosen from the frontier: the trained methods land where the frontier can judge them."""
+
+import numpy as np
+import pytest
+
+from alignlimits.pipeline.config import auto_betas, resolve_config
+from alignlimits.theory.frontier import Frontier
+
+
+def test_auto_betas_match_the_gaussian_closed_form():
+    """Gaussian rewards of spread σ: π_β is the base law shifted by σ²/β, so KL(π_β‖π0) = σ²/(2β²) and the β
+    at a KL budget K is σ/√(2K)."""
+    rng = np.random.default_rng(0)
+    sigma, prompts, n = 1.7, 4, 4000
+    rewards = rng.normal(0.0, sigma, size=(prompts, n)) + np.arange(prompts)[:, None]
+    frontier = Frontier(n_bootstrap=0).fit(rewards.ravel(), np.repeat(np.arange(prompts), n))
+    reach = [0.25, 0.5]
+    betas = auto_betas(frontier, reach)
+    kls = np.sort(np.asarray(reach) * frontier.max_reliable_kl_)[::-1]  # larger budget, smaller β
+    np.testing.assert_allclose(betas, sigma / np.sqrt(2 * kls), rtol=0.05)
+
+
+def test_the_default_config_chooses_beta_from_the_frontier():
+    assert resolve_config("safety", None, {}, {}).betas is None
+    assert resolve_config("safety", None, {}, {"betas": [0.2]}).betas == [0.2]
+    assert resolve_config("exact", None, {}, {}).betas == [0.5]
+    assert resolve_config("safety", "full", {}, {}).beta_reach == [0.25, 0.5, 1.0]
+
+
+def test_a_run_without_betas_trains_at_the_frontiers_betas(tmp_path):
+    """`train` with β left to the frontier samples the base model and fits the frontier first."""
+    from alignlimits.pipeline.study import Study
+
+    cfg = resolve_config("exact", None, {"betas": None}, {"methods": ["grpo"], "steps": 1, "n": 32})
+    study = Study(cfg, tmp_path / "run")
+    study.run(train=True, evaluate=False)
+    expected = auto_betas(study.frontier, cfg.beta_reach)
+    assert len(expected) == 2 and expected[0] < expected[1]
+    assert [r.beta for r in study.records_on_disk()] == pytest.approx(expected)
+    kl_of = np.interp(expected, study.frontier.curve_["beta"][::-1], study.frontier.curve_["kl"][::-1])
+    np.testing.assert_allclose(np.sort(kl_of), np.asarray(cfg.beta_reach) * study.frontier.max_reliable_kl_, rtol=0.05)
