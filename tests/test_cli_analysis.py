@@ -174,9 +174,11 @@ def test_headline_shows_verdicts_and_never_nan():
     print_headline({"evaluate": points}, Console(file=out, width=100, color_system=None))
     text = out.getvalue()
     assert "57% [−16%, 130%]" in text and "below" in text and "above?" in text
-    assert "PPO β=0.1: below the frontier at 95%" in text and "KL overspend 3.1×" in text
-    assert "GRPO β=0.1: above the frontier (estimate biased?) at 95%" in text and "it beats the frontier's" in text
-    assert "best-of-4:" not in text  # an old results.json has no verdict: no sentence, no crash
+    assert "PPO β=0.1 is below the frontier at 95%" in text and "spends 3.1× the KL" in text
+    assert "GRPO β=0.1 lies above the estimated frontier" in text and "KL overspend is undefined" in text
+    assert "best-of-4 " not in text.split("──")[0]  # best-of-N is in the table only, and an old one has no verdict
+    # the table is the last thing printed: the verdicts in one short table
+    assert text.rstrip().splitlines()[-1].lstrip().startswith("best-of-4")
     assert "nan" not in text.lower()
 
 

@@ -32,7 +32,9 @@ from alignlimits.report.terminal import (
     fmt_pct_ci,
     fmt_seconds,
     fmt_times,
+    cap,
     headline_rows,
+    verdict_sentence,
 )
 
 CSS = """
@@ -102,40 +104,6 @@ def _table(header: list[str], rows: list[list], numeric: set[int] | None = None,
 
 
 # ------------------------------------------------------------------------------------------ summary
-def _cap(s: str) -> str:
-    return s[:1].upper() + s[1:] if s[:1].islower() else s
-
-
-def _sentence(p: dict, first: bool) -> str:
-    """One method in words, true to its 95% intervals: the verdict first, then the numbers behind it."""
-    name = _cap(method_label(p))
-    gain, eff, kl = num(p.get("gain")), num(p.get("efficiency")), num(p.get("kl"))
-    if not math.isfinite(gain):
-        return f"{name} has no measured gain."
-    numbers = f"gain {fmt_ci(gain, p.get('gain_ci'))} at KL {fmt(kl)} nats"
-    if math.isfinite(eff):
-        numbers += f"; {fmt_pct_ci(eff, p.get('efficiency_ci'))} of the optimal gain at its KL"
-    verdict = p.get("verdict") or ""
-    if verdict == "below the frontier":
-        s = f"{name} is below the frontier at 95% ({numbers})"
-    elif verdict == "on the frontier":
-        s = f"{name} cannot be told apart from the frontier at 95% ({numbers})"
-        if num((p.get("gain_ci") or [None])[0]) <= 0:
-            s += ", and its gain cannot be told apart from zero either: this point decides nothing"
-    elif verdict.startswith("no verdict"):
-        s = f"{name} gets no verdict: its interval against the frontier is undefined here ({numbers})"
-    elif verdict:
-        s = (f"{name} lies above the estimated frontier ({numbers}): the frontier only reweights the base samples, "
-             "so it is biased low there; read this as on the frontier, not beyond it")
-    else:  # results written before verdicts existed
-        s = f"{name}: {numbers}"
-    if p.get("above_frontier"):
-        s += "; its gain exceeds the most the frontier reaches from these base samples, so its KL overspend is undefined"
-    elif first and num(p.get("kl_overspend")) >= 1.05:
-        s += f"; it spends {fmt_times(p['kl_overspend'])} the KL the frontier needs for its gain"
-    return s + "."
-
-
 def summary_text(results: dict) -> str:
     """One plain-English paragraph: the frontier, then each method's efficiency and KL overspend."""
     front = results.get("frontier") or {}
@@ -162,13 +130,13 @@ def summary_text(results: dict) -> str:
     shown = ([max(bons, key=lambda p: num(p.get("n")) if math.isfinite(num(p.get("n"))) else -1)] if bons else [])
     shown += [max(softs, key=lambda p: num(p["gain"]))] if softs else []
     shown += [p for p in points if p.get("method") not in ("bon", "soft-bon")]
-    parts += [_sentence(p, i == 0) for i, p in enumerate(shown)]
+    parts += [verdict_sentence(p, i == 0) for i, p in enumerate(shown)]
     beyond = [method_label(p) for p in shown if p.get("reliable") is False]
     if beyond:
         names = beyond[0] if len(beyond) == 1 else ", ".join(beyond[:-1]) + " and " + beyond[-1]
         if len(beyond) == len(shown) > 1:
             names = "All of them"
-        parts.append(f"{_cap(names)} {'lies' if len(beyond) == 1 else 'lie'} beyond the frontier's reliable range, where the frontier's "
+        parts.append(f"{cap(names)} {'lies' if len(beyond) == 1 else 'lie'} beyond the frontier's reliable range, where the frontier's "
                      "estimate rests on few effective samples: read those comparisons as approximate.")
     if not points:
         parts.append("No method was evaluated in this run.")

@@ -125,62 +125,115 @@ def headline_rows(results: dict) -> list[dict]:
     return rows
 
 
+def cap(s: str) -> str:
+    return s[:1].upper() + s[1:] if s[:1].islower() else s
+
+
+def verdict_sentence(p: dict, overspend: bool = True) -> str:
+    """One method in words, true to its 95% intervals: the verdict first, then the numbers behind it (the
+    terminal's lines and the report's summary)."""
+    name = cap(method_label(p))
+    gain, eff, kl = num(p.get("gain")), num(p.get("efficiency")), num(p.get("kl"))
+    if not math.isfinite(gain):
+        return f"{name} has no measured gain."
+    numbers = f"gain {fmt_ci(gain, p.get('gain_ci'))} at KL {fmt(kl)} nats"
+    if math.isfinite(eff):
+        numbers += f"; {fmt_pct_ci(eff, p.get('efficiency_ci'))} of the optimal gain at its KL"
+    verdict = p.get("verdict") or ""
+    if verdict == "below the frontier":
+        s = f"{name} is below the frontier at 95% ({numbers})"
+    elif verdict == "on the frontier":
+        s = f"{name} cannot be told apart from the frontier at 95% ({numbers})"
+        if undecided(p):
+            s += ", and its gain cannot be told apart from zero either: this point decides nothing"
+    elif verdict.startswith("no verdict"):
+        s = f"{name} gets no verdict: its interval against the frontier is undefined here ({numbers})"
+    elif verdict:
+        s = (f"{name} lies above the estimated frontier ({numbers}): the frontier only reweights the base samples, "
+             "so it is biased low there; read this as on the frontier, not beyond it")
+    else:  # results written before verdicts existed
+        s = f"{name}: {numbers}"
+    if p.get("above_frontier"):
+        s += "; its gain exceeds the most the frontier reaches from these base samples, so its KL overspend is undefined"
+    elif overspend and num(p.get("kl_overspend")) >= 1.05:
+        s += f"; it spends {fmt_times(p['kl_overspend'])} the KL the frontier needs for its gain"
+    if p.get("converged") is not None:
+        s += "; its training had " + ("" if p["converged"] else "not ") + "converged (the objective's rule in the report)"
+    return s + "."
+
+
+def undecided(p: dict) -> bool:
+    """On the frontier only because the interval is wide: the gain's interval holds zero as well."""
+    return p.get("verdict") == "on the frontier" and num((p.get("gain_ci") or [None])[0]) <= 0
+
+
+def short_rows(results: dict) -> list[dict]:
+    """The terminal table's rows: trained and external policies first, then best-of-N, then soft best-of-N at its
+    largest N for each β (the report lists every point)."""
+    rows = headline_rows(results)
+    trained = [r for r in rows if r["point"].get("method") not in ("bon", "soft-bon")]
+    bon = [r for r in rows if r["point"].get("method") == "bon"]
+    largest = {}
+    for r in rows:
+        p = r["point"]
+        kept = largest.get(p.get("beta"))
+        if p.get("method") == "soft-bon" and (kept is None or num(p.get("n")) > num(kept["point"].get("n"))):
+            largest[p.get("beta")] = r
+    return trained + bon + list(largest.values())
+
+
 def print_headline(results: dict, console=None) -> None:
-    """Print the run's headline table (every evaluated method against the frontier) with rich."""
+    """Print each policy's verdict in a sentence, then the headline table (the run's last lines)."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
     front = results.get("frontier") or {}
+    rows = short_rows(results)
     title = f"{results.get('task', '?')} · {results.get('model', '?')} · reward {results.get('reward', '?')}"
-    from rich import box
-
+    if not rows:
+        console.print(f"[bold]{title}[/]: no evaluated methods in this run")
+        return
+    for row in rows:
+        if row["point"].get("method") not in ("bon", "soft-bon") and row["point"].get("verdict"):
+            console.print(verdict_sentence(row["point"]))
+    _print_footnote(console, front, rows)
     table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     for key, name, right in TERMINAL_COLUMNS:
         # numbers never wrap or get cut; on a narrow terminal the method's name wraps instead
         table.add_column(name, justify="right" if right else "left", no_wrap=key != "method", overflow="fold")
-    # trained policies first: they are what the run is about
-    rows = sorted(headline_rows(results), key=lambda r: r["point"].get("method") in ("bon", "soft-bon"))
     last_group = None
     for row in rows:
         group = row["point"].get("method") if row["point"].get("method") in ("bon", "soft-bon") else "trained"
-        if last_group is not None and group != last_group and hasattr(table, "add_section"):
+        if last_group is not None and group != last_group:
             table.add_section()
         last_group = group
-        eff = num(row["point"].get("efficiency"))
-        style = "green" if eff >= 0.9 else "yellow" if eff >= 0.6 else "red" if math.isfinite(eff) else ""
-        cells = {k: row[k] for k, _, _ in TERMINAL_COLUMNS}
-        if style:
-            cells["efficiency_ci"] = f"[{style}]{row['efficiency_ci']}[/]"
-        if row["point"].get("reliable") is False:
-            cells["kl"] += " *"
-        table.add_row(*cells.values())
-    if rows:
-        console.print(table)
-        for line in verdict_lines(rows):
-            console.print(line)
-    else:
-        console.print(f"[bold]{title}[/]: no evaluated methods in this run")
-    max_rel = front.get("max_reliable_kl")
+        table.add_row(*_cells(row).values())
+    console.print(table)
+
+
+def _cells(row: dict) -> dict:
+    eff = num(row["point"].get("efficiency"))
+    style = "green" if eff >= 0.9 else "yellow" if eff >= 0.6 else "red" if math.isfinite(eff) else ""
+    cells = {k: row[k] for k, _, _ in TERMINAL_COLUMNS}
+    if style:
+        cells["efficiency_ci"] = f"[{style}]{row['efficiency_ci']}[/]"
+    if undecided(row["point"]):
+        cells["verdict"] = "undecided"
+    if row["point"].get("reliable") is False:
+        cells["kl"] += " *"
+    return cells
+
+
+def _print_footnote(console, front: dict, rows: list[dict]) -> None:
     console.print(
         ("* beyond the frontier's reliable KL range (few effective samples): its optimal gain is approximate. " if any(
             r["point"].get("reliable") is False for r in rows) else "") +
-        f"KL in nats; eff. (efficiency) = gain / the frontier's gain at the method's KL (its optimal gain); KL overspend "
-        f"(results.json, report) = its KL / the KL the frontier needs for its gain. Frontier from {front.get('n_samples', '?')} base samples of {front.get('n_prompts', '?')} prompts, "
-        f"reliable up to KL {fmt(max_rel)} nats (base mean reward {fmt(front.get('base_reward_mean'))}).",
+        f"KL in nats; eff. (efficiency) = gain / the frontier's gain at the method's KL (its optimal gain); "
+        f"undecided = on the frontier only because the gain's interval also holds 0. Frontier from "
+        f"{front.get('n_samples', '?')} base samples of {front.get('n_prompts', '?')} prompts, reliable up to KL "
+        f"{fmt(front.get('max_reliable_kl'))} nats (base mean reward {fmt(front.get('base_reward_mean'))}); every "
+        "point with its KL overspend: results.json and report.html.",
         style="dim",
     )
-
-
-def verdict_lines(rows: list[dict]) -> list[str]:
-    """One sentence per point that has a verdict: where it sits against the frontier, and by how much."""
-    lines = []
-    for row in rows:
-        p = row["point"]
-        if not p.get("verdict"):
-            continue  # results.json of an older version: no verdict to state
-        gap = fmt_ci(p.get("gain_gap"), p.get("gain_gap_ci"))
-        spend = "none: it beats the frontier's" if p.get("above_frontier") else row["overspend"]
-        lines.append(f"{row['method']}: {p['verdict']} at 95% (the frontier's gain at its KL {row['optimal']}, gain − that "
-                     f"{gap}; efficiency {row['efficiency_ci']}; KL overspend {spend})")
-    return lines
