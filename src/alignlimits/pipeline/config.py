@@ -29,9 +29,9 @@ class StudyConfig:
     reliable reach (``max_reliable_kl_``), so that every trained point lands where the frontier can judge it."""
     n: int = 16
     """Base samples per held-out prompt (the frontier's data)."""
-    eval_n: int = 8
+    eval_n: int = 16
     """Policy samples per held-out prompt in evaluation."""
-    eval_prompts: int | None = 12
+    eval_prompts: int | None = 32
     """Held-out prompts used (None: all)."""
     train_prompts: int | None = None
     steps: int = 8
@@ -97,16 +97,18 @@ class StudyConfig:
 # preset's choice, measured in benchmarks/RESULTS.md)
 LEARNING_RATES = {"lora": 2e-4, "full": 1e-5}
 PRESETS = {
-    # the whole study on 2 CPU cores in at most 15 minutes; LoRA: a finished run of a 135M model is 45 MB, not 1.1 GB
+    # the whole study on 2 CPU cores in at most 15 minutes (every held-out prompt, 16 base and 16 policy samples each,
+    # two β per trainer; benchmarks/RESULTS.md "The default study"); LoRA: a finished run of a 135M model is 45 MB
     "quick": dict(use_lora=True),
     # paper scale, meant for a GPU
     "full": dict(n=256, eval_n=64, eval_prompts=None, steps=300, max_new_tokens=64, batch_size=64, use_lora=False,
                  num_generations=8, beta_reach=[0.25, 0.5, 1.0], soft_bon_n=[4, 16, 64]),
 }
 # the exact task is tiny and exactly solvable: many cheap steps, large learning rates (tests/methods);
-# summarisation prompts are ~300 tokens, so its quick preset trains fewer, lighter PPO steps
+# summarisation prompts are ~300 tokens, so its quick preset trains fewer, lighter PPO steps and samples each
+# policy 8 times per held-out prompt (the split of its 15 minutes, benchmarks/RESULTS.md "The default study")
 TASK_DEFAULTS = {
-    "summarization": dict(steps=6, eval_prompts=8, ppo_epochs=2),
+    "summarization": dict(steps=6, eval_n=8, ppo_epochs=2),
     "exact": dict(n=256, eval_n=256, eval_prompts=None, steps=60, max_new_tokens=3, batch_size=64, use_lora=False,
                   num_generations=8, ppo_learning_rate=1e-3, grpo_learning_rate=3e-3, rloo_learning_rate=3e-3,
                   dpo_learning_rate=1e-2, dpo_n=8, betas=[0.5],
