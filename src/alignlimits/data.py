@@ -3,16 +3,27 @@
 A run directory is read through its ``samples/`` folder of Parquet parts (or a single
 ``samples.parquet``). Every problem with the input is an :class:`AlignLimitsError` naming
 what is wrong and where.
+
+:func:`stream_samples` reads a Parquet table in passes instead (bounded memory, for
+`alignlimits frontier` on tables larger than memory), with the same checks and errors.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
+import shutil
+import tempfile
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from alignlimits.errors import AlignLimitsError
 
@@ -99,9 +110,37 @@ def read_table(path) -> pd.DataFrame:
     return frame
 
 
-def _row_list(rows: np.ndarray, limit: int = 3) -> str:
+def _row_list(rows: np.ndarray, limit: int = 3, total: int | None = None) -> str:
+    """The first ``limit`` row numbers and how many more (of ``total``, default all of ``rows``)."""
+    total = rows.size if total is None else total
     shown = ", ".join(str(int(r)) for r in rows[:limit])
-    return shown + (f" and {rows.size - limit} more" if rows.size > limit else "")
+    return shown + (f" and {total - limit} more" if total > limit else "")
+
+
+def _reward_problems(col: str, source: str, found: dict[str, tuple[int, np.ndarray]]) -> AlignLimitsError:
+    """The error for bad values in a reward column: ``found`` maps "non-numeric", "NaN/missing",
+    "infinite" to (how many, the first row numbers)."""
+    problems = [f"{count} {kind} (rows {_row_list(rows, total=count)})" for kind, (count, rows) in found.items() if count]
+    return AlignLimitsError(
+        f"reward column {col!r} in {source} has {'; '.join(problems)}; fix them or pass --drop-invalid to drop those rows"
+    )
+
+
+def _missing_columns(source: str, needed: list[str], columns: list[str], reward_cols: list[str]) -> AlignLimitsError | None:
+    missing = [c for c in needed if c not in columns]
+    if not missing:
+        return None
+    return AlignLimitsError(
+        f"{source} has no column {', '.join(repr(c) for c in missing)}; its columns are: "
+        f"{', '.join(map(str, columns))}" + (" (choose one with --reward-col)" if set(missing) & set(reward_cols) else "")
+    )
+
+
+def _duplicates_error(source: str, id_col: str, count: int, rows: np.ndarray) -> AlignLimitsError:
+    return AlignLimitsError(
+        f"{source} has {count} duplicate (prompt_id, {id_col}) rows (rows {_row_list(rows, total=count)}); "
+        "remove the duplicates (a resumed run must not repeat samples)"
+    )
 
 
 def validate(frame: pd.DataFrame, reward_cols, source: str = "samples", drop_invalid: bool = False,
@@ -112,12 +151,9 @@ def validate(frame: pd.DataFrame, reward_cols, source: str = "samples", drop_inv
     """
     reward_cols = [reward_cols] if isinstance(reward_cols, str) else list(reward_cols)
     needed = ["prompt_id", *reward_cols] + ([id_col] if id_col else [])
-    missing = [c for c in needed if c not in frame.columns]
+    missing = _missing_columns(source, needed, list(frame.columns), reward_cols)
     if missing:
-        raise AlignLimitsError(
-            f"{source} has no column {', '.join(repr(c) for c in missing)}; its columns are: "
-            f"{', '.join(map(str, frame.columns))}" + (" (choose one with --reward-col)" if set(missing) & set(reward_cols) else "")
-        )
+        raise missing
     frame = frame.copy()
     frame["prompt_id"] = frame["prompt_id"].astype(str)
     notes: list[str] = []
@@ -127,17 +163,10 @@ def validate(frame: pd.DataFrame, reward_cols, source: str = "samples", drop_inv
         non_numeric = np.nonzero(pd.isna(values) & ~pd.isna(frame[col]).to_numpy())[0]
         nan_rows = np.nonzero(pd.isna(frame[col]).to_numpy())[0]
         inf_rows = np.nonzero(np.isinf(values))[0]
-        problems = []
-        if non_numeric.size:
-            problems.append(f"{non_numeric.size} non-numeric (rows {_row_list(non_numeric)})")
-        if nan_rows.size:
-            problems.append(f"{nan_rows.size} NaN/missing (rows {_row_list(nan_rows)})")
-        if inf_rows.size:
-            problems.append(f"{inf_rows.size} infinite (rows {_row_list(inf_rows)})")
-        if problems and not drop_invalid:
-            raise AlignLimitsError(
-                f"reward column {col!r} in {source} has {'; '.join(problems)}; fix them or pass --drop-invalid to drop those rows"
-            )
+        if (non_numeric.size or nan_rows.size or inf_rows.size) and not drop_invalid:
+            raise _reward_problems(col, source, {"non-numeric": (non_numeric.size, non_numeric),
+                                                 "NaN/missing": (nan_rows.size, nan_rows),
+                                                 "infinite": (inf_rows.size, inf_rows)})
         bad_any |= ~np.isfinite(values)
         frame[col] = values
     if bad_any.any():
@@ -150,24 +179,26 @@ def validate(frame: pd.DataFrame, reward_cols, source: str = "samples", drop_inv
         dup = frame.duplicated(["prompt_id", id_col], keep="first").to_numpy()
         if dup.any():
             rows = np.nonzero(dup)[0]
-            raise AlignLimitsError(
-                f"{source} has {rows.size} duplicate (prompt_id, {id_col}) rows (rows {_row_list(rows)}); "
-                "remove the duplicates (a resumed run must not repeat samples)"
-            )
+            raise _duplicates_error(source, id_col, rows.size, rows)
     return SampleTable(frame=frame, source=source, notes=notes)
 
 
 def default_reward_column(frame: pd.DataFrame, source: str = "samples") -> str:
     """``reward`` if present, else the table's only numeric non-metadata column."""
-    if "reward" in frame.columns:
+    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
+    return _pick_reward_column(list(frame.columns), numeric, source)
+
+
+def _pick_reward_column(columns: list, numeric: list, source: str) -> str:
+    if "reward" in columns:
         return "reward"
-    numeric = [c for c in frame.columns if c not in METADATA_COLUMNS and pd.api.types.is_numeric_dtype(frame[c])]
+    numeric = [c for c in numeric if c not in METADATA_COLUMNS]
     if len(numeric) == 1:
         return numeric[0]
     raise AlignLimitsError(
         f"{source} has no 'reward' column and {'several' if numeric else 'no'} candidate reward columns"
         f"{' (' + ', '.join(numeric) + ')' if numeric else ''}; name one with --reward-col "
-        f"(columns: {', '.join(map(str, frame.columns))})"
+        f"(columns: {', '.join(map(str, columns))})"
     )
 
 
@@ -177,3 +208,350 @@ def read_samples(path, reward_cols=None, drop_invalid: bool = False, id_col: str
     if reward_cols is None:
         reward_cols = default_reward_column(frame, str(path))
     return validate(frame, reward_cols, str(path), drop_invalid, id_col)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parquet streamed: bounded memory for `alignlimits frontier` on tables larger than memory
+
+STREAM_BATCH_ROWS = 1 << 20  # rows per Parquet batch read
+
+
+class NotStreamable(Exception):
+    """The table needs the in-memory reader (:func:`read_table`, :func:`validate`): it is not Parquet, or
+    a column has a type the streamed reader does not take. Those readers then answer, errors included."""
+
+
+@dataclass
+class StreamedTable:
+    """A Parquet sample table read in passes, never whole: one scan gives each prompt's id and number of
+    valid samples; :meth:`blocks` starts a pass yielding the rewards in prompt order.
+
+    Prompts are in the order ``Groups.from_labels`` gives the in-memory table: first appearance when
+    each prompt's rows are contiguous, else sorted ids (the rows then go through a grouped spill file
+    in a temporary directory, removed by :meth:`close`). Within a prompt, rows keep their file order.
+    """
+
+    source: str
+    reward_col: str
+    prompt_ids: np.ndarray
+    sizes: np.ndarray
+    notes: list[str]
+    read: Callable[[], Iterator[np.ndarray]]  # starts a pass
+    spill: Path | None = None
+
+    @property
+    def n_prompts(self) -> int:
+        return int(self.sizes.size)
+
+    def blocks(self):
+        return self.read()
+
+    def close(self) -> None:
+        if self.spill is not None:
+            shutil.rmtree(self.spill, ignore_errors=True)
+            self.spill = None
+
+    def __enter__(self) -> "StreamedTable":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _stream_parts(path: Path) -> list[Path]:
+    if path.is_dir():
+        parts = _parquet_parts(path)
+    else:
+        parts = [path] if path.is_file() and path.suffix.lower() == ".parquet" else []
+    if not parts:
+        raise NotStreamable(f"{path}: not a Parquet file or a directory of Parquet parts")
+    return parts
+
+
+def _frame_columns(schema) -> list[str]:
+    """The DataFrame columns pandas would make: the schema's names less the stored pandas index."""
+    meta = json.loads((schema.metadata or {}).get(b"pandas", b"{}") or b"{}")
+    index = {c for c in meta.get("index_columns", []) if isinstance(c, str)}
+    return [n for n in schema.names if n not in index]
+
+
+def _stream_types(schema, reward_col: str, id_col: str | None) -> None:
+    """Refuse (NotStreamable) column types the in-memory reader converts differently: prompt ids must be
+    text (plain or dictionary) or integers, rewards numbers, sample ids integers."""
+    ids = schema.field("prompt_id").type
+    ids = ids.value_type if pa.types.is_dictionary(ids) else ids
+    if not (pa.types.is_string(ids) or pa.types.is_large_string(ids) or pa.types.is_integer(ids)):
+        raise NotStreamable(f"prompt_id of type {ids}")
+    reward = schema.field(reward_col).type
+    if not (pa.types.is_floating(reward) or pa.types.is_integer(reward)):
+        raise NotStreamable(f"{reward_col} of type {reward}")
+    if id_col and not pa.types.is_integer(schema.field(id_col).type):
+        raise NotStreamable(f"{id_col} of type {schema.field(id_col).type}")
+
+
+def _check_parts(parts: list[Path], source: str, reward_col: str | None, id_col: str | None):
+    """The reward and sample-id columns of the parts' common schema, checked as validate() does."""
+    try:
+        metas = [pq.read_metadata(p) for p in parts]
+        schemas = [pq.read_schema(p) for p in parts]
+    except Exception as err:  # unreadable: read_table says how
+        raise NotStreamable(str(err)) from None
+    columns = _frame_columns(schemas[0])
+    if any(_frame_columns(x) != columns for x in schemas[1:]) or sum(m.num_rows for m in metas) == 0:
+        raise NotStreamable("parts with different columns, or no rows")
+    schema = schemas[0]
+    if reward_col is None:
+        numeric = [c for c in columns if _numeric(schema.field(c).type)]
+        reward_col = _pick_reward_column(columns, numeric, source)
+    missing = _missing_columns(source, ["prompt_id", reward_col] + ([id_col] if id_col else []), columns, [reward_col])
+    if missing:
+        raise missing
+    id_col = id_col or next((c for c in SAMPLE_ID_COLUMNS if c in columns), None)
+    _stream_types(schema, reward_col, id_col)
+    return reward_col, id_col
+
+
+def _numeric(t) -> bool:
+    t = t.value_type if pa.types.is_dictionary(t) else t
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
+
+def _batches(parts: list[Path], columns: list[str], source: str):
+    """Record batches of ``columns`` from every part in turn, prompt ids as dictionaries; a read failure is
+    a one-line error. Each pass opens the parts afresh, without pre-buffering: a reader that pre-buffers
+    keeps every column chunk it read until it is closed, memory as large as the columns."""
+    try:
+        for part in parts:
+            with pq.ParquetFile(part, read_dictionary=["prompt_id"], pre_buffer=False) as f:
+                yield from f.iter_batches(batch_size=STREAM_BATCH_ROWS, columns=columns)
+    except Exception as err:  # pyarrow raises its own types for corrupt files
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise AlignLimitsError(f"{source} could not be read as parquet ({detail}); is it truncated or corrupt?") from None
+
+
+def _as_float(column) -> np.ndarray:
+    """A reward column as float64, nulls as NaN (as pandas reads them)."""
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+class _Codes:
+    """Prompt ids to integer codes, in order of first sight, from each batch's dictionary."""
+
+    def __init__(self):
+        self.index: dict[str, int] = {}
+
+    def __call__(self, column) -> np.ndarray:
+        if not pa.types.is_dictionary(column.type):
+            if pa.types.is_integer(column.type):
+                column = pc.cast(column, pa.string())
+            column = column.dictionary_encode()
+        if column.null_count:
+            raise NotStreamable("missing prompt ids")
+        indices = column.indices.to_numpy(zero_copy_only=False)
+        used = np.flatnonzero(np.bincount(indices, minlength=len(column.dictionary)))  # a dictionary may hold more
+        words = column.dictionary.take(pa.array(used)).to_pylist()
+        local = np.zeros(len(column.dictionary), np.int64)
+        local[used] = np.fromiter((self.index.setdefault(w, len(self.index)) for w in words), np.int64, len(words))
+        return local[indices]
+
+    def ids(self) -> np.ndarray:
+        out = np.empty(len(self.index), dtype=object)
+        out[:] = list(self.index)
+        return out
+
+
+class _FirstRows:
+    """How many rows were flagged, and the first few row numbers."""
+
+    def __init__(self, keep: int = 3):
+        self.count, self.rows, self.keep = 0, np.zeros(0, np.int64), keep
+
+    def add(self, rows: np.ndarray, count: int | None = None) -> None:
+        """Flag ``rows`` (of ``count`` flagged when only the first few are given)."""
+        self.count += rows.size if count is None else count
+        self.rows = np.sort(np.concatenate([self.rows, rows]))[: self.keep]
+
+
+def _duplicate_rows(codes: np.ndarray, sids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows repeating an earlier row's (prompt, sample id): all but the first of each key, as
+    ``DataFrame.duplicated(keep="first")`` marks them (the inputs are in row order, each prompt's rows together)."""
+    if not ((codes[1:] == codes[:-1]) & (sids[1:] <= sids[:-1])).any():
+        return np.zeros(0, np.int64)  # sample ids rise within every prompt: none repeats
+    order = np.lexsort((sids, codes))  # stable: equal keys stay in row order
+    c, s = codes[order], sids[order]
+    again = (c[1:] == c[:-1]) & (s[1:] == s[:-1])
+    return rows[order][1:][again]
+
+
+@dataclass
+class _Scan:
+    """What one pass over the table learns: codes, valid rows per code, first sight, contiguity, problems."""
+
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    runs: int = 0
+    last: int = -1
+    rows: int = 0
+    kept: int = 0
+    nan: _FirstRows = field(default_factory=_FirstRows)
+    inf: _FirstRows = field(default_factory=_FirstRows)
+    dups: _FirstRows = field(default_factory=_FirstRows)
+    carry: tuple | None = None  # the last run of (codes, sample ids, rows), not yet checked for duplicates
+
+    def add(self, codes: np.ndarray, rewards: np.ndarray, sids: np.ndarray | None, drop: bool) -> None:
+        nan, inf = np.isnan(rewards), np.isinf(rewards)
+        for flags, found in ((nan, self.nan), (inf, self.inf)):
+            found.add(self.rows + np.flatnonzero(flags)[: found.keep], int(flags.sum()))
+        self.rows += codes.size
+        if drop:
+            ok = ~(nan | inf)
+            codes, sids = codes[ok], None if sids is None else sids[ok]
+        n = int(codes.max()) + 1 if codes.size else 0
+        if n > self.counts.size:
+            self.counts = np.concatenate([self.counts, np.zeros(n - self.counts.size, np.int64)])
+            self.first = np.concatenate([self.first, np.full(n - self.first.size, -1, np.int64)])
+        self.counts += np.bincount(codes, minlength=self.counts.size)
+        starts = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]])) if codes.size else np.zeros(0, np.int64)
+        seen, at = np.unique(codes[starts], return_index=True)  # first sight of a code is at a run's start
+        new = self.first[seen] < 0
+        self.first[seen[new]] = self.kept + starts[at[new]]
+        self.runs += starts.size - int(codes.size > 0 and codes[0] == self.last)
+        self.last = int(codes[-1]) if codes.size else self.last
+        if sids is not None:
+            self._check_runs(codes, sids, self.kept + np.arange(codes.size), final=False)
+        self.kept += codes.size
+
+    def _check_runs(self, codes, sids, rows, final: bool) -> None:
+        """Duplicates among whole runs of a prompt (right when every prompt's rows are contiguous)."""
+        if self.carry is not None:
+            codes, sids, rows = (np.concatenate([a, b]) for a, b in zip(self.carry, (codes, sids, rows)))
+        starts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+        cut = codes.size if final else int(starts[-1]) if starts.size else 0  # the last run may go on
+        self.carry = (codes[cut:], sids[cut:], rows[cut:])
+        if cut:
+            self.dups.add(_duplicate_rows(codes[:cut], sids[:cut], rows[:cut]))
+
+    def finish(self) -> None:
+        if self.carry is not None:
+            self._check_runs(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), final=True)
+
+    @property
+    def contiguous(self) -> bool:
+        return self.runs == int(np.count_nonzero(self.counts))
+
+
+def _prompt_order(scan: _Scan, codes: _Codes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ids and sizes of the prompts with valid rows, in ``Groups.from_labels``'s order (first sight when
+    contiguous, else sorted ids), and each code's position in that order (-1: no valid rows)."""
+    valid = np.flatnonzero(scan.counts)
+    ids = codes.ids()
+    order = valid[np.argsort(scan.first[valid] if scan.contiguous else ids[valid], kind="stable")]
+    position = np.full(scan.counts.size, -1, np.int64)
+    position[order] = np.arange(order.size)
+    return ids[order], scan.counts[order], position
+
+
+def _sample_ids(batch, id_col: str | None) -> np.ndarray | None:
+    if id_col is None:
+        return None
+    column = batch.column(2)
+    if column.null_count:
+        raise NotStreamable(f"missing {id_col}")
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _reward_blocks(parts: list[Path], reward_col: str, source: str, drop: bool):
+    """A pass over a table whose prompts are contiguous: its rewards in file order (less invalid rows)."""
+    for batch in _batches(parts, [reward_col], source):
+        values = _as_float(batch.column(0))
+        yield values[np.isfinite(values)] if drop else values
+
+
+def _file_blocks(path: Path):
+    """A pass over a grouped spill file of float64 rewards."""
+    with open(path, "rb") as fh:
+        while (block := np.fromfile(fh, np.float64, count=STREAM_BATCH_ROWS)).size:
+            yield block
+
+
+def _spill_grouped(parts: list[Path], columns, source: str, codes: _Codes, position: np.ndarray, sizes: np.ndarray,
+                   drop: bool, spill: Path) -> tuple[Path, _FirstRows]:
+    """Rewrite the valid rewards grouped by prompt (rows of a prompt in file order) into ``spill``/rewards.f64:
+    rows go to bucket files of consecutive prompts (about STREAM_BATCH_ROWS rewards each), each bucket is
+    sorted on its own. Duplicate (prompt, sample id) rows are found per bucket."""
+    bucket_of = (np.cumsum(sizes) - sizes) // STREAM_BATCH_ROWS
+    fields = [("pos", np.int64), ("reward", np.float64)] + ([("sid", np.int64), ("row", np.int64)] if len(columns) > 2 else [])
+    kept = 0
+    for batch in _batches(parts, columns, source):
+        rewards = _as_float(batch.column(1))
+        ok = np.isfinite(rewards) if drop else np.ones(rewards.size, bool)
+        rec = np.empty(int(ok.sum()), fields)
+        rec["pos"], rec["reward"] = position[codes(batch.column(0))[ok]], rewards[ok]
+        if len(fields) > 2:
+            rec["sid"], rec["row"] = _sample_ids(batch, columns[2])[ok], kept + np.arange(rec.size)
+        kept += rec.size
+        buckets = bucket_of[rec["pos"]]
+        rec, buckets = rec[np.argsort(buckets, kind="stable")], np.sort(buckets, kind="stable")
+        for k, lo, hi in _runs(buckets):
+            with open(spill / f"{k}.bin", "ab") as fh:
+                rec[lo:hi].tofile(fh)
+    dups, grouped = _FirstRows(), spill / "rewards.f64"
+    with open(grouped, "wb") as out:
+        for k in np.unique(bucket_of):
+            rec = np.fromfile(spill / f"{k}.bin", fields)
+            (spill / f"{k}.bin").unlink()
+            rec = rec[np.argsort(rec["pos"], kind="stable")]
+            np.ascontiguousarray(rec["reward"]).tofile(out)
+            if len(fields) > 2:
+                dups.add(_duplicate_rows(rec["pos"], rec["sid"], rec["row"]))
+    return grouped, dups
+
+
+def _runs(sorted_values: np.ndarray):
+    """(value, start, stop) of each run of equal values in a sorted array."""
+    starts = np.concatenate([[0], np.flatnonzero(sorted_values[1:] != sorted_values[:-1]) + 1])
+    stops = np.concatenate([starts[1:], [sorted_values.size]])
+    return zip(sorted_values[starts].tolist(), starts.tolist(), stops.tolist())
+
+
+def stream_samples(path, reward_col: str | None = None, drop_invalid: bool = False,
+                   id_col: str | None = None) -> StreamedTable:
+    """Scan a Parquet sample table (file or run directory) in bounded memory and check it as
+    :func:`validate` does, with the same errors; :class:`NotStreamable` when it needs :func:`read_samples`.
+
+    One pass reads the prompt ids as dictionary codes (never a Python string per row), the reward and
+    the sample-id column; prompts whose rows are not contiguous are regrouped through a spill file.
+    """
+    path = Path(path)
+    source = str(path)
+    parts = _stream_parts(path)
+    reward_col, id_col = _check_parts(parts, source, reward_col, id_col)
+    columns = ["prompt_id", reward_col] + ([id_col] if id_col else [])
+    codes, scan = _Codes(), _Scan()
+    for batch in _batches(parts, columns, source):
+        scan.add(codes(batch.column(0)), _as_float(batch.column(1)), _sample_ids(batch, id_col), drop_invalid)
+    scan.finish()
+    if (scan.nan.count or scan.inf.count) and not drop_invalid:
+        raise _reward_problems(reward_col, source, {"NaN/missing": (scan.nan.count, scan.nan.rows),
+                                                    "infinite": (scan.inf.count, scan.inf.rows)})
+    dropped = scan.rows - scan.kept
+    notes = [f"dropped {dropped} of {scan.rows} rows with invalid rewards (--drop-invalid)"] if dropped else []
+    if scan.kept == 0:
+        raise AlignLimitsError(f"{source}: no rows left after dropping invalid rewards")
+    ids, sizes, position = _prompt_order(scan, codes)
+    if scan.contiguous:
+        if scan.dups.count:
+            raise _duplicates_error(source, id_col, scan.dups.count, scan.dups.rows)
+        return StreamedTable(source, reward_col, ids, sizes, notes,
+                             read=lambda: _reward_blocks(parts, reward_col, source, dropped > 0))
+    spill = Path(tempfile.mkdtemp(prefix="alignlimits-stream-"))
+    try:
+        grouped, dups = _spill_grouped(parts, columns, source, codes, position, sizes, dropped > 0, spill)
+        if dups.count:
+            raise _duplicates_error(source, id_col, dups.count, dups.rows)
+    except BaseException:
+        shutil.rmtree(spill, ignore_errors=True)
+        raise
+    table = StreamedTable(source, reward_col, ids, sizes, notes, read=lambda: _file_blocks(grouped), spill=spill)
+    weakref.finalize(table, shutil.rmtree, spill, True)
+    return table

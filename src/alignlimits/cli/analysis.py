@@ -55,10 +55,11 @@ def samples_source(path: Path) -> Path:
     return path / "base"
 
 
-def load(samples: Path, reward_cols: Optional[list[str]], drop_invalid: bool):
+def load(samples: Path, reward_cols: Optional[list[str]], drop_invalid: bool, resolved: bool = False):
+    """Read and validate a sample table in memory (``resolved``: ``samples`` went through :func:`samples_source`)."""
     from alignlimits.data import default_reward_column, read_table, validate
 
-    samples = samples_source(samples)
+    samples = samples if resolved else samples_source(samples)
     try:
         frame = read_table(samples)
     except AlignLimitsError:
@@ -68,6 +69,27 @@ def load(samples: Path, reward_cols: Optional[list[str]], drop_invalid: bool):
         raise
     cols = reward_cols or [default_reward_column(frame, str(samples))]
     return validate(frame, cols, str(samples), drop_invalid), cols
+
+
+def load_for_frontier(samples: Path, reward_col: Optional[str], drop_invalid: bool, bootstrap: str, n_bootstrap: int):
+    """Parquet tables (a file or a directory of parts) are streamed: the frontier is fitted chunk by chunk in
+    bounded memory, with the same numbers. Other formats, column types the streamed reader does not take,
+    and a bootstrap that resamples within prompts (all rewards at once; `auto` below 30 prompts) are read
+    in memory. Returns the table (close it when done) and its reward column."""
+    from alignlimits.data import NotStreamable, stream_samples
+    from alignlimits.theory.frontier import bootstrap_mode
+
+    source = samples_source(samples)
+    try:
+        table = stream_samples(source, reward_col, drop_invalid)
+    except NotStreamable:
+        table = None
+    if table is not None and (n_bootstrap <= 0 or bootstrap_mode(bootstrap, table.n_prompts) != "prompts+samples"):
+        return table, table.reward_col
+    if table is not None:
+        table.close()
+    table, (col,) = load(source, [reward_col] if reward_col else None, drop_invalid, resolved=True)
+    return table, col
 
 
 def is_json_lines(path: Path) -> bool:
@@ -112,12 +134,15 @@ def frontier(
         raise AlignLimitsError("--confidence must lie strictly between 0 and 1, e.g. 0.95")
     if n_bootstrap < 0:
         raise AlignLimitsError("--n-bootstrap must be 0 (no intervals) or more, e.g. 200")
-    table, (col,) = load(samples, [reward_col] if reward_col else None, drop_invalid)
-    result = frontier_result(
-        table, col, kls=parse_numbers(kl, "--kl"), bon=parse_whole(bon, "--bon"), extrapolate=extrapolate,
-        budget=budget, min_ess=min_ess, confidence=confidence, n_bootstrap=n_bootstrap, bootstrap=bootstrap,
-        random_state=seed,
-    )
+    table, col = load_for_frontier(samples, reward_col, drop_invalid, bootstrap, n_bootstrap)
+    try:
+        result = frontier_result(
+            table, col, kls=parse_numbers(kl, "--kl"), bon=parse_whole(bon, "--bon"), extrapolate=extrapolate,
+            budget=budget, min_ess=min_ess, confidence=confidence, n_bootstrap=n_bootstrap, bootstrap=bootstrap,
+            random_state=seed,
+        )
+    finally:
+        getattr(table, "close", lambda: None)()
     show_frontier(result, n_bootstrap > 0)
     write_json(result, json_out)
     if plot:

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from alignlimits.data import SampleTable
+from alignlimits.data import SampleTable, StreamedTable
 from alignlimits.errors import AlignLimitsError
 from alignlimits.theory.best_of_n import (
     bon_empirical_reward,
@@ -22,6 +22,7 @@ from alignlimits.theory.frontier import Frontier
 from alignlimits.theory.groups import Groups
 from alignlimits.theory.hacking import aggregate_proxies, hacking_curve
 from alignlimits.theory.planning import gain_limits, plan_for_gain, plan_for_kl
+from alignlimits.theory.stream import ChunkedSamples
 
 DEFAULT_BUDGETS = (0.1, 0.5, 1.0, 2.0)
 SQRT_BOUND_NOTE = (
@@ -80,15 +81,25 @@ def default_bon_grid(n_min: int) -> list[int]:
     return grid if grid[-1] == n_min else grid + [n_min]
 
 
-def fewest_samples(table: SampleTable) -> int:
+def fewest_samples(table: SampleTable | StreamedTable) -> int:
+    if isinstance(table, StreamedTable):
+        return int(table.sizes.min())
     return int(np.unique(table.prompt_ids, return_counts=True)[1].min())
 
 
-def fit_frontier(table: SampleTable, reward_col: str, min_ess: float | None = None, **options) -> Frontier:
-    """The frontier of ``table``; ``min_ess=None`` takes :func:`default_min_ess` of its fewest samples per prompt."""
+def fit_frontier(table: SampleTable | StreamedTable, reward_col: str, min_ess: float | None = None,
+                 **options) -> Frontier:
+    """The frontier of ``table``; ``min_ess=None`` takes :func:`default_min_ess` of its fewest samples per prompt.
+    A :class:`StreamedTable` is fitted chunk by chunk (:meth:`Frontier.fit_stream`): the same numbers in
+    bounded memory (its ``reward_col`` is the one it was scanned for)."""
     if min_ess is None:
         min_ess = default_min_ess(fewest_samples(table))
-    return Frontier(min_ess=min_ess, **options).fit(table.rewards(reward_col), table.prompt_ids)
+    frontier = Frontier(min_ess=min_ess, **options)
+    if isinstance(table, StreamedTable):
+        if reward_col != table.reward_col:
+            raise AlignLimitsError(f"{table.source} was scanned for {table.reward_col!r}, not {reward_col!r}")
+        return frontier.fit_stream(ChunkedSamples(table.blocks, table.sizes), table.prompt_ids)
+    return frontier.fit(table.rewards(reward_col), table.prompt_ids)
 
 
 def default_budgets(frontier: Frontier, extrapolate: bool) -> tuple[list[float], list[str]]:
@@ -138,7 +149,7 @@ def bon_rows(frontier: Frontier, ns) -> list[dict]:
     ]
 
 
-def frontier_result(table: SampleTable, reward_col: str, kls=None, bon=None,
+def frontier_result(table: SampleTable | StreamedTable, reward_col: str, kls=None, bon=None,
                     extrapolate: bool = False, frontier: Frontier | None = None, **options) -> dict:
     """The ``frontier`` JSON of DESIGN §2. Without ``kls``, the default budgets the samples support.
     ``frontier``: one already fitted on ``table`` (else fitted here with ``options``)."""

@@ -26,10 +26,18 @@ from scipy import stats
 from alignlimits.errors import AlignLimitsError
 from alignlimits.seeding import derive_seed
 from alignlimits.theory.groups import Groups
+from alignlimits.theory.stream import ChunkedSamples, PromptSummary, prompt_summary
 from alignlimits.theory.tilt import Tilt, TiltedSamples, tilt
 
 BUDGET_MODES = ("shared", "per-prompt")
 BOOTSTRAP_MODES = ("auto", "prompts", "prompts+samples")
+
+
+def bootstrap_mode(bootstrap: str, n_prompts: int) -> str:
+    """What ``bootstrap="auto"`` resolves to: resampling prompts with 30 prompts or more, also samples below."""
+    if bootstrap != "auto":
+        return bootstrap
+    return "prompts" if n_prompts >= 30 else "prompts+samples"
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,9 @@ class Frontier:
     ``max_kl_`` (largest attainable KL), ``max_reliable_kl_``, ``max_gain_`` (the largest gain the
     plain frontier reaches: as β → 0 with a shared budget, each prompt's top reward less its base
     mean; at the budget ``max_kl_`` with a per-prompt one; ``kl_for_gain`` is inf above it).
+
+    :meth:`fit` takes the rewards in memory; :meth:`fit_stream` reads them chunk by chunk
+    (:class:`~alignlimits.theory.stream.ChunkedSamples`) and gives the same numbers in bounded memory.
     """
 
     budget: str = "shared"
@@ -116,10 +127,7 @@ class Frontier:
         atoms of a known distribution instead of samples: the frontier is then exact and
         every point is reliable.
         """
-        if self.budget not in BUDGET_MODES:
-            raise AlignLimitsError(f"budget must be one of {', '.join(BUDGET_MODES)}, not {self.budget!r}")
-        if self.bootstrap not in BOOTSTRAP_MODES:
-            raise AlignLimitsError(f"bootstrap must be one of {', '.join(BOOTSTRAP_MODES)}, not {self.bootstrap!r}")
+        self._check_modes()
         rewards = np.asarray(rewards, dtype=np.float64).ravel()
         if rewards.size == 0:
             raise AlignLimitsError("no rewards to fit: the sample table is empty")
@@ -135,22 +143,54 @@ class Frontier:
         self.exact_ = base_probs is not None
         given = None if base_probs is None else np.asarray(base_probs, float).ravel()[order]
         self.base_probs_ = groups.expand(1.0 / groups.sizes) if given is None else given
+        self._check_sizes()
+        self._samples = TiltedSamples(self.rewards_, groups, given)
+        return self._fit_summary(prompt_summary(self.rewards_, groups, self.base_probs_))
+
+    def fit_stream(self, samples: ChunkedSamples, prompt_ids) -> "Frontier":
+        """Fit on rewards read chunk by chunk (:class:`~alignlimits.theory.stream.ChunkedSamples`),
+        never all in memory: every number equals :meth:`fit`'s on the same rewards in the same prompt
+        order (``prompt_ids``, one per group). Each evaluation at new β is a pass over the data.
+
+        Base samples only (no ``base_probs``), and the bootstrap must resample prompts alone
+        (``"prompts"``, or ``"auto"`` with 30 prompts or more): resampling within prompts needs every
+        reward at once. ``rewards_`` and ``base_probs_`` are None.
+        """
+        self._check_modes()
+        self.prompt_ids_ = np.asarray(prompt_ids)
+        if self.prompt_ids_.shape != (samples.groups.n_groups,):
+            raise AlignLimitsError(f"{self.prompt_ids_.size} prompt ids for {samples.groups.n_groups} groups of samples")
+        self.groups_, self.exact_, self.rewards_, self.base_probs_ = samples.groups, False, None, None
+        if self.n_bootstrap > 0 and bootstrap_mode(self.bootstrap, samples.groups.n_groups) == "prompts+samples":
+            raise AlignLimitsError("a streamed frontier resamples prompts only: with fewer than 30 prompts, or "
+                                   "bootstrap='prompts+samples', fit the rewards in memory")
+        self._check_sizes()
+        self._samples = samples
+        return self._fit_summary(samples.summary())
+
+    def _check_modes(self) -> None:
+        if self.budget not in BUDGET_MODES:
+            raise AlignLimitsError(f"budget must be one of {', '.join(BUDGET_MODES)}, not {self.budget!r}")
+        if self.bootstrap not in BOOTSTRAP_MODES:
+            raise AlignLimitsError(f"bootstrap must be one of {', '.join(BOOTSTRAP_MODES)}, not {self.bootstrap!r}")
+
+    def _check_sizes(self) -> None:
+        groups = self.groups_
         if not self.exact_ and groups.sizes.min() < 2:
             lonely = self.prompt_ids_[groups.sizes < 2][:3]
             raise AlignLimitsError(
                 f"prompt(s) {', '.join(map(str, lonely))} have a single sample; a frontier needs at least 2 "
                 "samples per prompt (sample more, or drop those prompts)"
             )
-        q = self.base_probs_
-        self._samples = TiltedSamples(self.rewards_, groups, given)
-        self.n_prompts_ = groups.n_groups
-        self.n_samples_ = rewards.size
-        base_means = groups.sum(q * self.rewards_)
-        self.base_reward_mean_ = float(base_means.mean())
-        self.reward_variance_ = float(
-            (groups.sum(q * (self.rewards_ - groups.expand(base_means)) ** 2)).mean()
-        )
-        self.max_kl_per_prompt_ = self._max_kl_per_prompt()
+
+    def _fit_summary(self, summary: PromptSummary) -> "Frontier":
+        """Everything past grouping, from the per-prompt summary and ``_samples`` (in memory or streamed)."""
+        self._summary = summary
+        self.n_prompts_ = self.groups_.n_groups
+        self.n_samples_ = self.groups_.n_total
+        self.base_reward_mean_ = float(summary.mean.mean())
+        self.reward_variance_ = float(summary.variance.mean())
+        self.max_kl_per_prompt_ = -np.log(summary.top_mass)  # KL as β → 0: all mass on the top atoms
         if self.budget == "shared":
             self.max_kl_ = float(self.max_kl_per_prompt_.mean())
         else:
@@ -162,22 +202,28 @@ class Frontier:
     def _tilt(self, beta) -> Tilt:
         return self._samples.at(beta)
 
-    def _max_kl_per_prompt(self) -> np.ndarray:
-        """KL as β → 0: all mass on the top atoms, :math:`-\\log \\pi_0(r = \\max r)`."""
-        g = self.groups_
-        at_peak = self.rewards_ == g.expand(g.max(self.rewards_))
-        return -np.log(g.sum(self.base_probs_ * at_peak))
+    def _take(self, members: np.ndarray) -> tuple[Groups, np.ndarray, np.ndarray | None]:
+        """The groups, rewards and (exact fit) base probabilities of the prompts ``members`` alone."""
+        if self.rewards_ is None:
+            return self._samples.take(members)
+        groups, flat = self.groups_.subset(members)
+        return groups, self.rewards_[flat], self.base_probs_[flat] if self.exact_ else None
+
+    def _per_prompt(self, statistic) -> np.ndarray:
+        """``statistic(rewards, groups)`` of every prompt (a pass over the data when streamed)."""
+        if self.rewards_ is None:
+            return self._samples.map(statistic)
+        return np.asarray(statistic(self.rewards_, self.groups_))
 
     def _fit_curve(self) -> None:
-        spread = float(np.max(self.groups_.max(self.rewards_) + self.groups_.max(-self.rewards_)))
+        spread = float(np.max(self._summary.top - self._summary.bottom))
         if spread <= 0:
             raise AlignLimitsError("every reward is the same within each prompt: there is nothing to align toward")
         # β from 100× the largest spread (KL ≈ 5e-5) down until the mean KL is 99.9% of its maximum,
         # located on at most 256 prompts: it only sets the range of the curve
         coarse = spread * np.logspace(2, -9, 23)
-        sub_groups, flat = self.groups_.subset(np.unique(np.linspace(0, self.n_prompts_ - 1, 256).astype(int)))
-        q = self.base_probs_[flat] if self.exact_ else None
-        kl_mean = tilt(self.rewards_[flat], coarse, sub_groups, q).kl.mean(axis=1)
+        sub_groups, sub_rewards, q = self._take(np.unique(np.linspace(0, self.n_prompts_ - 1, 256).astype(int)))
+        kl_mean = tilt(sub_rewards, coarse, sub_groups, q).kl.mean(axis=1)
         near_max = np.nonzero(kl_mean >= 0.999 * kl_mean.max())[0]
         beta_lo = coarse[near_max[0]] if near_max.size else coarse[-1]
         betas = np.geomspace(spread * 1e2, beta_lo, self.n_curve)
@@ -191,11 +237,12 @@ class Frontier:
             self.max_reliable_kl_ = self.max_kl_ if self.exact_ else self._find_max_reliable_kl()
         else:
             kls = np.geomspace(1e-4, 0.995, self.n_curve) * self.max_kl_
-            per_prompt_betas, tk, _ = self._solve_beta(kls)
+            solvers = [self._newton(kls, "kl", None, None, d) for d in ([False] if self.exact_ else [False, True])]
+            (per_prompt_betas, tk, _), *debiased = self._solve_together(solvers)
             self.curve_ = {"beta": per_prompt_betas.mean(axis=1), "kl": kls, "gain": tk.gain.mean(axis=1), "ess_min": tk.ess.min(axis=1)}
             self.curve_debiased_ = {"beta": self.curve_["beta"], "kl": kls, "gain": self.curve_["gain"]}
-            if not self.exact_:
-                betas_d, td, ok = self._solve_beta(kls, debiased=True)
+            if debiased:
+                betas_d, td, ok = debiased[0]
                 self.curve_debiased_ = {"beta": betas_d.mean(axis=1), "kl": kls, "gain": _mean_gain(td, ok)}
             # each prompt's largest node KL whose ESS is still enough; the budget must suit every prompt
             ok_kl = np.where(t.ess >= self.min_ess, t.kl, 0.0).max(axis=0)
@@ -221,8 +268,7 @@ class Frontier:
     def _find_max_gain(self) -> float:
         """Gain as β → 0 (shared budget: every prompt's top reward less its base mean), or at the
         budget ``max_kl_`` (per-prompt: the prompts that set ``max_kl_`` are at that limit)."""
-        g = self.groups_
-        top = g.max(self.rewards_) - g.sum(self.base_probs_ * self.rewards_)
+        top = self._summary.top - self._summary.mean
         if self.budget == "shared":
             return float(top.mean())
         gains = self._solve_beta(np.array([self.max_kl_]))[1].gain[0]
@@ -264,12 +310,38 @@ class Frontier:
         self, targets: np.ndarray, of: str = "kl", samples: TiltedSamples | None = None, prompt_weights=None,
         start=None, debiased: bool = False,
     ) -> tuple[np.ndarray, Tilt, np.ndarray]:
-        """β at which the (prompt-weighted) mean KL or gain equals each target: safeguarded Newton in log β.
+        """β at which the (prompt-weighted) mean KL or gain equals each target: safeguarded Newton in log β
+        (:meth:`_newton`) on ``samples`` (default: the fitted ones). Returns β, the tilt there, and whether
+        each target was met (a jackknifed curve need not reach every target)."""
+        return self._solve_together([self._newton(targets, of, prompt_weights, start, debiased)], samples)[0]
+
+    def _solve_together(self, solvers: list, samples=None) -> list[tuple[np.ndarray, Tilt, np.ndarray]]:
+        """Run :meth:`_newton` solvers in lockstep: each round evaluates the plain tilt once at the β of every
+        solver still running (streamed samples: one pass over the data for all of them). A solver's iterates
+        are those it has alone, so its answer is too."""
+        samples = self._samples if samples is None else samples
+        asks = {i: next(solver) for i, solver in enumerate(solvers)}
+        answers: list = [None] * len(solvers)
+        while asks:
+            running = list(asks)
+            t = samples.at(np.concatenate([asks[i] for i in running], axis=0))
+            ends = np.cumsum([0] + [asks[i].shape[0] for i in running])
+            for i, lo, hi in zip(running, ends[:-1], ends[1:]):
+                rows = Tilt(**{k: v[lo:hi] for k, v in vars(t).items()})
+                try:
+                    asks[i] = solvers[i].send(rows)
+                except StopIteration as done:
+                    answers[i] = done.value
+                    del asks[i]
+        return answers
+
+    def _newton(self, targets: np.ndarray, of: str, prompt_weights, start, debiased: bool):
+        """A generator: yields the β (E,) or (E, P) at which it needs the plain tilt, is sent that tilt, and
+        returns β, the tilt there and which targets were met (see :meth:`_solve_beta`).
 
         Both quantities fall as β grows, with exact derivatives ``dkl_dlog_beta`` and
         ``dgain_dlog_beta``. The start comes from the curve nodes unless given. ``debiased``: of the
-        jackknifed curves of the fitted samples (:meth:`_debiased_at`). Returns β, the tilt there, and
-        whether each target was met (a jackknifed curve need not reach every target).
+        jackknifed curves of the fitted samples (:meth:`_debiased_at`).
         """
         per_prompt = self.budget == "per-prompt"
         w = None if prompt_weights is None else np.asarray(prompt_weights, float) / np.sum(prompt_weights)
@@ -298,10 +370,10 @@ class Frontier:
             x = 0.5 * (a + b)
         else:
             x = np.log(np.asarray(start, float)).reshape(targets.size, -1)
-        tilt_at = self._debiased_at if debiased else (self._samples if samples is None else samples).at
         tol = 1e-12 * np.maximum(1.0, np.abs(targets[:, None]))
         for _ in range(100):
-            t = tilt_at(np.exp(x) if per_prompt else np.exp(x[:, 0]))
+            t = yield np.exp(x) if per_prompt else np.exp(x[:, 0])
+            t = self._debias(t) if debiased else t
             err = reduce(getattr(t, of)) - targets[:, None]
             if np.all(np.abs(err) <= tol):
                 break
@@ -320,7 +392,10 @@ class Frontier:
         smooth, so this is the jackknife to ~1e-4 of the correction, at the cost of the plain tilt.
         The variance returned is the one the interpolated KL's slope implies, so Newton steps on it
         are exact."""
-        t = self._samples.at(beta)
+        return self._debias(self._samples.at(beta))
+
+    def _debias(self, t: Tilt) -> Tilt:
+        """The plain tilt ``t`` made the jackknifed one (:meth:`_debiased_at`)."""
         if self.exact_:
             return t
         u_nodes, corr = self._nodes["u"][::-1], {k: v[::-1] for k, v in self._nodes["correction"].items()}
@@ -341,11 +416,12 @@ class Frontier:
     def evaluate(self, kls, extrapolate: bool = False) -> list[BudgetPoint]:
         """The frontier at each KL budget, plain and bias-corrected, with bootstrap intervals and reliability."""
         kls = self._check_budgets(kls, extrapolate)
-        betas, t, _ = self._solve_beta(kls)
         if self.exact_:
+            betas, t, _ = self._solve_beta(kls)
             betas_d, t_d, met_d = betas, t, np.ones(betas.shape, bool)
-        else:
-            betas_d, t_d, met_d = self._solve_beta(kls, debiased=True)
+        else:  # the plain and the bias-corrected budgets in lockstep: one evaluation per round for both
+            (betas, t, _), (betas_d, t_d, met_d) = self._solve_together(
+                [self._newton(kls, "kl", None, None, False), self._newton(kls, "kl", None, None, True)])
         intervals, intervals_d = self._bootstrap(kls, betas, t, betas_d, t_d)
         gains, gains_d = t.gain.mean(axis=1), _mean_gain(t_d, met_d)
         intervals_d[~np.isfinite(gains_d)] = np.nan
@@ -419,9 +495,7 @@ class Frontier:
     # ---------------------------------------------------------------- bootstrap
     @property
     def bootstrap_mode_(self) -> str:
-        if self.bootstrap != "auto":
-            return self.bootstrap
-        return "prompts" if self.n_prompts_ >= 30 else "prompts+samples"
+        return bootstrap_mode(self.bootstrap, self.n_prompts_)
 
     def bootstrap_description(self) -> str:
         level = f"{100 * self.confidence:g}% expanded-percentile (Hesterberg 2015)"
@@ -537,7 +611,7 @@ class Frontier:
         interval is a point (se 0) for an exact fit or ``n_bootstrap = 0``.
         """
         self._check_fitted()
-        per_prompt = np.asarray(statistic(self.rewards_, self.groups_))
+        per_prompt = self._per_prompt(statistic)
         point = per_prompt.mean(axis=1)
         if self.exact_ or self.n_bootstrap <= 0:
             return point, np.stack([point, point], axis=1), np.zeros_like(point)
@@ -570,8 +644,7 @@ class Frontier:
         rng = np.random.default_rng(self._within_seed())
         P = self.n_prompts_
         members = np.arange(P) if P <= max_prompts else np.sort(rng.choice(P, max_prompts, replace=False))
-        groups, flat = self.groups_.subset(members)
-        rewards = self.rewards_[flat]
+        groups, rewards, _ = self._take(members)
         replicates = np.stack([np.asarray(statistic(rewards[groups.resample_within(rng)], groups))
                                for _ in range(self.n_bootstrap)])  # (R, K, members)
         se = np.sqrt(replicates.var(axis=0, ddof=1).mean(axis=1) / P)
