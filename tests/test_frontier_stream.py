@@ -61,8 +61,23 @@ def test_reader_sees_the_in_memory_table(tmp_path, small_batches, layout):
         for _ in range(2):  # every pass reads the same
             assert np.array_equal(np.concatenate(list(streamed.blocks())), rewards)
         spill = streamed.spill
-        assert (spill is not None) == (layout == "interleaved")
-    assert spill is None or not spill.exists()
+        assert sorted(f.name for f in spill.iterdir()) == ["rewards.f64" if layout == "interleaved" else "scanned.f64"]
+    assert not spill.exists()
+
+
+def test_without_room_for_the_copy_it_reads_the_parquet_again(tmp_path, small_batches, monkeypatch):
+    def full(values, fh):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(data, "_append", full)
+    path = write(table(seed=6), tmp_path / "s.parquet")
+    with stream_samples(path) as streamed:
+        assert list(streamed.spill.iterdir()) == []
+        assert np.array_equal(np.concatenate(list(streamed.blocks())), in_memory(path)[3])
+    path = write(table(seed=6, layout="interleaved"), tmp_path / "i.parquet")
+    monkeypatch.setattr(data, "_spill_grouped", lambda *a: full(None, None))
+    message = error_of(lambda: stream_samples(path))
+    assert "not contiguous" in message and "TMPDIR" in message
 
 
 def assert_same_json(a, b, path="", tol=1e-9):

@@ -224,11 +224,13 @@ class NotStreamable(Exception):
 @dataclass
 class StreamedTable:
     """A Parquet sample table read in passes, never whole: one scan gives each prompt's id and number of
-    valid samples; :meth:`blocks` starts a pass yielding the rewards in prompt order.
+    valid samples; :meth:`blocks` starts a pass yielding the rewards in prompt order, read from a
+    float64 copy in a temporary directory (``spill``, removed by :meth:`close`), or from the Parquet
+    again if that copy could not be written.
 
     Prompts are in the order ``Groups.from_labels`` gives the in-memory table: first appearance when
-    each prompt's rows are contiguous, else sorted ids (the rows then go through a grouped spill file
-    in a temporary directory, removed by :meth:`close`). Within a prompt, rows keep their file order.
+    each prompt's rows are contiguous, else sorted ids (the copy is then regrouped through bucket
+    files). Within a prompt, rows keep their file order.
     """
 
     source: str
@@ -514,24 +516,83 @@ def _runs(sorted_values: np.ndarray):
     return zip(sorted_values[starts].tolist(), starts.tolist(), stops.tolist())
 
 
+class _RawCopy:
+    """The valid rewards in file order, written as float64 to a temporary file while the table is scanned:
+    later passes read it back instead of decoding the Parquet again. A write that fails (a full disk) only
+    drops the copy: the passes then decode the Parquet."""
+
+    def __init__(self, path: Path):
+        try:
+            self.fh, self.path = open(path, "wb"), path
+        except OSError:
+            self.fh, self.path = None, None
+
+    def write(self, values: np.ndarray) -> None:
+        if self.fh is not None:
+            try:
+                _append(values, self.fh)
+            except OSError:
+                self.drop()
+
+    def drop(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.path.unlink(missing_ok=True)
+        self.fh, self.path = None, None
+
+    def close(self) -> Path | None:
+        if self.fh is not None:
+            try:
+                self.fh.close()
+            except OSError:
+                self.drop()
+        return self.path
+
+
+def _append(values: np.ndarray, fh) -> None:
+    values.tofile(fh)
+
+
+def _scan(parts: list[Path], columns: list[str], source: str, drop: bool, raw: _RawCopy) -> tuple[_Codes, _Scan]:
+    codes, scan = _Codes(), _Scan()
+    for batch in _batches(parts, columns, source):
+        rewards = _as_float(batch.column(1))
+        scan.add(codes(batch.column(0)), rewards, _sample_ids(batch, columns[2] if len(columns) > 2 else None), drop)
+        raw.write(rewards[np.isfinite(rewards)] if drop else rewards)
+    scan.finish()
+    return codes, scan
+
+
 def stream_samples(path, reward_col: str | None = None, drop_invalid: bool = False,
                    id_col: str | None = None) -> StreamedTable:
     """Scan a Parquet sample table (file or run directory) in bounded memory and check it as
     :func:`validate` does, with the same errors; :class:`NotStreamable` when it needs :func:`read_samples`.
 
     One pass reads the prompt ids as dictionary codes (never a Python string per row), the reward and
-    the sample-id column; prompts whose rows are not contiguous are regrouped through a spill file.
+    the sample-id column, and copies the valid rewards to a temporary file (8 bytes a sample, in
+    ``TMPDIR``) that later passes read; prompts whose rows are not contiguous are regrouped into it
+    through bucket files. :meth:`StreamedTable.close` removes them.
     """
     path = Path(path)
     source = str(path)
     parts = _stream_parts(path)
     reward_col, id_col = _check_parts(parts, source, reward_col, id_col)
     columns = ["prompt_id", reward_col] + ([id_col] if id_col else [])
-    codes, scan = _Codes(), _Scan()
-    for batch in _batches(parts, columns, source):
-        scan.add(codes(batch.column(0)), _as_float(batch.column(1)), _sample_ids(batch, id_col), drop_invalid)
-    scan.finish()
-    if (scan.nan.count or scan.inf.count) and not drop_invalid:
+    spill = Path(tempfile.mkdtemp(prefix="alignlimits-stream-"))
+    try:
+        table = _stream_table(parts, columns, source, drop_invalid, spill)
+    except BaseException:
+        shutil.rmtree(spill, ignore_errors=True)
+        raise
+    weakref.finalize(table, shutil.rmtree, spill, True)
+    return table
+
+
+def _stream_table(parts: list[Path], columns: list[str], source: str, drop: bool, spill: Path) -> StreamedTable:
+    reward_col, id_col = columns[1], columns[2] if len(columns) > 2 else None
+    raw = _RawCopy(spill / "scanned.f64")
+    codes, scan = _scan(parts, columns, source, drop, raw)
+    if (scan.nan.count or scan.inf.count) and not drop:
         raise _reward_problems(reward_col, source, {"NaN/missing": (scan.nan.count, scan.nan.rows),
                                                     "infinite": (scan.inf.count, scan.inf.rows)})
     dropped = scan.rows - scan.kept
@@ -540,18 +601,20 @@ def stream_samples(path, reward_col: str | None = None, drop_invalid: bool = Fal
         raise AlignLimitsError(f"{source}: no rows left after dropping invalid rewards")
     ids, sizes, position = _prompt_order(scan, codes)
     if scan.contiguous:
+        copy = raw.close()
         if scan.dups.count:
             raise _duplicates_error(source, id_col, scan.dups.count, scan.dups.rows)
-        return StreamedTable(source, reward_col, ids, sizes, notes,
-                             read=lambda: _reward_blocks(parts, reward_col, source, dropped > 0))
-    spill = Path(tempfile.mkdtemp(prefix="alignlimits-stream-"))
+        read = (lambda: _file_blocks(copy)) if copy else (lambda: _reward_blocks(parts, reward_col, source, dropped > 0))
+        return StreamedTable(source, reward_col, ids, sizes, notes, read=read, spill=spill)
+    raw.drop()
     try:
         grouped, dups = _spill_grouped(parts, columns, source, codes, position, sizes, dropped > 0, spill)
-        if dups.count:
-            raise _duplicates_error(source, id_col, dups.count, dups.rows)
-    except BaseException:
-        shutil.rmtree(spill, ignore_errors=True)
-        raise
-    table = StreamedTable(source, reward_col, ids, sizes, notes, read=lambda: _file_blocks(grouped), spill=spill)
-    weakref.finalize(table, shutil.rmtree, spill, True)
-    return table
+    except OSError as err:
+        raise AlignLimitsError(
+            f"{source}: its prompts' rows are not contiguous, and regrouping them needs about "
+            f"{32 * scan.kept / 2**30:.2g} GiB in {spill.parent} ({err.strerror}); set TMPDIR to a larger disk, "
+            "or sort the table by prompt_id"
+        ) from None
+    if dups.count:
+        raise _duplicates_error(source, id_col, dups.count, dups.rows)
+    return StreamedTable(source, reward_col, ids, sizes, notes, read=lambda: _file_blocks(grouped), spill=spill)
