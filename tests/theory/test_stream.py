@@ -6,13 +6,15 @@ import pytest
 from alignlimits.errors import AlignLimitsError
 from alignlimits.pipeline.analysis import bon_rows
 from alignlimits.theory.frontier import Frontier
-from alignlimits.theory.stream import ChunkedSamples, chunk_bounds
+from alignlimits.theory.groups import Groups
+from alignlimits.theory.stream import ChunkedSamples, _ChunkTilts, chunk_bounds
+from alignlimits.theory.tilt import TiltedSamples
 
 
-def ragged(seed=0, P=40):
-    """P prompts of 20 to 90 samples, reward μ_p + σ_p·N(0, 1), some ties; ids in grouped order."""
+def ragged(seed=0, P=40, equal=False):
+    """P prompts of 20 to 90 samples (``equal``: 64 each), reward μ_p + σ_p·N(0, 1), some ties; ids in grouped order."""
     rng = np.random.default_rng(seed)
-    sizes = rng.integers(20, 90, P)
+    sizes = np.full(P, 64) if equal else rng.integers(20, 90, P)
     r = np.concatenate([np.round(rng.normal(rng.normal(), rng.uniform(0.5, 1.5), s), 2) for s in sizes])
     return r, sizes, np.array([f"p{i:03d}" for i in range(P)], dtype=object)
 
@@ -47,10 +49,23 @@ def test_chunks_are_whole_prompts_and_take_picks_prompts():
         list(ChunkedSamples(source(r[:-1]), sizes, chunk_samples=300).chunks())
 
 
+def test_chunk_tilts_are_tilted_samples():
+    """The streamed chunks' faster constructor makes the parent's arrays, value for value."""
+    r, sizes, _ = ragged(4, P=30, equal=True)
+    fast, plain = _ChunkTilts(r, Groups(sizes)), TiltedSamples(r, Groups(sizes))
+    for name in ("rewards", "exponent", "base_mean", "mean_below_peak", "columns"):
+        assert np.array_equal(getattr(fast, name), getattr(plain, name)), name
+    betas = np.geomspace(10, 0.01, 7)
+    for a, b in zip(fast.jackknife(betas), plain.jackknife(betas)):
+        for name in ("gain", "kl", "kl_reverse", "variance", "ess"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
+@pytest.mark.parametrize("equal", [False, True])
 @pytest.mark.parametrize("budget", ["shared", "per-prompt"])
-def test_streamed_fit_equals_in_memory(budget):
+def test_streamed_fit_equals_in_memory(budget, equal):
     """Curve, budgets (plain, debiased, intervals), reliability, inverses and best-of-N agree to 1e-9."""
-    r, sizes, ids = ragged(1)
+    r, sizes, ids = ragged(1, equal=equal)
     options = dict(budget=budget, min_ess=3, n_bootstrap=100)
     memory = Frontier(**options).fit(r, np.repeat(ids, sizes))
     streamed = Frontier(**options).fit_stream(ChunkedSamples(source(r), sizes, chunk_samples=400), ids)
