@@ -119,15 +119,22 @@ def main() -> None:
 
 
 def engines_main() -> None:
-    """``--engines``: whole ``sample`` runs per engine, each in a fresh process (imports and engine start
-    included), then the hf engine with and without its shared prompt cache in this process.
+    """``--engines``: whole ``alignlimits sample --engine E`` commands (imports, model load, vLLM's engine start
+    and shutdown, rewards and Parquet parts included), engines interleaved over ``--repeats`` rounds with the
+    1-minute load average before each, then vLLM's time split into start / generation / shutdown in this
+    process, and (``--cache-prompts K``) the hf engine with and without its shared prompt cache.
 
         .venv/bin/python benchmarks/bench_sampling.py --engines --task summarization --prompts 10 --n 8 \
-            --max-new-tokens 48 [--engine-list hf,vllm] [--cache-prompts 3]
+            --max-new-tokens 48 [--long-docs] [--repeats 2] [--engine-list hf,vllm] [--cache-prompts 3]
+
+    ``--long-docs``: prompts of about 350 tokens, the built-in summarisation documents concatenated in pairs
+    (document 2i, a blank line, document 2i+1; i = 0..9 for 10 prompts) and written as a ``--prompts`` JSONL
+    file with ``document`` fields, so each prompt is the summarisation instruction around two documents.
     """
     import subprocess
     import sys
     import tempfile
+    from pathlib import Path
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--engines", action="store_true")
@@ -135,26 +142,72 @@ def engines_main() -> None:
     ap.add_argument("--prompts", type=int, default=10)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--long-docs", action="store_true")
+    ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--engine-list", default="hf,vllm")
     ap.add_argument("--cache-prompts", type=int, default=0, help="prompts for the hf shared-cache comparison (0: skip)")
     args = ap.parse_args()
-    run = ("import sys\nif __name__ == '__main__':\n"
-           "    from alignlimits.pipeline.context import StudyContext\n"
-           "    from alignlimits.pipeline.sampling_run import SamplingPlan, run_sampling\n"
-           "    task, engine, out, k, n, t = sys.argv[1:]\n"
-           "    ctx = StudyContext.resolve(task, engine=engine)\n"
-           "    run_sampling(ctx, SamplingPlan(n=int(n), max_new_tokens=int(t), limit_prompts=int(k)), out, progress=False)\n")
-    for engine in filter(None, args.engine_list.split(",")):
-        with tempfile.TemporaryDirectory() as tmp:
-            script = f"{tmp}/sample.py"
-            open(script, "w").write(run)
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, script, args.task, engine, f"{tmp}/out", str(args.prompts), str(args.n),
-                            str(args.max_new_tokens)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            print(f"sample --engine {engine}: {time.perf_counter() - t0:.1f} s whole command "
-                  f"({args.task}, {args.prompts} prompts x {args.n} x <= {args.max_new_tokens} tokens)", flush=True)
+    cli = str(Path(sys.executable).with_name("alignlimits"))
+    with tempfile.TemporaryDirectory() as tmp:
+        prompts_file = long_documents(Path(tmp) / "long_docs.jsonl", args.prompts) if args.long_docs else None
+        common = ["sample", "--task", args.task, "--n", str(args.n), "--max-new-tokens", str(args.max_new_tokens),
+                  "--quiet", *(["--prompts", str(prompts_file)] if prompts_file else ["--limit-prompts", str(args.prompts)])]
+        times: dict[str, list[float]] = {}
+        for rnd in range(args.repeats):
+            for engine in filter(None, args.engine_list.split(",")):
+                out = f"{tmp}/{engine}-{rnd}"
+                load = open("/proc/loadavg").read().split()[0]
+                t0 = time.perf_counter()
+                subprocess.run([cli, *common, "--engine", engine, "--out", out], check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                times.setdefault(engine, []).append(time.perf_counter() - t0)
+                print(f"round {rnd + 1}: sample --engine {engine}: {times[engine][-1]:.1f} s whole command "
+                      f"(load {load} before; {args.task}, {args.prompts} prompts x {args.n} x <= {args.max_new_tokens} "
+                      f"tokens{', long documents' if prompts_file else ''})", flush=True)
+        if {"hf", "vllm"} <= set(times):
+            ratios = [h / v for h, v in zip(times["hf"], times["vllm"])]
+            print(f"hf / vllm per round: {', '.join(f'{r:.2f}' for r in ratios)}", flush=True)
+        if "vllm" in times:
+            vllm_breakdown(args.task, prompts_file, args.prompts, args.n, args.max_new_tokens)
     if args.cache_prompts:
         shared_cache_gain(args.task, args.cache_prompts, args.n, args.max_new_tokens)
+
+
+def long_documents(path, k: int):
+    """``k`` prompts of two built-in summarisation documents each (2i and 2i+1), as a JSONL prompt file."""
+    import json
+    from importlib.resources import files
+
+    rows = [json.loads(line) for line in files("alignlimits.lm").joinpath("data/summarization_docs.jsonl").read_text().splitlines()]
+    with open(path, "w") as fh:
+        for i in range(k):
+            a, b = rows[2 * i], rows[2 * i + 1]
+            doc = a["document"].strip() + "\n\n" + b["document"].strip()
+            fh.write(json.dumps({"id": f"long-{i:02d}", "document": doc}) + "\n")
+    return path
+
+
+def vllm_breakdown(task_name: str, prompts_file, k: int, n: int, max_new: int) -> None:
+    """Where a vLLM command's time goes, in this process: engine start, the one generate call, shutdown."""
+    from alignlimits.lm.engines import make_engine
+    from alignlimits.lm.sampling import encode_prompt
+    from alignlimits.pipeline.context import StudyContext
+
+    ctx = StudyContext.resolve(task_name, prompts=str(prompts_file) if prompts_file else None)
+    texts = ctx.model_texts(ctx.prompts("all", k).prompts)
+    engine = make_engine("vllm", ctx.lm, seed=0)
+    t0 = time.perf_counter()
+    engine.llm()
+    t1 = time.perf_counter()
+    res = engine.sample(texts, n, max_new, seed=0)
+    t2 = time.perf_counter()
+    engine.close()
+    t3 = time.perf_counter()
+    n_prompt = sum(len(encode_prompt(ctx.lm.tokenizer, t)) for t in texts)
+    tok = int(sum(r.n_tokens.sum() for r in res))
+    print(f"vllm in-process: engine start {t1 - t0:.1f} s, generate {t2 - t1:.1f} s ({tok} tokens, {tok / (t2 - t1):.1f} "
+          f"tok/s; {n_prompt} prompt tokens), shutdown {t3 - t2:.1f} s; load {open('/proc/loadavg').read().split()[0]}",
+          flush=True)
 
 
 def shared_cache_gain(task_name: str, k: int, n: int, max_new: int) -> None:

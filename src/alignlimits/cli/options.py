@@ -8,12 +8,14 @@ import typer
 
 from alignlimits.errors import AlignLimitsError
 
-# the sampling-engine options `sample` and `run` share
-ENGINE = typer.Option(None, "--engine", help="Base sampling engine: hf (transformers), vllm, or auto (vllm with CUDA, "
-                                              "or on CPU for prompts of 250+ characters). Default hf.")
+# the sampling-engine options `sample`, `run` and `evaluate` share
+ENGINE = typer.Option(None, "--engine", help="Sampling engine (base samples; policies at evaluation): hf (transformers), "
+                                              "vllm, or auto (vllm with CUDA, or on CPU for prompts of 250+ characters). Default hf (evaluate: the run's).")
 TENSOR_PARALLEL = typer.Option(None, "--tensor-parallel-size", help="vLLM: GPUs each model replica is sharded over. Default 1.")
 DATA_PARALLEL = typer.Option(None, "--data-parallel-size", help="vLLM: model replicas. Default 1.")
 BACKEND = typer.Option(None, "--distributed-backend", help="vLLM: mp (one machine) or ray (several nodes). Default: vLLM's choice.")
+GPU_MEMORY = typer.Option(None, "--gpu-memory-utilization", help="vLLM on a GPU: its share of GPU memory (weights and KV cache; "
+                                                                  "on CPU the KV cache is VLLM_CPU_KVCACHE_SPACE GiB, default 2). Default: vLLM's (0.9).")
 
 
 def parse_numbers(text: Optional[str], what: str, fractions: bool = False) -> Optional[list[float]]:
@@ -70,8 +72,10 @@ def parse_policies(items: Optional[list[str]]) -> Optional[dict[str, str]]:
 
 
 def engine_options(tensor_parallel_size: Optional[int], data_parallel_size: Optional[int],
-                   distributed_backend: Optional[str]) -> dict:
-    """vLLM's scale-out settings as the engine takes them (unset ones dropped)."""
+                   distributed_backend: Optional[str], gpu_memory_utilization: Optional[float] = None) -> dict:
+    """vLLM's scale-out and memory settings as the engine takes them (unset ones dropped)."""
+    if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
+        raise AlignLimitsError(f"--gpu-memory-utilization must be in (0, 1] (got {gpu_memory_utilization})")
     given = {"tensor_parallel_size": tensor_parallel_size, "data_parallel_size": data_parallel_size,
-             "distributed_executor_backend": distributed_backend}
+             "distributed_executor_backend": distributed_backend, "gpu_memory_utilization": gpu_memory_utilization}
     return {k: v for k, v in given.items() if v is not None}

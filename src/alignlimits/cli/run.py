@@ -10,7 +10,7 @@ import typer
 
 from alignlimits.cli.app import app, console, json_to_stdout
 from alignlimits.cli.options import (
-    BACKEND, DATA_PARALLEL, ENGINE, TENSOR_PARALLEL, engine_options, parse_numbers, parse_policies,
+    BACKEND, DATA_PARALLEL, ENGINE, GPU_MEMORY, TENSOR_PARALLEL, engine_options, parse_numbers, parse_policies,
 )
 from alignlimits.errors import AlignLimitsError
 from alignlimits.pipeline.config import PRESETS, TASK_DEFAULTS, TRAINED, StudyConfig
@@ -90,6 +90,7 @@ def run(
     tensor_parallel_size: Optional[int] = TENSOR_PARALLEL,
     data_parallel_size: Optional[int] = DATA_PARALLEL,
     distributed_backend: Optional[str] = BACKEND,
+    gpu_memory_utilization: Optional[float] = GPU_MEMORY,
     force: bool = typer.Option(False, "--force", help="Start over when RUN_DIR holds a run with another config."),
 ):
     """The whole study: base samples, frontier, best-of-N, the trained methods, one honest evaluation, a report."""
@@ -102,7 +103,8 @@ def run(
                    betas=parse_numbers(betas, "--betas"), n=n, eval_n=eval_n, eval_prompts=eval_prompts, steps=steps,
                    max_new_tokens=max_new_tokens, use_lora=use_lora, seed=seed, device=device,
                    policies=parse_policies(policy), engine=engine,
-                   engine_options=engine_options(tensor_parallel_size, data_parallel_size, distributed_backend) or None)
+                   engine_options=engine_options(tensor_parallel_size, data_parallel_size, distributed_backend,
+                                                  gpu_memory_utilization) or None)
     cfg = resolve_config(task, preset, file_values, flags)
     run_dir = out or Path("runs") / f"{task}-{cfg.preset}"
     results = Study(cfg, run_dir, force=force, console=console).run()
@@ -151,6 +153,11 @@ def evaluate(
     task: Optional[str] = typer.Option(None, "--task", help="The task (with --policy; needed when RUN_DIR holds no run). Default: the run's."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the evaluate JSON here ('-' for stdout, then tables go to stderr). Default: only RUN_DIR/results.json."),
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help="Evaluate even on prompts a policy was trained on."),
+    engine: Optional[str] = ENGINE,
+    tensor_parallel_size: Optional[int] = TENSOR_PARALLEL,
+    data_parallel_size: Optional[int] = DATA_PARALLEL,
+    distributed_backend: Optional[str] = BACKEND,
+    gpu_memory_utilization: Optional[float] = GPU_MEMORY,
 ):
     """Every trained policy on the KL–reward plane: held-out prompts, sequence KL, efficiency against the frontier."""
     from alignlimits.cli.analysis import write_json
@@ -160,21 +167,24 @@ def evaluate(
     json_to_stdout(json_out)
     saved = run_dir / "run_config.json"
     policies = parse_policies(policy)
+    options = engine_options(tensor_parallel_size, data_parallel_size, distributed_backend, gpu_memory_utilization)
+    # the run's engine unless told: a new --engine brings the options given with it (none: vLLM's defaults)
+    engine_flags = _flags(engine=engine, engine_options=options if engine or options else None)
     if policies is None:
         if not saved.exists():
             raise AlignLimitsError(f"{run_dir} holds no run (no run_config.json); train into it first, or give --policy")
-        cfg = StudyConfig(**json.loads(saved.read_text()))
+        cfg = StudyConfig(**{**json.loads(saved.read_text()), **engine_flags})
         study = Study(cfg, run_dir, console=console, allow_overlap=allow_overlap)
         if not (run_dir / "train").is_dir():
             raise AlignLimitsError(f"{run_dir} holds no trained policies; run `alignlimits train ... --out {run_dir}` first")
         results = study.run(train=False, evaluate=True)
     else:
         if saved.exists():
-            cfg = StudyConfig(**json.loads(saved.read_text()))
+            cfg = StudyConfig(**{**json.loads(saved.read_text()), **engine_flags})
         else:
             if task is None:
                 raise AlignLimitsError("with --policy, say which --task (and --base model) it was trained for")
-            cfg = resolve_config(task, None, {}, _flags(model=base, methods=["bon"]))
+            cfg = resolve_config(task, None, {}, _flags(model=base, methods=["bon"], **engine_flags))
         results = Study(cfg, run_dir, console=console).evaluate_external(policies)
     _show(results, run_dir)
     write_json(results["evaluate"], json_out)

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from alignlimits.cli.app import app
-from alignlimits.cli.options import BACKEND, DATA_PARALLEL, ENGINE, TENSOR_PARALLEL, engine_options
+from alignlimits.cli.options import BACKEND, DATA_PARALLEL, ENGINE, GPU_MEMORY, TENSOR_PARALLEL, engine_options
 from alignlimits.errors import AlignLimitsError
 
 
@@ -39,6 +39,7 @@ def sample(
     tensor_parallel_size: Optional[int] = TENSOR_PARALLEL,
     data_parallel_size: Optional[int] = DATA_PARALLEL,
     distributed_backend: Optional[str] = BACKEND,
+    gpu_memory_utilization: Optional[float] = GPU_MEMORY,
     force: bool = typer.Option(False, "--force", help="Replace a run in OUT made with a different config."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -56,7 +57,8 @@ def sample(
 
     ctx = StudyContext.resolve(task, model=model, rewards=list(reward) if reward else None, prompts=prompts,
                                dataset=dataset, device=device, dtype=dtype, engine=engine or "hf",
-                               engine_options=engine_options(tensor_parallel_size, data_parallel_size, distributed_backend))
+                               engine_options=engine_options(tensor_parallel_size, data_parallel_size, distributed_backend,
+                                                             gpu_memory_utilization))
     plan = SamplingPlan(n=n, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
                         limit_prompts=limit_prompts, split=split)
     run_sampling(ctx, plan, out, force=force, progress=not quiet)

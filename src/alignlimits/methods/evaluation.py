@@ -15,13 +15,17 @@ gain gap, KL overspend, verdict, their paired intervals) is computed in one plac
 :mod:`alignlimits.theory.comparison`.
 
 Both log-probabilities are teacher-forced (:func:`alignlimits.lm.sampling.score_logprobs`) by models
-at the same precision; the sampler's own log-probabilities are kept as ``logp_sampler``, only to check
-that the two agree.
+at the same precision, whichever engine drew the samples (:func:`policy_sampler`: transformers, or vLLM on
+the saved policy), so the KL does not depend on the engine; the sampler's own log-probabilities are kept as
+``logp_sampler``, only to check that the two agree.
 """
 
 from __future__ import annotations
 
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -98,23 +102,28 @@ def check_same_tokenizer(policy_tokenizer, base_tokenizer) -> None:
 
 
 def sample_and_score(policy_model, base_model, tokenizer, prompts, prompt_ids, reward_models, n: int,
-                     max_new_tokens: int, seed: int = 0, batch_size: int | None = None, on_batch=None) -> dict:
+                     max_new_tokens: int, seed: int = 0, batch_size: int | None = None, on_batch=None,
+                     sampler=None) -> dict:
     """Draw ``n`` completions per prompt from the policy; score them by every reward and by the base model.
 
+    ``sampler`` draws them (an engine of :mod:`alignlimits.lm.engines` on the same policy, see
+    :func:`policy_sampler`; default: the transformers loop on ``policy_model``); whichever it is, both
+    log-probabilities are teacher-forced here, so the KL does not depend on the engine.
     ``prompts`` are the exact texts given to the model (chat template applied). Returns flat columns:
     ``prompt_id``, ``prompt``, ``completion``, ``completion_ids``, ``logp_policy`` and ``logp_base``
     (teacher-forced under the policy and the base model, which must hold weights of the same precision),
     ``logp_sampler`` (the policy's log-probs as the sampler drew them, kept to check the two agree),
     ``n_tokens``, ``truncated``, and one column per reward.
     """
-    from alignlimits.lm.sampling import sample_completions, score_logprobs
+    from alignlimits.lm.engines import HFEngine
+    from alignlimits.lm.sampling import score_logprobs
 
     precisions = {next(m.parameters()).dtype for m in (policy_model, base_model)}
     if len(precisions) > 1:
         raise AlignLimitsError(f"the policy and the base model hold weights of different precisions ({', '.join(map(str, precisions))}); "
                                "load both at the same dtype, or their log-probs (and so the KL) are not comparable")
-    drawn = sample_completions(policy_model, tokenizer, list(prompts), n, max_new_tokens, seed=seed,
-                               batch_size=batch_size, on_batch=on_batch)
+    sampler = sampler or HFEngine(policy_model, tokenizer)
+    drawn = sampler.sample(list(prompts), n, max_new_tokens, seed=seed, batch_size=batch_size, on_batch=on_batch)
     rows = {"prompt_id": [], "prompt": [], "completion": [], "completion_ids": [], "logp_sampler": [],
             "n_tokens": [], "truncated": []}
     for ps in drawn:
@@ -130,3 +139,38 @@ def sample_and_score(policy_model, base_model, tokenizer, prompts, prompt_ids, r
     for reward in reward_models:
         rows[reward.name] = list(reward(rows["prompt"], rows["completion"]))
     return rows
+
+
+@contextmanager
+def policy_sampler(engine: str, policy_model, lm, policy_path: Path, *, seed: int, options: dict | None = None,
+                   scratch: Path | None = None):
+    """The engine that samples a policy at evaluation, closed (its memory freed) on leaving the block.
+
+    ``engine`` is a resolved name, ``hf`` or ``vllm`` (``StudyContext.engine``). hf: the transformers loop on
+    ``policy_model``. vllm: a fresh engine, seeded with ``seed``, on a folder holding the policy's weights:
+    ``policy_path`` itself when vLLM reads it as it is (a full model folder), else ``policy_model`` (e.g. a
+    LoRA adapter merged into its base by the caller) saved into a temporary folder under ``scratch``
+    (measured on CPU: vLLM's own LoRA path generates 4x slower than the merged model, benchmarks/RESULTS.md).
+    """
+    from alignlimits.lm.engines import make_engine
+
+    if engine != "vllm":
+        yield make_engine("hf", lm, model=policy_model)
+        return
+    with tempfile.TemporaryDirectory(prefix=".policy-for-vllm-", dir=scratch) as tmp:
+        folder = policy_path if _vllm_reads_as_is(policy_path) else Path(tmp)
+        if folder != policy_path:
+            policy_model.save_pretrained(folder)
+        sampler = make_engine("vllm", lm, seed=seed, options=options, path=str(folder))
+        try:
+            yield sampler
+        finally:
+            sampler.close()
+
+
+def _vllm_reads_as_is(folder: Path) -> bool:
+    """A full model folder: config and model weights only (vLLM would also load an adapter's or a value head's
+    safetensors, or find no weights at all)."""
+    weights = list(folder.glob("*.safetensors"))
+    return ((folder / "config.json").is_file() and not (folder / "adapter_config.json").exists() and bool(weights)
+            and all(w.name.startswith("model") for w in weights))

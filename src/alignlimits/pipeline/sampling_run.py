@@ -26,8 +26,10 @@ policy samples are scored at evaluation, so base and policy rewards are one func
 Test hook: ``ALIGNLIMITS_SAMPLE_PART_DELAY=SECONDS`` sleeps after each part (the kill/resume test uses it).
 
 Seeds: the prompts of part k are sampled with base seed ``derive_seed(seed, "part", first prompt_id of the
-part)``; with the hf engine generate call j of that part uses ``derive_seed(that, j)`` and rerunning the same
-command with the same batch size reproduces the same samples (vLLM's rule: :mod:`alignlimits.lm.engines`).
+part)``; with the hf engine generate call j of that part uses ``derive_seed(that, j)``, with vLLM prompt i of
+the part ``derive_seed(that, i)`` (:mod:`alignlimits.lm.engines`). Either way a killed run resumes to the
+table an uninterrupted run of the same command writes (with hf: at the same batch size); a resume under the
+other engine draws other, equally distributed samples for the prompts still to do.
 """
 
 from __future__ import annotations
@@ -367,9 +369,8 @@ def _write_config(out: Path, ctx, plan: SamplingPlan, task, identity: dict, max_
                     for s, r in zip(ctx.reward_specs, ctx.rewards)],
         "engine": {"name": ctx.engine, **ctx.engine_options},
         "seeds": {"seed": plan.seed, "rule": "part seed = derive_seed(seed, 'part', first prompt_id of the part); "
-                                             "hf: generate call j of a part: derive_seed(part seed, j); vllm on CUDA: "
-                                             "prompt i of a part: derive_seed(part seed, i); vllm on CPU: one engine "
-                                             "seeded with seed (parts depend on those drawn before them)"},
+                                             "hf: generate call j of a part: derive_seed(part seed, j); vllm: "
+                                             "prompt i of a part: derive_seed(part seed, i), its k-th sample + k"},
         "split_rule": "heldout iff sha256('alignlimits-split:v1:' + prompt_id)[:8] / 2**64 < 0.25",
         "batch_size": batch_size,
         "versions": package_versions(),

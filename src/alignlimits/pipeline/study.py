@@ -295,21 +295,24 @@ class Study:
         return model.to(lm.device).eval()
 
     def evaluate(self, record: PolicyRecord) -> None:
-        """Sample the policy on the held-out prompts, score it, and store its table beside its record."""
+        """Sample the policy on the held-out prompts with the run's engine, score it (both log-probs teacher-forced
+        by transformers, so the KL does not depend on the engine), and store its table beside its record."""
         import pandas as pd
 
-        from alignlimits.methods.evaluation import sample_and_score
+        from alignlimits.methods.evaluation import policy_sampler, sample_and_score
 
         if record.beta is not None:
             self.check_no_overlap(record.train_dir, self.allow_overlap)
         policy = self.load_policy(Path(record.path))
-        c = self.config
+        c, lm = self.config, self.ctx.lm
         base = self.base_table().frame.drop_duplicates("prompt_id")
-        rows = sample_and_score(policy, self.ctx.lm.model, self.ctx.lm.tokenizer, list(base["prompt"]),
-                                list(base["prompt_id"]), self.ctx.rewards, c.eval_n, c.max_new_tokens,
-                                seed=derive_seed(c.seed, "eval", record.name))
         out = self.dir / "eval"
         out.mkdir(exist_ok=True)
+        seed = derive_seed(c.seed, "eval", record.name)
+        with policy_sampler(self.ctx.engine, policy, lm, Path(record.path), seed=seed,
+                            options=self.ctx.engine_options, scratch=out) as sampler:
+            rows = sample_and_score(policy, lm.model, lm.tokenizer, list(base["prompt"]), list(base["prompt_id"]),
+                                    self.ctx.rewards, c.eval_n, c.max_new_tokens, seed=seed, sampler=sampler)
         frame = pd.DataFrame(rows)
         frame["method"] = record.method
         write_parquet_atomic(frame, out / f"{record.name}.parquet")
