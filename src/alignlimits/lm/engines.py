@@ -18,8 +18,9 @@ after a partial prefill chunk, and CPU generators cannot rewind ("CPU Generator 
 a log file (:func:`_output_to`), so a failed start is one line quoting the cause vLLM wrote there.
 
 **auto** (:func:`choose_engine`): vllm where it is installed and a CUDA GPU is present; on CPU vllm only for
-long prompts (documents), hf otherwise. Measured in benchmarks/RESULTS.md ("Sampling engines"): on CPU vLLM's
-start-up (about 45 s on 2 cores) outweighs its gain unless the job prefills long prompts.
+long prompts (documents), hf otherwise. Measured in benchmarks/RESULTS.md ("Sampling engines", "vLLM end to
+end"): on CPU vLLM's start-up (25 s on 2 quiet cores, 45 s on busy ones) outweighs its gain unless the job
+prefills long prompts.
 """
 
 from __future__ import annotations
