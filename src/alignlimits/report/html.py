@@ -26,14 +26,12 @@ from alignlimits.report.plots import plot_training
 from alignlimits.report.terminal import (
     COLUMNS,
     DASH,
-    fmt,
-    fmt_ci,
-    fmt_pct,
-    fmt_pct_ci,
-    fmt_seconds,
-    fmt_times,
     cap,
+    fmt,
+    fmt_pct,
+    fmt_seconds,
     headline_rows,
+    is_law,
     verdict_sentence,
 )
 
@@ -129,7 +127,7 @@ def summary_text(results: dict) -> str:
     softs = [p for p in points if p.get("method") == "soft-bon" and math.isfinite(num(p.get("gain")))]
     shown = ([max(bons, key=lambda p: num(p.get("n")) if math.isfinite(num(p.get("n"))) else -1)] if bons else [])
     shown += [max(softs, key=lambda p: num(p["gain"]))] if softs else []
-    shown += [p for p in points if p.get("method") not in ("bon", "soft-bon")]
+    shown += [p for p in points if not is_law(p)]
     parts += [verdict_sentence(p, i == 0) for i, p in enumerate(shown)]
     beyond = [method_label(p) for p in shown if p.get("reliable") is False]
     if beyond:

@@ -167,11 +167,16 @@ def undecided(p: dict) -> bool:
     return p.get("verdict") == "on the frontier" and num((p.get("gain_ci") or [None])[0]) <= 0
 
 
+def is_law(p: dict) -> bool:
+    """Best-of-N or soft best-of-N: a law computed on the base samples, not a policy that was sampled."""
+    return p.get("method") in ("bon", "soft-bon")
+
+
 def short_rows(results: dict) -> list[dict]:
     """The terminal table's rows: trained and external policies first, then best-of-N, then soft best-of-N at its
     largest N for each β (the report lists every point)."""
     rows = headline_rows(results)
-    trained = [r for r in rows if r["point"].get("method") not in ("bon", "soft-bon")]
+    trained = [r for r in rows if not is_law(r["point"])]
     bon = [r for r in rows if r["point"].get("method") == "bon"]
     largest = {}
     for r in rows:
@@ -196,7 +201,7 @@ def print_headline(results: dict, console=None) -> None:
         console.print(f"[bold]{title}[/]: no evaluated methods in this run")
         return
     for row in rows:
-        if row["point"].get("method") not in ("bon", "soft-bon") and row["point"].get("verdict"):
+        if not is_law(row["point"]) and row["point"].get("verdict"):
             console.print(verdict_sentence(row["point"]))
     _print_footnote(console, front, rows)
     table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -205,7 +210,7 @@ def print_headline(results: dict, console=None) -> None:
         table.add_column(name, justify="right" if right else "left", no_wrap=key != "method", overflow="fold")
     last_group = None
     for row in rows:
-        group = row["point"].get("method") if row["point"].get("method") in ("bon", "soft-bon") else "trained"
+        group = row["point"]["method"] if is_law(row["point"]) else "trained"
         if last_group is not None and group != last_group:
             table.add_section()
         last_group = group
