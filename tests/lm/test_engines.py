@@ -79,7 +79,7 @@ def _context(lm, engine_name: str, engine=None):
     ctx = StudyContext.resolve("safety", engine=engine_name, dtype="float32")
     ctx.__dict__["lm"] = lm
     if engine is not None:
-        ctx.__dict__["_samplers"] = {0: engine}
+        ctx.__dict__["_sampler"] = engine
     return ctx
 
 
@@ -216,11 +216,12 @@ def test_policy_evaluated_through_vllm(smollm_engines, tmp_path):
     get_peft_model(copy.deepcopy(lm.model), lora).save_pretrained(adapter)
     cfg = resolve_config("safety", None, {}, {"methods": ["bon"], "n": 4, "eval_n": 4, "eval_prompts": 3,
                                               "max_new_tokens": 8, "engine": "vllm"})
-    engine.llm()  # the module's engine runs before, and after
+    engine.llm()  # the module's engine runs before; the base stage closes it (restarted on its next use)
     ours = psutil.Process()
     before = {p.pid for p in ours.children(recursive=True)}
     results = Study(cfg, tmp_path / "run", ctx=_context(lm, "vllm", engine)).evaluate_external({"p": adapter})
     left = [p for p in ours.children(recursive=True) if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
+    assert engine._llm is None  # the base engine is freed once the base samples are drawn, before any policy's
     assert not left  # the policy's engine is gone, and its memory with it (a zombie awaiting reaping holds none)
     assert not list((tmp_path / "run" / "eval").glob(".policy-for-vllm-*"))  # the merged copy too
     table = pd.read_parquet(tmp_path / "run" / "eval" / "external-p.parquet")

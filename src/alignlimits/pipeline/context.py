@@ -29,8 +29,8 @@ class StudyContext:
     engine: str = "hf"
     """Sampling engine of the base samples: hf, vllm or auto (:mod:`alignlimits.lm.engines`)."""
     engine_options: dict = field(default_factory=dict)
-    _samplers: dict = field(default_factory=dict, init=False, repr=False)
     """Passed to ``vllm.LLM``: tensor_parallel_size, data_parallel_size, distributed_executor_backend."""
+    _sampler: object = field(default=None, init=False, repr=False)
 
     @classmethod
     def resolve(cls, task: str, *, model: str | None = None, rewards: list[str] | None = None,
@@ -58,13 +58,18 @@ class StudyContext:
         return load_model(self.model_spec, device=self.device, dtype=self.dtype, chat=self.task.chat)
 
     def sampler(self, seed: int = 0):
-        """The sampling engine on the base model, started once per run seed (vLLM on CPU is seeded per engine)."""
+        """The sampling engine on the base model, started once (each request carries its own seed)."""
         from alignlimits.lm.engines import make_engine
 
-        key = seed if self.engine == "vllm" else None
-        if key not in self._samplers:
-            self._samplers[key] = make_engine(self.engine, self.lm, seed=seed, options=self.engine_options)
-        return self._samplers[key]
+        if self._sampler is None:
+            self._sampler = make_engine(self.engine, self.lm, seed=seed, options=self.engine_options)
+        return self._sampler
+
+    def close_sampler(self) -> None:
+        """Free the base engine (vLLM holds its processes and KV cache until closed; training does not need it)."""
+        if self._sampler is not None and hasattr(self._sampler, "close"):
+            self._sampler.close()
+        self._sampler = None
 
     @cached_property
     def rewards(self) -> list:

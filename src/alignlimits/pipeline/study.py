@@ -157,7 +157,10 @@ class Study:
         c = self.config
         plan = SamplingPlan(n=c.n, max_new_tokens=c.max_new_tokens, seed=c.seed, limit_prompts=c.eval_prompts,
                             split="heldout")
-        run_sampling(self.ctx, plan, self.dir / "base", console=self.console)
+        try:
+            run_sampling(self.ctx, plan, self.dir / "base", console=self.console)
+        finally:
+            self.ctx.close_sampler()
 
     def base_table(self):
         from alignlimits.data import read_samples
