@@ -30,7 +30,7 @@ def test_sampler_and_scorer_agree_with_left_padding(tiny):
     per_tok = score_logprobs(model, tok, prompts[:8], out.token_ids[:8], per_token=True)
     for lp, ids, s in zip(per_tok, out.token_ids[:8], scored[:8]):
         assert len(lp) == len(ids)
-        assert abs(lp.sum() - s) < 1e-6  # other batches, other padding: float32 rounding only
+        assert abs(lp.sum() - s) < 1e-5  # other batches, other padding and caching: float32 rounding only
 
 
 def test_eos_and_truncation(tiny):
@@ -158,7 +158,9 @@ def test_each_prompt_is_encoded_once_per_call(tiny, monkeypatch):
     width = max(len(encode_prompt(tok, p)) for p in prompts)
     assert seen[0] == 2 * (width - 1)  # the two distinct prompts, all but their last token
     assert seen[1] == len(prompts)  # generate then feeds one token per row
-    monkeypatch.setattr(model, "forward", real_forward)
-    scored = score_logprobs(model, tok, prompts, out.token_ids)
+    seen.clear()
+    scored = score_logprobs(model, tok, prompts, out.token_ids)  # scoring shares the prompt's pass too
+    cmax = max(len(c) for c in out.token_ids)
+    assert seen == [2 * (width - 1), len(prompts) * (1 + cmax)]
     assert np.max(np.abs(out.logp - scored)) < 1e-3
     assert sampling._shared_prompt_cache(model, [[1, 2], [3, 4]], 0, "cpu") is None  # nothing repeats

