@@ -176,3 +176,28 @@ def test_command_output_is_the_same_for_parquet_and_csv(tmp_path):
     bad = frame.copy()
     bad.loc[7, "reward"] = np.inf
     CLI.assert_clean_error(CLI.run("frontier", write(bad, tmp_path / "bad.parquet")), "1 infinite (rows 7)", "--drop-invalid")
+
+
+def test_sigterm_removes_the_spill(tmp_path):
+    """A command ended by SIGTERM (a scheduler's kill, `timeout`) unwinds: the spill in TMPDIR goes with it."""
+    import os
+    import subprocess
+    import sys
+
+    path = write(table(), tmp_path / "s.parquet")
+    script = ("import os, signal, sys, time\n"
+              "from alignlimits.cli import _on_sigterm\n"
+              "from alignlimits.data import stream_samples\n"
+              "signal.signal(signal.SIGTERM, _on_sigterm)\n"
+              f"t = stream_samples({str(path)!r})\n"
+              "print(t.spill, flush=True)\n"
+              "os.kill(os.getpid(), signal.SIGTERM)\n"
+              "time.sleep(30)\n")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "TMPDIR": str(tmp)})
+    spill = done.stdout.strip()
+    assert spill.startswith(str(tmp)) and done.returncode == 143
+    assert done.stderr.strip() == "alignlimits: terminated; run the same command again to resume."
+    assert not list(tmp.iterdir())

@@ -61,6 +61,13 @@ def _broken_pipe() -> None:
           "(e.g. --json FILE, or `> out.txt`) instead of piping into a reader that stops early")
 
 
+def _on_sigterm(signum, frame) -> None:
+    # Python's default for SIGTERM ends the process at once; raising instead unwinds it, so `finally` blocks and
+    # exit handlers remove what they own (the streamed frontier's spill in TMPDIR) and the message says to resume
+    print("alignlimits: terminated; run the same command again to resume.", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
 def _run_app() -> int:
     from alignlimits.cli.app import app
     from alignlimits.cli import analysis, hack, run, sample  # noqa: F401  (they register commands)
@@ -72,6 +79,9 @@ def _run_app() -> int:
 
 
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     _quiet_third_parties()
     modules = _click_exceptions()
     no_args = _types(modules, "NoArgsIsHelpError")
