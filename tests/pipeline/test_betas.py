@@ -1,5 +1,7 @@
 """β chosen from the frontier: the trained methods land where the frontier can judge them."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -27,6 +29,13 @@ def test_the_default_config_chooses_beta_from_the_frontier():
     assert resolve_config("safety", "full", {}, {}).beta_reach == [0.25, 0.5, 1.0]
 
 
+def test_learning_rates_by_method_and_fine_tuning():
+    quick, full = resolve_config("safety", None, {}, {}), resolve_config("safety", "full", {}, {})
+    assert (quick.use_lora, quick.ppo_learning_rate, quick.grpo_learning_rate) == (True, 2e-4, 1e-3)
+    assert (full.use_lora, full.ppo_learning_rate, full.grpo_learning_rate) == (False, 1e-5, 1e-5)
+    assert resolve_config("safety", None, {"grpo_learning_rate": 5e-4}, {}).grpo_learning_rate == 5e-4
+
+
 def test_a_run_without_betas_trains_at_the_frontiers_betas(tmp_path):
     """`train` with β left to the frontier samples the base model and fits the frontier first."""
     from alignlimits.pipeline.study import Study
@@ -37,5 +46,7 @@ def test_a_run_without_betas_trains_at_the_frontiers_betas(tmp_path):
     expected = auto_betas(study.frontier, cfg.beta_reach)
     assert len(expected) == 2 and expected[0] < expected[1]
     assert [r.beta for r in study.records_on_disk()] == pytest.approx(expected)
+    for record in study.records_on_disk():  # the frontier's β means the same to GRPO: advantages in reward units
+        assert json.loads((record.train_dir / "grpo_options.json").read_text())["scale_rewards"] == "none"
     kl_of = np.interp(expected, study.frontier.curve_["beta"][::-1], study.frontier.curve_["kl"][::-1])
     np.testing.assert_allclose(np.sort(kl_of), np.asarray(cfg.beta_reach) * study.frontier.max_reliable_kl_, rtol=0.05)

@@ -43,7 +43,7 @@ class StudyConfig:
     ppo_epochs: int = 4
     """Passes over each PPO rollout batch (lm-human-preferences: 4)."""
     ppo_learning_rate: float | None = None
-    """None: LEARNING_RATES[LoRA or full fine-tuning] (also for the three below)."""
+    """None: LEARNING_RATES[LoRA or full fine-tuning][method] (also for the three below)."""
     grpo_learning_rate: float | None = None
     rloo_learning_rate: float | None = None
     dpo_learning_rate: float | None = None
@@ -93,9 +93,11 @@ class StudyConfig:
             )
 
 
-# a trainer's learning rate unless given: LoRA adapters want a larger step than all weights (the quick
-# preset's choice, measured in benchmarks/RESULTS.md)
-LEARNING_RATES = {"lora": 2e-4, "full": 1e-5}
+# a trainer's learning rate unless given: LoRA adapters want a larger step than all weights, and GRPO's
+# on-policy single pass a larger one than PPO's four epochs (at 2e-4 its eight steps moved the policy to
+# KL 0.04; at 1e-3 to 0.25-0.32; measured in benchmarks/RESULTS.md "The default study")
+LEARNING_RATES = {"lora": {"ppo": 2e-4, "grpo": 1e-3, "rloo": 2e-4, "dpo": 2e-4},
+                  "full": {"ppo": 1e-5, "grpo": 1e-5, "rloo": 1e-5, "dpo": 1e-5}}
 PRESETS = {
     # the whole study on 2 CPU cores in at most 15 minutes (every held-out prompt, 16 base and 16 policy samples each,
     # two β per trainer; benchmarks/RESULTS.md "The default study"); LoRA: a finished run of a 135M model is 45 MB
@@ -134,9 +136,9 @@ def resolve_config(task: str, preset: str | None, file_values: dict, flag_values
     values = {**PRESETS[preset], **(TASK_DEFAULTS.get(task, {}) if preset == "quick" else {}), **file_values,
               **{k: v for k, v in flag_values.items() if v is not None}}
     values.update(task=task, preset=preset)
-    step = LEARNING_RATES["lora" if values.get("use_lora") else "full"]
+    steps = LEARNING_RATES["lora" if values.get("use_lora") else "full"]
     for method in TRAINED:
-        values[f"{method}_learning_rate"] = values.get(f"{method}_learning_rate") or step
+        values[f"{method}_learning_rate"] = values.get(f"{method}_learning_rate") or steps[method]
     config = StudyConfig(**values)
     config.validate()
     return config

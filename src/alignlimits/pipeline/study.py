@@ -237,8 +237,10 @@ class Study:
         from alignlimits.methods.grpo import GRPOOptions, train_grpo
 
         c = self.config
+        # β is in the reward's units, as the frontier's: advantages not divided by their group's std (Dr. GRPO), which
+        # would make the KL coefficient β·std, a different one per prompt
         opts = GRPOOptions(**self._shared_options(record), batch_size=c.batch_size, num_generations=c.num_generations,
-                           learning_rate=c.grpo_learning_rate, max_new_tokens=c.max_new_tokens)
+                           learning_rate=c.grpo_learning_rate, max_new_tokens=c.max_new_tokens, scale_rewards="none")
         train_grpo(opts, policy, self.ctx.lm.tokenizer, self.ctx.rewards[0], prompts, resume_from_checkpoint=resume)
 
     def _train_rloo(self, record, policy, prompts, ids, resume) -> None:
