@@ -9,7 +9,7 @@ from PIL import Image
 from rich.console import Console
 
 from alignlimits.report.plane import plot_plane
-from alignlimits.report.terminal import fmt, fmt_ci, fmt_pct, fmt_seconds, fmt_times, headline_rows, print_headline
+from alignlimits.report.terminal import fmt, fmt_ci, fmt_pct, fmt_pct_ci, fmt_seconds, fmt_times, headline_rows, print_headline
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results.json"
 
@@ -94,6 +94,9 @@ def test_formatting_never_crashes():
     assert fmt(float("inf")) == "∞" and fmt(float("-inf")) == "−∞"
     assert fmt(-0.0512) == "−0.0512" and fmt(1e-17) == "0"
     assert fmt_pct(0.613) == "61%" and fmt_pct(None) == "—"
+    assert fmt_pct_ci(0.2283, [0.039, 0.4176]) == "23% [4%, 42%]"
+    assert fmt_pct_ci(0.99911, [0.99894, 0.99927]) == "99.91% [99.89%, 99.93%]"  # below the frontier: not "100%"
+    assert fmt_pct_ci(1.0, [1.0, 1.0]) == "100%"
     assert fmt_times(3.21) == "3.2×" and fmt_times(float("inf")) == "∞"
     assert fmt_ci(0.1, [0.05, 0.15]) == "0.1 [0.05, 0.15]" and fmt_ci(0.1, None) == "0.1"
     assert fmt_seconds(61.2) == "1 min 01 s" and fmt_seconds(5) == "5.0 s"

@@ -71,19 +71,27 @@ def fmt_ci(x, ci, digits: int = 3) -> str:
     return f"{fmt(x, digits)} [{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
 
 
-def fmt_pct(x) -> str:
+def fmt_pct(x, decimals: int = 0) -> str:
     v = num(x)
     if not math.isfinite(v):
         return fmt(v)
-    return f"{100 * v:.0f}%".replace("-", "−")
+    return f"{100 * v:.{decimals}f}%".replace("-", "−")
 
 
 def fmt_pct_ci(x, ci) -> str:
-    """A share with its interval, "57% [−16%, 130%]"; the share alone when there is no finite interval."""
+    """A share with its interval, "57% [−16%, 130%]"; the share alone when there is no finite interval.
+    Decimals (up to 2) are added until the interval does not collapse and a share under 100% does not read
+    100%: "99.91% [99.89%, 99.93%]", not "100% [100%, 100%]" beside a verdict of "below"."""
     ci = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
     if not all(math.isfinite(num(c)) for c in ci):
         return fmt_pct(x)
-    return f"{fmt_pct(x)} [{fmt_pct(ci[0])}, {fmt_pct(ci[1])}]"
+    lo, hi = num(ci[0]), num(ci[1])
+    if lo == hi:
+        return fmt_pct(x)  # an exact value
+    d = 0
+    while d < 2 and (round(100 * lo, d) == round(100 * hi, d) or (hi < 1 and round(100 * hi, d) >= 100)):
+        d += 1
+    return f"{fmt_pct(x, d)} [{fmt_pct(lo, d)}, {fmt_pct(hi, d)}]"
 
 
 def fmt_times(x) -> str:
