@@ -201,13 +201,28 @@ def _draw_method(ax, group: list[dict]) -> tuple[list, list]:
         if math.isfinite(opt) and method != "bon":
             ax.plot([x, x], [y, opt], ":", color=color, lw=1.2, zorder=4)
             ys.append(opt)
-        text = f"N={p.get('n')}" if method == "bon" else method_label(p)
-        ax.annotate(text, (x, y), fontsize=7 if method == "bon" else 8.5, color=color, fontweight="bold",
-                    xytext=(6, -12 if method == "bon" else 5), textcoords="offset points", zorder=6)
+        text, place = _point_label(p, method)
+        ax.annotate(text, (x, y), color=color, fontweight="bold", textcoords="offset points", zorder=6, **place)
     xs = [x + e for x, e in zip(kl, xerr)] + [x - e for x, e in zip(kl, xerr)]
     ys += [lo if math.isfinite(lo) else g for g, (lo, _) in zip(gain, lo_hi)]
     ys += [hi if math.isfinite(hi) else g for g, (_, hi) in zip(gain, lo_hi)]
     return xs, ys
+
+
+# trained points of several methods sit close together: each method's labels go their own way from the point
+LABEL_PLACE = {"ppo": ((6, 5), "left"), "grpo": ((-6, -13), "right"), "rloo": ((6, -13), "left"),
+               "dpo": ((-6, 5), "right")}
+
+
+def _point_label(p: dict, method) -> tuple[str, dict]:
+    """A point's label and its placement: N for best-of-N; β for a trained method (its colour and the legend
+    name the method); the whole label for anything else."""
+    if method == "bon":
+        return f"N={p.get('n')}", dict(xytext=(6, -12), fontsize=7)
+    if method in LABEL_PLACE and p.get("beta") is not None:
+        offset, ha = LABEL_PLACE[method]
+        return f"β={num(p['beta']):.3g}", dict(xytext=offset, ha=ha, fontsize=8)
+    return method_label(p), dict(xytext=(6, 5), fontsize=8.5)
 
 
 def _draw_exact(ax, results: dict, x_end: float) -> list[float]:
