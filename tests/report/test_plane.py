@@ -97,6 +97,8 @@ def test_formatting_never_crashes():
     assert fmt_pct_ci(0.2283, [0.039, 0.4176]) == "23% [4%, 42%]"
     assert fmt_pct_ci(0.99911, [0.99894, 0.99927]) == "99.91% [99.89%, 99.93%]"  # below the frontier: not "100%"
     assert fmt_pct_ci(1.0, [1.0, 1.0]) == "100%"
+    row = headline_rows({"evaluate": [{"method": "soft-bon", "efficiency": 0.99911, "efficiency_ci": [0.99894, 0.99927]}]})
+    assert row[0]["efficiency"] == "99.91%"  # the tables' point column, beside "below"
     assert fmt_times(3.21) == "3.2×" and fmt_times(float("inf")) == "∞"
     assert fmt_ci(0.1, [0.05, 0.15]) == "0.1 [0.05, 0.15]" and fmt_ci(0.1, None) == "0.1"
     assert fmt_seconds(61.2) == "1 min 01 s" and fmt_seconds(5) == "5.0 s"

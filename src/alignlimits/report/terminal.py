@@ -78,19 +78,28 @@ def fmt_pct(x, decimals: int = 0) -> str:
     return f"{100 * v:.{decimals}f}%".replace("-", "−")
 
 
-def fmt_pct_ci(x, ci) -> str:
-    """A share with its interval, "57% [−16%, 130%]"; the share alone when there is no finite interval.
-    Decimals (up to 2) are added until the interval does not collapse and a share under 100% does not read
-    100%: "99.91% [99.89%, 99.93%]", not "100% [100%, 100%]" beside a verdict of "below"."""
+def pct_decimals(ci) -> int:
+    """The decimals (up to 2) a share needs beside its interval ``ci``: until the interval does not collapse
+    and a share under 100% does not read 100% ("99.91% [99.89%, 99.93%]", not "100% [100%, 100%]" beside a
+    verdict of "below"); 0 without a finite interval or for an exact value."""
     ci = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
-    if not all(math.isfinite(num(c)) for c in ci):
-        return fmt_pct(x)
     lo, hi = num(ci[0]), num(ci[1])
-    if lo == hi:
-        return fmt_pct(x)  # an exact value
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo == hi:
+        return 0
     d = 0
     while d < 2 and (round(100 * lo, d) == round(100 * hi, d) or (hi < 1 and round(100 * hi, d) >= 100)):
         d += 1
+    return d
+
+
+def fmt_pct_ci(x, ci) -> str:
+    """A share with its interval, "57% [−16%, 130%]", with the decimals :func:`pct_decimals` asks for; the share
+    alone when there is no finite interval, or it is exact."""
+    ci = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+    lo, hi = num(ci[0]), num(ci[1])
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo == hi:
+        return fmt_pct(x)
+    d = pct_decimals(ci)
     return f"{fmt_pct(x, d)} [{fmt_pct(lo, d)}, {fmt_pct(hi, d)}]"
 
 
@@ -123,7 +132,7 @@ def headline_rows(results: dict) -> list[dict]:
             "kl_k3": fmt_pm(p.get("kl_k3"), p.get("kl_k3_se")),
             "gain": fmt_ci(p.get("gain"), p.get("gain_ci")),
             "optimal": fmt(p.get("optimal_gain_at_kl")),
-            "efficiency": fmt_pct(p.get("efficiency")),
+            "efficiency": fmt_pct(p.get("efficiency"), pct_decimals(p.get("efficiency_ci"))),
             "efficiency_ci": fmt_pct_ci(p.get("efficiency"), p.get("efficiency_ci")),
             "overspend": fmt_times(p.get("kl_overspend")),
             "verdict": SHORT_VERDICT.get(p.get("verdict"), DASH),
