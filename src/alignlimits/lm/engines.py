@@ -86,6 +86,9 @@ class HFEngine:
         return sample_completions(self.model, self.tokenizer, prompts, n, max_new_tokens, seed=seed,
                                   batch_size=batch_size, on_batch=on_batch)
 
+    def close(self) -> None:
+        """Nothing to free: the model is the caller's (the engines share one interface)."""
+
 
 @dataclass
 class VLLMEngine:

@@ -96,8 +96,7 @@ class StudyConfig:
 # a trainer's learning rate unless given: LoRA adapters want a larger step than all weights, and GRPO's
 # on-policy single pass a larger one than PPO's four epochs (at 2e-4 its eight steps moved the policy to
 # KL 0.04; at 1e-3 to 0.25-0.32; measured in benchmarks/RESULTS.md "The default study")
-LEARNING_RATES = {"lora": {"ppo": 2e-4, "grpo": 1e-3, "rloo": 2e-4, "dpo": 2e-4},
-                  "full": {"ppo": 1e-5, "grpo": 1e-5, "rloo": 1e-5, "dpo": 1e-5}}
+LEARNING_RATES = {"lora": {**dict.fromkeys(TRAINED, 2e-4), "grpo": 1e-3}, "full": dict.fromkeys(TRAINED, 1e-5)}
 PRESETS = {
     # the whole study on 2 CPU cores in at most 15 minutes (every held-out prompt, 16 base and 16 policy samples each,
     # two β per trainer; benchmarks/RESULTS.md "The default study"); LoRA: a finished run of a 135M model is 45 MB

@@ -67,7 +67,7 @@ class StudyContext:
 
     def close_sampler(self) -> None:
         """Free the base engine (vLLM holds its processes and KV cache until closed; training does not need it)."""
-        if self._sampler is not None and hasattr(self._sampler, "close"):
+        if self._sampler is not None:
             self._sampler.close()
         self._sampler = None
 

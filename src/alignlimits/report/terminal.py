@@ -78,15 +78,20 @@ def fmt_pct(x, decimals: int = 0) -> str:
     return f"{100 * v:.{decimals}f}%".replace("-", "−")
 
 
+def _interval(ci) -> tuple[float, float] | None:
+    """``ci`` as (lo, hi) when it is a finite interval of some width; None without one, or for an exact value."""
+    ci = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+    lo, hi = num(ci[0]), num(ci[1])
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) and lo != hi else None
+
+
 def pct_decimals(ci) -> int:
     """The decimals (up to 2) a share needs beside its interval ``ci``: until the interval does not collapse
     and a share under 100% does not read 100% ("99.91% [99.89%, 99.93%]", not "100% [100%, 100%]" beside a
     verdict of "below"); 0 without a finite interval or for an exact value."""
-    ci = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
-    lo, hi = num(ci[0]), num(ci[1])
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo == hi:
+    if (interval := _interval(ci)) is None:
         return 0
-    d = 0
+    (lo, hi), d = interval, 0
     while d < 2 and (round(100 * lo, d) == round(100 * hi, d) or (hi < 1 and round(100 * hi, d) >= 100)):
         d += 1
     return d
@@ -95,11 +100,9 @@ def pct_decimals(ci) -> int:
 def fmt_pct_ci(x, ci) -> str:
     """A share with its interval, "57% [−16%, 130%]", with the decimals :func:`pct_decimals` asks for; the share
     alone when there is no finite interval, or it is exact."""
-    ci = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
-    lo, hi = num(ci[0]), num(ci[1])
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo == hi:
+    if (interval := _interval(ci)) is None:
         return fmt_pct(x)
-    d = pct_decimals(ci)
+    (lo, hi), d = interval, pct_decimals(ci)
     return f"{fmt_pct(x, d)} [{fmt_pct(lo, d)}, {fmt_pct(hi, d)}]"
 
 
