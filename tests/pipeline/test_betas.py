@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from alignlimits.errors import AlignLimitsError
 from alignlimits.pipeline.config import auto_betas, resolve_config
 from alignlimits.theory.frontier import Frontier
 
@@ -34,6 +35,18 @@ def test_learning_rates_by_method_and_fine_tuning():
     assert (quick.use_lora, quick.ppo_learning_rate, quick.grpo_learning_rate) == (True, 2e-4, 1e-3)
     assert (full.use_lora, full.ppo_learning_rate, full.grpo_learning_rate) == (False, 1e-5, 1e-5)
     assert resolve_config("safety", None, {"grpo_learning_rate": 5e-4}, {}).grpo_learning_rate == 5e-4
+    assert resolve_config("safety", None, {"ppo_learning_rate": "1e-3"}, {}).ppo_learning_rate == 1e-3  # YAML's text
+    for bad in ("abc", 0, -1e-4, True):
+        with pytest.raises(AlignLimitsError, match="ppo_learning_rate must be a number > 0"):
+            resolve_config("safety", None, {"ppo_learning_rate": bad}, {})
+
+
+def test_config_file_numbers_are_checked_before_use():
+    """A config file can hold anything: a wrong type is a one-line error, not a TypeError at the first comparison."""
+    for key, bad, says in (("steps", "abc", "a whole number"), ("min_ess", [5], "a number"),
+                           ("beta_reach", ["abc"], "a list of numbers"), ("soft_bon_n", 4, "a list of whole numbers")):
+        with pytest.raises(AlignLimitsError, match=f"{key} must be {says}"):
+            resolve_config("safety", None, {key: bad}, {})
 
 
 def test_a_run_without_betas_trains_at_the_frontiers_betas(tmp_path):

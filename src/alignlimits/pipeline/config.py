@@ -66,6 +66,7 @@ class StudyConfig:
     def validate(self) -> None:
         from alignlimits.lm.tasks import TASKS
 
+        self._check_number_types()
         if self.task not in TASKS:
             raise AlignLimitsError(f"unknown task {self.task!r}; use one of {', '.join(TASKS)}")
         unknown = [m for m in self.methods if m not in METHODS]
@@ -93,6 +94,23 @@ class StudyConfig:
             )
 
 
+    def _check_number_types(self) -> None:
+        """Numbers where the config wants them (a config file can hold anything), before any comparison."""
+        def is_number(v, whole: bool) -> bool:
+            return isinstance(v, int if whole else (int, float)) and not isinstance(v, bool)
+
+        for f in fields(self):
+            kind, value = f.type.removesuffix(" | None"), getattr(self, f.name)
+            if value is None or kind not in NUMBER_KINDS:
+                continue
+            whole, listed = kind.endswith("int"), kind.startswith("list")
+            if not (all(is_number(v, whole) for v in value) if listed and isinstance(value, list)
+                    else not listed and is_number(value, whole)):
+                raise AlignLimitsError(f"{f.name} must be {NUMBER_KINDS[kind]} (got {value!r})")
+
+
+NUMBER_KINDS = {"int": "a whole number", "float": "a number", "list[int]": "a list of whole numbers",
+                "list[float]": "a list of numbers"}
 # a trainer's learning rate unless given: LoRA adapters want a larger step than all weights, and GRPO's
 # on-policy single pass a larger one than PPO's four epochs (at 2e-4 its eight steps moved the policy to
 # KL 0.04; at 1e-3 to 0.25-0.32; measured in benchmarks/RESULTS.md "The default study")
@@ -137,10 +155,23 @@ def resolve_config(task: str, preset: str | None, file_values: dict, flag_values
     values.update(task=task, preset=preset)
     steps = LEARNING_RATES["lora" if values.get("use_lora") else "full"]
     for method in TRAINED:
-        values[f"{method}_learning_rate"] = values.get(f"{method}_learning_rate") or steps[method]
+        key = f"{method}_learning_rate"
+        values[key] = steps[method] if values.get(key) is None else _positive_number(values[key], key)
     config = StudyConfig(**values)
     config.validate()
     return config
+
+
+def _positive_number(value, key: str) -> float:
+    """A config value that must be a number > 0; text that reads as one is taken (YAML reads ``1e-3`` as text:
+    it wants ``1.0e-3``)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not number > 0:
+        raise AlignLimitsError(f"{key} must be a number > 0 (got {value!r}), e.g. 1e-4")
+    return number
 
 
 def auto_betas(frontier, reach) -> list[float]:
