@@ -211,7 +211,8 @@ def vllm_breakdown(task_name: str, prompts_file, k: int, n: int, max_new: int) -
 
 
 def shared_cache_gain(task_name: str, k: int, n: int, max_new: int) -> None:
-    """The hf engine with each prompt encoded once (its KV cache shared by its n samples) vs once per sample."""
+    """The hf engine with each prompt encoded once (its KV cache shared by its n samples) vs once per sample,
+    in generation and in teacher-forced scoring (:func:`alignlimits.lm.sampling.score_logprobs`)."""
     import numpy as np
 
     from alignlimits.lm import sampling
@@ -229,11 +230,14 @@ def shared_cache_gain(task_name: str, k: int, n: int, max_new: int) -> None:
         res = sampling.sample_completions(lm.model, lm.tokenizer, texts, n, max_new, seed=0)
         dt = time.perf_counter() - t
         tok = int(sum(r.n_tokens.sum() for r in res))
+        t = time.perf_counter()  # teacher forcing shares the prompt's pass the same way (evaluation scores twice)
         scored = sampling.score_logprobs(lm.model, lm.tokenizer, [texts[r.prompt_index] for r in res for _ in range(n)],
                                          [ids for r in res for ids in r.token_ids])
+        dt_score = time.perf_counter() - t
         err = float(np.max(np.abs(scored - np.concatenate([r.logp for r in res]))))
         print(f"hf, {label}: {dt:.1f} s, {tok / dt:.1f} tok/s ({k} prompts, {n_prompt} prompt tokens, x {n}, "
-              f"<= {max_new} tokens); max |logp - teacher forcing| = {err:.1e}", flush=True)
+              f"<= {max_new} tokens); teacher-forced scoring {dt_score:.1f} s; "
+              f"max |logp - teacher forcing| = {err:.1e}", flush=True)
     sampling._shared_prompt_cache = shared
 
 
