@@ -1,0 +1,182 @@
+r"""The objective's ceiling: how far a policy got toward the optimum of its own β (DESIGN §7).
+
+For a policy π at KL penalty β, with the base model scoring 0,
+
+.. math::
+
+    J(\pi) = E_\pi r - E_{\pi_0} r - \beta\,\mathrm{KL}(\pi\|\pi_0) = J^*(\beta) - \beta\,\mathrm{KL}(\pi\|\pi_\beta),
+    \qquad J^*(\beta) = \beta \log E_{\pi_0} e^{(r - E_{\pi_0} r)/\beta},
+
+so from the base samples (:math:`J^*`) and the policy's samples (gain and KL) one reads
+
+- ``objective`` :math:`J`;
+- ``objective_optimal`` :math:`J^*` (per prompt, averaged over prompts), reached only by π_β;
+- ``objective_gap`` :math:`J^* - J = \beta\,\mathrm{KL}(\pi\|\pi_\beta) \ge 0`;
+- ``kl_to_target`` :math:`(J^* - J)/\beta = \mathrm{KL}(\pi\|\pi_\beta)` in nats;
+- ``objective_share`` :math:`J/J^*`: 1 at π_β, 0 at π0, negative when training made the objective worse.
+
+:math:`J^* = \beta\,\mathrm{KL}(\pi_0\|\pi_\beta)` is a log-mean-exp, biased low for n base samples per
+prompt; the shown :math:`J^*` is each prompt's delete-one jackknife of :math:`\Delta - \beta K` (the same
+correction as the frontier's ``gain_debiased``). Intervals come from the paired prompt bootstrap of the
+verdicts (:mod:`alignlimits.theory.comparison`, same replicates for the same ``random_state``): the
+policy's and the base samples of a prompt move together, so :math:`J`, :math:`J^*` and their difference
+share one design, and the share's interval is a Fieller set
+:math:`\{\eta : |J - \eta J^*| \le t\,\mathrm{sd}(j - \eta j^*)\}`, unbounded when :math:`J^*`'s own interval
+holds 0 (then it is not given, with the reason).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from alignlimits.errors import AlignLimitsError
+from alignlimits.theory.groups import Groups
+from alignlimits.theory.tilt import TiltedSamples
+
+
+def optimal_objective(rewards, beta, groups: Groups | None = None, base_probs=None) -> np.ndarray:
+    r"""Per prompt :math:`J^*(\beta) = \beta\log E_{\pi_0} e^{(r - E_{\pi_0} r)/\beta} = \beta\,\mathrm{KL}(\pi_0\|\pi_\beta)`,
+    shape ``(B, P)``: the plug-in (log-mean-exp) estimate on samples, exact with ``base_probs``."""
+    t = TiltedSamples(rewards, groups, base_probs).at(beta)
+    return np.broadcast_to(t.beta, t.kl.shape) * t.kl_reverse
+
+
+def optimal_objective_debiased(rewards, beta, groups: Groups | None = None) -> np.ndarray:
+    r"""Per prompt, the delete-one jackknife of :math:`J^* = \Delta(\beta) - \beta K(\beta)` over the base
+    samples, shape ``(B, P)``: :math:`n\hat J - (n-1)\overline{\hat J_{(-i)}}`, which removes the
+    :math:`O(1/n)` bias of the log-mean-exp (linear in Δ and K, so it is the jackknifed Δ and K combined)."""
+    t = TiltedSamples(rewards, groups).jackknife(beta)[1]
+    return t.gain - np.broadcast_to(t.beta, t.kl.shape) * t.kl
+
+
+def policy_objective(gain, kl, beta) -> np.ndarray:
+    r""":math:`J(\pi) = (E_\pi r - E_{\pi_0} r) - \beta\,\mathrm{KL}(\pi\|\pi_0)`: 0 for the base model."""
+    return np.asarray(gain, dtype=np.float64) - beta * np.asarray(kl, dtype=np.float64)
+
+
+def fieller_ratio(num: float, den: float, num_reps, den_reps, t: float, scale: float = 1.0) -> tuple[float, float] | None:
+    r"""The Fieller set :math:`\{\eta : |N - \eta D| \le t\,s(\eta)\}` of the ratio N/D from paired replicates,
+    :math:`s(\eta)^2 = \mathrm{Var}(n - \eta d)` (replicate variances times ``scale``²). Returns (lo, hi), or
+    None when the set is unbounded (D's own interval holds 0: :math:`D^2 \le t^2\,\mathrm{Var}(d)`)."""
+    n, d = np.asarray(num_reps, float), np.asarray(den_reps, float)
+    ok = np.isfinite(n) & np.isfinite(d)
+    cov = np.cov(n[ok], d[ok]) * scale**2
+    a = den**2 - t**2 * cov[1, 1]
+    b = num * den - t**2 * cov[0, 1]
+    c = num**2 - t**2 * cov[0, 0]
+    disc = b * b - a * c
+    if a <= 0 or disc < 0:
+        return None
+    root = np.sqrt(disc)
+    return float((b - root) / a), float((b + root) / a)
+
+
+@dataclass(frozen=True)
+class ObjectiveCeiling:
+    """A policy's regularised objective against the most its β allows; scipy.stats-style result (JSON keys)."""
+
+    beta: float
+    objective: float
+    objective_ci: tuple[float, float]
+    objective_optimal: float
+    objective_optimal_ci: tuple[float, float]
+    objective_optimal_plain: float
+    objective_gap: float
+    objective_gap_ci: tuple[float, float]
+    kl_to_target: float
+    kl_to_target_ci: tuple[float, float]
+    objective_share: float
+    objective_share_ci: tuple[float, float] | None
+    objective_share_note: str | None
+
+    def to_dict(self) -> dict:
+        """JSON-safe: tuples become lists, NaN and infinities None."""
+        def safe(v):
+            if isinstance(v, (tuple, list)):
+                return [safe(x) for x in v]
+            if isinstance(v, (float, np.floating)):
+                return float(v) if np.isfinite(v) else None
+            return v
+        return {k: safe(v) for k, v in asdict(self).items()}
+
+
+def ceiling_from_replicates(beta: float, design, units, objective: float, objective_reps, optimal: float,
+                            optimal_reps, optimal_plain: float) -> ObjectiveCeiling:
+    """Assemble the ceiling figures of one policy from its objective and the ceiling with their paired replicates
+    (R,) on a :class:`~alignlimits.theory.comparison` design."""
+    j_ci, _ = design.interval(objective, objective_reps, units)
+    o_ci, _ = design.interval(optimal, optimal_reps, units)
+    gap_ci, gap_se = design.interval(optimal - objective, optimal_reps - objective_reps, units)
+    share, share_ci, note = objective / optimal if optimal > 0 else np.nan, None, None
+    spread = np.nanstd(optimal_reps - objective_reps, ddof=1)
+    if np.isfinite(gap_se) and spread > 0:
+        t, scale = (gap_ci[1] - (optimal - objective)) / gap_se, gap_se / spread
+        share_ci = fieller_ratio(objective, optimal, objective_reps, optimal_reps, t, scale)
+    if share_ci is None:
+        note = "no interval: the ceiling J*(β) is not resolved from 0 by these base samples"
+    return ObjectiveCeiling(
+        beta=float(beta), objective=float(objective), objective_ci=tuple(map(float, j_ci)),
+        objective_optimal=float(optimal), objective_optimal_ci=tuple(map(float, o_ci)),
+        objective_optimal_plain=float(optimal_plain), objective_gap=float(optimal - objective),
+        objective_gap_ci=tuple(map(float, gap_ci)), kl_to_target=float((optimal - objective) / beta),
+        kl_to_target_ci=tuple(float(x / beta) for x in gap_ci), objective_share=float(share),
+        objective_share_ci=share_ci, objective_share_note=note,
+    )
+
+
+def check_beta(beta) -> float:
+    """β as a positive finite float, or a one-line error."""
+    try:
+        b = float(beta)
+    except (TypeError, ValueError):
+        b = float("nan")
+    if not (np.isfinite(b) and b > 0):
+        raise AlignLimitsError(f"the objective's ceiling needs the policy's β > 0 (got {beta!r}); "
+                               "state the β it was trained at")
+    return b
+
+
+def objective_ceiling(frontier, rewards, k1, prompt_ids, beta, *, debiased: bool = True, footing: str = "auto",
+                      confidence: float = 0.95, n_bootstrap: int = 200, random_state=0) -> ObjectiveCeiling:
+    r"""A sampled policy's objective at β against the ceiling :math:`J^*(\beta)` of the same held-out prompts.
+
+    ``rewards``, ``k1`` (:math:`\log\pi - \log\pi_0` per sequence) and ``prompt_ids`` are per policy sample, as
+    for :func:`~alignlimits.theory.comparison.compare_policy`, whose bootstrap design (and so, for the same
+    ``random_state``, replicates) this shares. Per prompt :math:`J_p = \bar s_p - \bar r_p - \beta\bar k_{1,p}`
+    and :math:`J^*_p` (jackknifed unless ``debiased=False``; exact when the frontier was fitted on an exact
+    distribution), both averaged over prompts."""
+    from alignlimits.theory.comparison import _Design, _FrontierReplicates, _policy_groups
+
+    beta = check_beta(beta)
+    rewards, k1 = np.asarray(rewards, dtype=np.float64).ravel(), np.asarray(k1, dtype=np.float64).ravel()
+    if rewards.shape != k1.shape or not (np.isfinite(rewards).all() and np.isfinite(k1).all()):
+        raise AlignLimitsError("give one finite reward and log-ratio per policy sample")
+    groups, order = _policy_groups(frontier, prompt_ids)
+    design = _Design.make(frontier.n_prompts_, footing, n_bootstrap, confidence, random_state)
+    fr = _FrontierReplicates(frontier, design)
+    exact = bool(frontier.exact_)
+    base_probs = frontier.base_probs_ if exact else None
+    plain = optimal_objective(frontier.rewards_, beta, frontier.groups_, base_probs)[0]  # (P,)
+    point_opt = plain if exact or not debiased else optimal_objective_debiased(frontier.rewards_, beta, frontier.groups_)[0]
+    if fr.shape[0] == 1:  # the prompts footing (or an exact frontier): the base samples stay as they are
+        opt_reps = design.reduce(point_opt[None, :])
+    else:  # the samples footing: each replicate's resampled base samples
+        per = (optimal_objective_debiased(fr.rewards, beta, fr.groups) if debiased
+               else optimal_objective(fr.rewards, beta, fr.groups))[0]
+        opt_reps = design.reduce(fr.per_prompt(per))
+    columns = np.stack([rewards[order], k1[order]])
+    point = groups.mean(columns)
+    resample = design.within(groups)
+    if resample is None:
+        per_prompt = point[:, None, :]
+    else:
+        idx, stacked = resample
+        per_prompt = stacked.mean(columns[:, idx]).reshape(2, design.n_bootstrap, -1)
+    base_mean = fr.base_means(frontier.rewards_, frontier.groups_, frontier.base_probs_)
+    j_point = float(policy_objective(point[0] - base_mean, point[1], beta).mean())
+    j_reps = design.reduce(policy_objective(per_prompt[0] - fr.base_mean, per_prompt[1], beta))
+    units = (groups,) if exact else (groups, frontier.groups_)
+    return ceiling_from_replicates(beta, design, units, j_point, j_reps, float(point_opt.mean()), opt_reps,
+                                   float(plain.mean()))
