@@ -108,22 +108,30 @@ def test_kl_to_target_and_gap_match_the_closed_form():
     assert out.objective_optimal_plain < out.objective_optimal  # the correction raises the log-mean-exp
 
 
-def test_pi_beta_on_an_exact_frontier_has_share_one():
-    """With the base distribution known, samples of π_β itself: share 1 within its interval, KL to target ~ 0."""
+def test_kl_to_target_is_the_enumerated_kl_to_pi_beta_on_an_exact_frontier():
+    """With the base distribution known: samples of a hand-made π give KL(π‖π_β) within 3 standard errors of
+    its enumeration; samples of π_β itself give share 1 and KL to target 0 (r − β·k1 is then constant)."""
     rng = np.random.default_rng(6)
     P, beta = 5, 0.5
-    r, q = np.tile(np.linspace(-1, 1, 6), P), np.tile(rng.dirichlet(np.ones(6)), P)
+    atoms = np.linspace(-1, 1, 6)
+    q = rng.dirichlet(np.ones(6))
     ids = np.repeat([f"p{i}" for i in range(P)], 6)
-    frontier = Frontier(n_bootstrap=0).fit(r, ids, base_probs=q)
-    pi = q[:6] * np.exp(r[:6] / beta)
-    pi /= pi.sum()
-    draws = rng.choice(6, size=(P, 400), p=pi)
-    k1 = np.log(pi / q[:6])[draws]
-    out = objective_ceiling(frontier, r[:6][draws].ravel(), k1.ravel(), np.repeat(ids[::6], 400), beta)
-    lo, hi = out.objective_share_ci
-    assert lo <= 1.0 <= hi and hi - lo < 0.3
-    assert out.kl_to_target_ci[0] <= 0 <= out.kl_to_target_ci[1]
-    assert out.objective_optimal == out.objective_optimal_plain  # exact: nothing to correct
+    frontier = Frontier(n_bootstrap=0).fit(np.tile(atoms, P), ids, base_probs=np.tile(q, P))
+
+    def tilt(b):
+        w = q * np.exp(atoms / b)
+        return w / w.sum()
+
+    pi_beta = tilt(beta)
+    for pi in (tilt(2.0), 0.5 * q + 0.5 * rng.dirichlet(np.ones(6)), pi_beta):
+        draws = rng.choice(6, size=(P, 400), p=pi)
+        out = objective_ceiling(frontier, atoms[draws].ravel(), np.log(pi / q)[draws].ravel(),
+                                np.repeat(ids[::6], 400), beta)
+        truth = np.sum(pi * np.log(pi / pi_beta))
+        lo, hi = out.kl_to_target_ci
+        assert abs(out.kl_to_target - truth) <= 1.5 * (hi - lo) / 2 + 1e-12
+        assert out.objective_optimal == out.objective_optimal_plain  # exact: nothing to correct
+    assert out.objective_share == pytest.approx(1.0) and out.objective_share_ci == pytest.approx((1.0, 1.0))
 
 
 def test_fieller_is_unbounded_when_the_denominator_is_not_resolved():

@@ -114,6 +114,8 @@ def ceiling_from_replicates(beta: float, design, units, objective: float, object
     if np.isfinite(gap_se) and spread > 0:
         t, scale = (gap_ci[1] - (optimal - objective)) / gap_se, gap_se / spread
         share_ci = fieller_ratio(objective, optimal, objective_reps, optimal_reps, t, scale)
+    elif spread == 0 and optimal > 0:  # e.g. π_β against an exact π0: r − β·k1 is the same on every sample
+        share_ci = (float(share), float(share))
     if share_ci is None:
         note = "no interval: the ceiling J*(β) is not resolved from 0 by these base samples"
     return ObjectiveCeiling(
