@@ -12,14 +12,9 @@ import pytest
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.lm.datasets import builtin_prompts, summarization_prompt
-from alignlimits.lm.rewards import (
-    KNOWN_SPECS,
-    CallableReward,
-    extract_document,
-    load_reward,
-    load_rewards,
-    minilm_model_dir,
-)
+from alignlimits.lm.builtin_rewards import extract_document, minilm_model_dir
+from alignlimits.lm.reward_model import CallableReward
+from alignlimits.lm.rewards import KNOWN_SPECS, load_reward, load_rewards
 
 FIXTURES = Path(__file__).parent / "fixtures"
 USER = FIXTURES / "user_rewards.py"

@@ -10,7 +10,7 @@ regression (closed form, numpy) on text features:
   document. Fast, no model.
 - ``features="minilm"``: the all-MiniLM-L6-v2 unit embedding e(c) of the completion and the
   elementwise product e(c) ⊙ e(d) with the embedding of the prompt's document d (the summarisation
-  source, or the prompt itself; see :func:`alignlimits.lm.rewards.extract_document`), so that a
+  source, or the prompt itself; see :func:`alignlimits.lm.builtin_rewards.extract_document`), so that a
   linear head can represent prompt–completion similarity; plus the same two shape features.
 
 A proxy's error is set by how many labels it sees and how noisy they are:
@@ -102,10 +102,10 @@ def minilm_features(completions: Sequence[str], contexts: Sequence[str] | None =
     """[e(c), e(c) ⊙ e(context), shape features] with e the all-MiniLM-L6-v2 unit embedding.
 
     Without contexts the product block is left out. ``encoder`` (a
-    :class:`alignlimits.lm.rewards.MiniLMEncoder`) is loaded when not given.
+    :class:`alignlimits.lm.builtin_rewards.MiniLMEncoder`) is loaded when not given.
     """
     if encoder is None:
-        from alignlimits.lm.rewards import MiniLMEncoder
+        from alignlimits.lm.builtin_rewards import MiniLMEncoder
 
         encoder = MiniLMEncoder()
     e_c = encoder.encode(list(completions))
@@ -125,7 +125,7 @@ def text_features(kind: str, completions: Sequence[str], prompts: Sequence[str] 
         raise AlignLimitsError(f"unknown proxy features {kind!r}; use one of {', '.join(FEATURES)}")
     contexts = None
     if prompts is not None:
-        from alignlimits.lm.rewards import extract_document
+        from alignlimits.lm.builtin_rewards import extract_document
 
         cache: dict[str, str] = {}
         contexts = []
