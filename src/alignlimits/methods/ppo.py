@@ -66,7 +66,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -84,7 +84,8 @@ from alignlimits.methods.checkpoints import (
 )
 from alignlimits.methods.lora import add_lora, autocast_context, float32_master_weights, is_peft
 from alignlimits.methods.ppo_config import PPOConfig
-from alignlimits.methods.progress import step_description, training_progress
+from alignlimits.methods.progress import RunningKL, step_description, training_progress
+from alignlimits.methods.stopping import read_rows, write_stop
 from alignlimits.seeding import derive_seed
 
 __all__ = ["PPOConfig", "PPOTrainer", "ValueHead", "score_scale"]
@@ -99,6 +100,8 @@ _METRIC_KEYS = (
     "kl_k1_mean",  # mean over rollouts of sum_t (log π − log π0): measured sequence KL (k1)
     "kl_k1_se",  # its standard error
     "objective",  # reward_mean − β · kl_k1_mean
+    "objective_rel",  # mean of r − b(x) − β·k1: relative to each prompt's base level b(x) (NaN without baselines)
+    "objective_rel_se",  # its standard error over the step's rollouts
     "loss",  # pg_loss + vf_coef · vf_loss, mean over updates
     "pg_loss",
     "vf_loss",
@@ -261,6 +264,10 @@ class PPOTrainer:
         prompts: the training prompts, the exact text given to the model (chat template already
             applied), encoded as the sampler does (:func:`alignlimits.lm.sampling.encode_prompt`);
             the reward sees the same text, as in the base table and in evaluation.
+        baselines: optional per-prompt base levels b(x) (prompt text → mean reward of a few base samples).
+            They enter the returns as r − b(x), a per-prompt baseline that removes the prompts' difficulty
+            from the advantages (a shift that depends on x only leaves π_β unchanged), and give the
+            per-step ``objective_rel``, which the prompt mix of a step does not move.
     """
 
     def __init__(
@@ -271,6 +278,7 @@ class PPOTrainer:
         tokenizer: Any,
         reward_fn: RewardFn,
         prompts: Sequence[str],
+        baselines: Mapping[str, float] | None = None,
     ):
         config.validate()
         self.config = config
@@ -280,6 +288,10 @@ class PPOTrainer:
         self.prompts = list(prompts)
         if not self.prompts:
             raise AlignLimitsError("PPO: no training prompts")
+        if config.stop_at_ceiling is not None and baselines is None:
+            raise AlignLimitsError("PPO: stop_at_ceiling reads the objective relative to each prompt's base level; "
+                                   "give baselines")
+        self.levels = None if baselines is None else np.asarray([float(baselines[p]) for p in self.prompts])
         if not callable(reward_fn):
             raise AlignLimitsError(f"PPO: reward_fn must be callable, got {type(reward_fn).__name__}")
         # Token ids: pad falls back to EOS; every EOS id the model declares ends a completion.
@@ -338,13 +350,19 @@ class PPOTrainer:
         (self.output_dir / "ppo_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         with _MetricsLog(self.output_dir, cfg) as log, training_progress(cfg.progress) as bar:
             task = bar.add_task(step_description("PPO", cfg.beta), total=cfg.steps, completed=self.step)
+            kl, rows, rule, reason = RunningKL(), read_rows(self.output_dir), cfg.stop_rule(), "steps"
             while self.step < cfg.steps:
                 row = self._train_step(self.step + 1)
                 log.write(row)
-                bar.update(task, advance=1,
-                           description=step_description("PPO", cfg.beta, row["reward_mean"], row["kl_k1_mean"]))
-                if self.step == cfg.steps or (cfg.save_steps and self.step % cfg.save_steps == 0):
+                rows.append(row)
+                kl.add(row["kl_k1_mean"], row["kl_k1_se"])
+                bar.update(task, advance=1, description=step_description("PPO", cfg.beta, row["reward_mean"], kl))
+                reason = rule.reason(rows) or reason
+                if self.step == cfg.steps or reason != "steps" or (cfg.save_steps and self.step % cfg.save_steps == 0):
                     self.save_checkpoint()
+                if reason != "steps":
+                    break
+        write_stop(self.output_dir, reason, self.step)
         self.save_policy(self.output_dir / "policy")
         return self.policy
 
@@ -390,8 +408,9 @@ class PPOTrainer:
             values.append(v)
             ref_logprobs.append(self._ref_logprobs(query[sl], query_mask[sl], response[sl]))
         mask = mask.float()
+        levels = np.zeros(len(idx)) if self.levels is None else self.levels[idx]
         return dict(
-            query=query, query_mask=query_mask, response=response, mask=mask, length=length, scores=scores,
+            query=query, query_mask=query_mask, response=response, mask=mask, length=length, scores=scores, levels=levels,
             logprobs=torch.cat(logprobs) * mask, ref_logprobs=torch.cat(ref_logprobs) * mask, values=torch.cat(values) * mask,
         )
 
@@ -492,18 +511,18 @@ class PPOTrainer:
     # -----------------------------------------------------------------------------------
 
     def _advantages(self, ro: dict[str, Any]) -> None:
-        """Per-token rewards −(β/σ0)·(log π − log π0), plus (r − μ0)/σ0 on the last token; GAE."""
+        """Per-token rewards −(β/σ0)·(log π − log π0), plus (r − b(x) − μ0)/σ0 on the last token; GAE."""
         cfg = self.config
         mask = ro["mask"]
         kl_tok = (ro["logprobs"] - ro["ref_logprobs"]) * mask
         mu0, sd0 = 0.0, 1.0
         if cfg.normalize_scores:
             if len(self.score_pool) < SCALE_ROLLOUTS:
-                self.score_pool += ro["scores"].tolist()
+                self.score_pool += (ro["scores"] - ro["levels"]).tolist()
             mu0, sd0 = score_scale(np.asarray(self.score_pool))
         rewards = -(cfg.beta / sd0) * kl_tok
         last = (ro["length"] - 1).clamp_min(0)
-        score = torch.as_tensor((ro["scores"] - mu0) / sd0, dtype=rewards.dtype, device=self.device)
+        score = torch.as_tensor((ro["scores"] - ro["levels"] - mu0) / sd0, dtype=rewards.dtype, device=self.device)
         rewards[torch.arange(len(last)), last] += score
         if cfg.whiten_rewards:
             rewards = _whiten(rewards, mask, shift_mean=False)
@@ -591,6 +610,7 @@ class PPOTrainer:
         scores, kl = ro["scores"], ro["kl_seq"].double().cpu().numpy()
         n = len(scores)
         n_tok = float(ro["mask"].sum())
+        rel = scores - ro["levels"] - self.config.beta * kl if self.levels is not None else np.full(n, np.nan)
         row = {
             "step": self.step,
             "reward_mean": float(scores.mean()),
@@ -598,6 +618,8 @@ class PPOTrainer:
             "kl_k1_mean": float(kl.mean()),
             "kl_k1_se": float(kl.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
             "objective": float(scores.mean() - self.config.beta * kl.mean()),
+            "objective_rel": float(rel.mean()),
+            "objective_rel_se": float(rel.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
             **upd,
             "completion_tokens_mean": n_tok / n,
             "seconds": seconds,

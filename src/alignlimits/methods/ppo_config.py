@@ -133,6 +133,11 @@ class PPOConfig:
     """Extra loggers: ``"tensorboard"`` and/or ``"wandb"`` (metrics.jsonl is always written)."""
     progress: bool = True
     """Show a rich progress bar."""
+    max_minutes: float | None = None
+    """Stop at this training time (summed over resumed runs); ``stop.json`` says why training stopped."""
+    stop_at_ceiling: float | None = None
+    """Stop once the ``objective_rel`` curve has converged against this ceiling J*(β) (the rule of
+    :mod:`alignlimits.methods.convergence`; needs the trainer's ``baselines``)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.report_to, str):
@@ -161,6 +166,15 @@ class PPOConfig:
             bad(f"need 0 < gamma <= 1 and 0 <= lam <= 1 (got gamma={self.gamma}, lam={self.lam})")
         if self.vf_coef < 0:
             bad(f"vf_coef must be >= 0 (got {self.vf_coef})")
+        try:
+            self.stop_rule()
+        except AlignLimitsError as e:
+            bad(str(e))
+
+    def stop_rule(self):
+        from alignlimits.methods.stopping import StopRule
+
+        return StopRule(self.max_minutes, self.stop_at_ceiling)
 
     @property
     def minibatch_size(self) -> int:

@@ -36,7 +36,8 @@ from alignlimits.methods.lora import (
     lora_config,
     refuse_stacked_adapters,
 )
-from alignlimits.methods.progress import step_description, training_progress
+from alignlimits.methods.progress import RunningKL, step_description, training_progress
+from alignlimits.methods.stopping import StepRecorder, StopRule, read_rows, write_stop
 from alignlimits.methods.trainer_checks import check_common_options
 
 __all__ = [
@@ -83,6 +84,13 @@ class TRLOptions:
     """A rich progress bar (steps, and the last reward and sequence KL, or DPO's reward margin)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Any other field of TRL's config, passed as is (wins over the mapping of the options)."""
+    baselines: dict[str, float] | None = None
+    """Base level b(x) of each training prompt (text → mean reward of a few base samples): each log row then
+    carries ``objective_rel`` and its standard error (:mod:`alignlimits.methods.stopping`)."""
+    max_minutes: float | None = None
+    """Stop at this training time (summed over resumed runs); ``stop.json`` says why training stopped."""
+    stop_at_ceiling: float | None = None
+    """Stop once the ``objective_rel`` curve has converged against this ceiling J*(β) (needs ``baselines``)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.report_to, str):
@@ -94,6 +102,15 @@ class TRLOptions:
 
     def validate(self) -> None:
         check_common_options(self, self.invalid, self.COUNTS)
+        if self.stop_at_ceiling is not None and not self.baselines:
+            self.invalid("stop_at_ceiling reads the objective relative to each prompt's base level: give baselines")
+        try:
+            self.stop_rule()
+        except AlignLimitsError as e:
+            self.invalid(str(e))
+
+    def stop_rule(self) -> StopRule:
+        return StopRule(self.max_minutes, self.stop_at_ceiling)
 
     def to_dict(self) -> dict[str, Any]:
         """The options as plain values, the method's own first (their order in ``__init__``)."""
@@ -119,7 +136,7 @@ class TRLReward:
     def __init__(self, fn: Callable[[Sequence[str], Sequence[str]], Any], name: str | None = None, *, method: str):
         if not callable(fn):
             raise AlignLimitsError(f"{method}: reward must be callable, got {type(fn).__name__}")
-        self.fn, self.method = fn, method
+        self.fn, self.method, self.recorder = fn, method, None
         self.__name__ = name or getattr(fn, "name", None) or getattr(fn, "__name__", type(fn).__name__)
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
@@ -135,6 +152,8 @@ class TRLReward:
             raise AlignLimitsError(
                 f"{self.method}: reward {self.__name__!r} returned {out[i]} for row {i} (completion {completions[i]!r})"
             )
+        if self.recorder is not None:
+            self.recorder.rewards(list(prompts), out.tolist())
         return out.tolist()
 
 
@@ -231,31 +250,50 @@ def ensure_loadable(model, options: TRLOptions) -> None:
     model.config._name_or_path = str(dest)
 
 
-def metrics_callback(output_dir: Path, beta: float):
+def metrics_callback(output_dir: Path, beta: float, recorder: StepRecorder | None = None, rule: StopRule | None = None):
+    import time
+
     from transformers import TrainerCallback
 
     class MetricsJSONL(TrainerCallback):
         """Appends each log row to ``metrics.jsonl``: TRL's metric names, plus the columns PPO's rows
-        share (``reward_mean``, ``kl_k1_mean``, ``objective`` = reward_mean − β·kl_k1_mean)."""
+        share (``reward_mean``, ``kl_k1_mean``, ``objective`` = reward_mean − β·kl_k1_mean, ``objective_rel``
+        and its se with baselines, ``seconds`` since the last row); applies the stop rule and writes
+        ``stop.json``."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.rows, self.clock, self.reason = read_rows(output_dir), time.perf_counter(), None
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "loss" not in logs and "reward" not in logs:
                 return
-            row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+            now = time.perf_counter()
+            row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
+                   "seconds": now - self.clock}
+            self.clock = now
             if "reward" in row and "kl_k1_mean" in row:
                 row["reward_mean"] = row["reward"]
                 row["objective"] = row["reward"] - beta * row["kl_k1_mean"]
+            if recorder is not None:
+                row.update(recorder.flush())
             with open(output_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
+            self.rows.append(row)
+            self.reason = rule.reason(self.rows) if rule is not None else None
+            if self.reason:
+                control.should_training_stop = True
+
+        def on_train_end(self, args, state, control, **kwargs):
+            write_stop(output_dir, self.reason or "steps", state.global_step)
 
     return MetricsJSONL()
 
 
-def _step_text(method: str, beta: float, logs: Mapping[str, Any]) -> str | None:
+def _step_text(method: str, beta: float, logs: Mapping[str, Any], kl: RunningKL) -> str | None:
     """The bar's text after a log row: its reward and sequence KL, or DPO's reward margin (DPO logs no
     reward); None for a row with neither."""
     if "reward" in logs:
-        return step_description(method, beta, logs["reward"], logs.get("kl_k1_mean"))
+        return step_description(method, beta, logs["reward"], kl)
     if "rewards/margins" in logs:
         return f"{step_description(method, beta)} margin {logs['rewards/margins']:.3f}"
     return None
@@ -269,9 +307,11 @@ def progress_callback(bar, method: str, beta: float):
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.task = bar.add_task(step_description(method, beta), total=state.max_steps, completed=state.global_step)
+            self.kl = RunningKL()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            text = _step_text(method, beta, logs or {})
+            self.kl.add((logs or {}).get("kl_k1_mean"))
+            text = _step_text(method, beta, logs or {}, self.kl)
             if text is not None:
                 bar.update(self.task, description=text)
 
@@ -288,7 +328,11 @@ def log_sequence_kl(trainer, logps, ref_logps, completion_mask) -> None:
 
     with torch.no_grad():
         k1 = ((logps.detach() - ref_logps) * completion_mask.to(logps.dtype)).sum(-1)
-        k1 = trainer.accelerator.gather(k1).float().mean().item()
+        k1 = trainer.accelerator.gather(k1).float()
+    recorder = getattr(trainer, "_al_recorder", None)
+    if recorder is not None:
+        recorder.sequence_kl(k1.tolist())
+    k1 = k1.mean().item()
     trainer._metrics["train" if trainer.model.training else "eval"]["kl_k1_mean"].append(k1)
 
 
@@ -307,13 +351,18 @@ def build_trl_trainer(trainer_cls: type, options: TRLOptions, model, tokenizer, 
             ensure_loadable(model, options)
     out = Path(options.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    recorder = StepRecorder(options.baselines, options.beta) if options.baselines and metrics else None
+    for reward in kwargs.get("reward_funcs") or []:
+        if isinstance(reward, TRLReward):
+            reward.recorder = recorder
     trainer = trainer_cls(
         model=model,
         processing_class=tokenizer,
         peft_config=lora_config(options) if options.use_lora else None,
-        callbacks=[metrics_callback(out, options.beta)] if metrics else None,
+        callbacks=[metrics_callback(out, options.beta, recorder, options.stop_rule())] if metrics else None,
         **kwargs,
     )
+    trainer._al_recorder = recorder
     trainer.remove_callback(PrinterCallback)  # it prints every log dict when tqdm is off
     return trainer
 
