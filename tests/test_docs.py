@@ -201,6 +201,19 @@ def test_readme_opens_with_the_two_commands():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 200
 
 
+def test_every_topic_page_has_a_runnable_example():
+    without = [page.name for page in PAGES if page.parent.name == "docs" and page.name != "README.md"
+               and not any(lang in SHELL | {"python"} and body for lang, _, body in fenced_blocks(page))]
+    assert not without, without
+
+
+def test_the_readme_links_every_page():
+    readme = (ROOT / "README.md").read_text()
+    unlinked = [page.name for page in PAGES if page.parent.name == "docs" and page.name != "README.md"
+                and f"(docs/{page.name}" not in readme]
+    assert not unlinked, unlinked
+
+
 def test_the_readme_shows_five_everyday_commands():
     readme = [c for c in COMMANDS if c.page.name == "README.md"]
     names = {argv(c)[0] for c in readme}
