@@ -42,6 +42,14 @@ class StudyConfig:
     """GRPO group size."""
     ppo_epochs: int = 4
     """Passes over each PPO rollout batch (lm-human-preferences: 4)."""
+    baseline_n: int = 4
+    """Base samples per training prompt: their mean reward is the prompt's base level b(x), the per-prompt baseline of
+    PPO's returns and the reference of every trainer's per-step objective (``objective_rel``)."""
+    train_minutes: float | None = None
+    """Stop each trainer at this much training time (None: run every step); its record says why it stopped."""
+    stop_when_converged: bool = False
+    """Stop each trainer once its objective curve has converged against the ceiling J*(β) (the rule in
+    :mod:`alignlimits.methods.convergence`)."""
     ppo_learning_rate: float | None = None
     """None: LEARNING_RATES[LoRA or full fine-tuning][method] (also for the three below)."""
     grpo_learning_rate: float | None = None
@@ -76,7 +84,9 @@ class StudyConfig:
             raise AlignLimitsError("trained methods (PPO, GRPO, RLOO, DPO) need at least one --betas value")
         if any(not b > 0 for b in self.betas or []):
             raise AlignLimitsError(f"every β must be > 0 (got {self.betas}); the KL penalty is what makes the frontier")
-        for name in ("n", "eval_n", "steps", "max_new_tokens", "batch_size"):
+        if self.train_minutes is not None and not self.train_minutes > 0:
+            raise AlignLimitsError(f"--train-minutes must be > 0 (got {self.train_minutes})")
+        for name in ("n", "eval_n", "steps", "max_new_tokens", "batch_size", "baseline_n"):
             if getattr(self, name) < 1:
                 raise AlignLimitsError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
         if self.n < 2:
@@ -120,6 +130,10 @@ PRESETS = {
     # two β per trainer; benchmarks/RESULTS.md "The default study"); LoRA: a finished run of a 135M model is 45 MB
     "quick": dict(use_lora=True),
     # paper scale, meant for a GPU
+    # trainers run until their objective curve plateaus (or 15 minutes each): PPO, GRPO and RLOO at the β of π_β at
+    # half the frontier's reliable reach, on 2 CPU cores in about an hour (benchmarks/RESULTS.md "Reaching the ceiling")
+    "converge": dict(use_lora=True, methods=["bon", "soft-bon", "ppo", "grpo", "rloo"], beta_reach=[0.5], steps=200,
+                     batch_size=16, max_new_tokens=24, train_minutes=15.0, stop_when_converged=True),
     "full": dict(n=256, eval_n=64, eval_prompts=None, steps=300, max_new_tokens=64, batch_size=64, use_lora=False,
                  num_generations=8, beta_reach=[0.25, 0.5, 1.0], soft_bon_n=[4, 16, 64]),
 }

@@ -49,7 +49,8 @@ def frontier_stage(study) -> dict:
 def method_points(study, saved: dict, evaluated: list) -> list[dict]:
     """Every method's point on the plane with its paired intervals and verdict: best-of-N, soft best-of-N and
     each evaluated policy (trained policies against the bias-corrected frontier)."""
-    from alignlimits.methods.evaluation import place_policy
+    from alignlimits.methods.evaluation import log_ratio, place_policy
+    from alignlimits.theory.ceiling import objective_ceiling
     from alignlimits.theory.comparison import compare_best_of_n
 
     frontier, c, points = study.frontier, study.config, []
@@ -61,25 +62,35 @@ def method_points(study, saved: dict, evaluated: list) -> list[dict]:
         points += saved["soft_bon"]
     col = study.ctx.reward_col
     for record, frame in evaluated:
+        seed = derive_seed(c.seed, "point", record.name)
         point = place_policy(record.method, frame[col], frame["prompt_id"], frame["logp_policy"], frame["logp_base"],
-                             frontier, beta=record.beta, random_state=derive_seed(c.seed, "point", record.name))
-        points.append({**point.to_dict(), "label": record.label, **training_summary(record)})
+                             frontier, beta=record.beta, random_state=seed)
+        entry = {**point.to_dict(), "label": record.label}
+        if record.beta is not None:
+            ceiling = objective_ceiling(frontier, frame[col], log_ratio(frame["logp_policy"], frame["logp_base"]),
+                                        frame["prompt_id"], record.beta, random_state=seed)
+            entry.update({**ceiling.to_dict(), **training_summary(record, ceiling.objective_optimal)})
+        points.append(entry)
     return points
 
 
-def training_summary(record) -> dict:
-    """A trained policy's ``converged`` flag (stated rule) and its per-step objective, for the report's curve."""
+def training_summary(record, ceiling: float) -> dict:
+    """A trained policy's training state against its ceiling J*(β) (``converged`` / ``learning`` / ``undetermined``, the
+    stated rule), its per-step objective relative to each prompt's base level with standard errors (the report's
+    curve), and why it stopped."""
     from alignlimits.methods.convergence import convergence
+    from alignlimits.methods.stopping import read_rows, read_stop
 
-    path = record.train_dir / "metrics.jsonl"
-    if record.beta is None or not path.exists():
+    rows = read_rows(record.train_dir)
+    if not rows:
         return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    curve = [{"step": int(r["step"]), "objective": float(r["objective"])} for r in rows if "objective" in r]
-    verdict = convergence([c["objective"] for c in curve])
-    return {"converged": verdict.converged, "convergence": {"rise": verdict.rise, "noise": verdict.noise,
-                                                           "window": verdict.window, "rule": verdict.rule},
-            "training_curve": curve}
+    curve = [{"step": int(r["step"]), "objective": r.get("objective_rel"), "se": r.get("objective_rel_se")}
+             for r in rows if r.get("objective_rel") is not None]
+    verdict = convergence([x["objective"] for x in curve], ceiling, [x["se"] for x in curve])
+    return {"converged": verdict.converged, "training_state": verdict.state,
+            "convergence": {"rise": verdict.rise, "noise": verdict.noise, "resolution": verdict.resolution,
+                            "window": verdict.window, "rule": verdict.rule},
+            "training_curve": curve, "stopped": read_stop(record.train_dir)}
 
 
 def collect(study) -> dict:

@@ -4,8 +4,10 @@ Stages (each recorded in ``RUN_DIR/state.json`` when finished, so a rerun skips 
 
 1. ``base``: base-model samples of the held-out prompts (``RUN_DIR/base``, itself resumable per part);
 2. ``frontier``: the frontier with its CI band, best-of-N and soft best-of-N, planning answers;
-3. ``train-<method>-beta<β>``: PPO, GRPO, RLOO and DPO on the training prompts (``RUN_DIR/train/...``; a killed
-   trainer resumes from its last checkpoint);
+3. ``train-base``: a few base samples of every training prompt (``RUN_DIR/train-base``): each prompt's base level
+   b(x), the reference of the trainers' per-step objective and PPO's per-prompt baseline;
+   ``train-<method>-beta<β>``: PPO, GRPO, RLOO and DPO on the training prompts (``RUN_DIR/train/...``; a killed
+   trainer resumes from its last checkpoint; ``stop.json`` says why it stopped: steps, time budget, converged);
 4. ``eval-<method>-beta<β>``: each policy sampled on the held-out prompts, scored, and its KL measured per
    sequence against the base model (``RUN_DIR/eval/NAME.parquet`` beside its ``NAME.json`` record);
 5. ``hacking`` (when asked for): proxies trained on gold labels and the hacking view;
@@ -118,6 +120,8 @@ class Study:
         if evaluate or (train and self.config.betas is None):  # β from the frontier needs the frontier first
             self.stage("base", self.sample_base)
             self.stage("frontier", self.fit_frontier)
+        if train and any(m in TRAINED for m in self.config.methods):
+            self.stage("train-base", self.sample_train_base)
         for record in self.trained_records() if train else self.records_on_disk():
             if train:
                 self.stage(f"train-{record.name}", lambda r=record: self.train(r))
@@ -185,6 +189,37 @@ class Study:
             write_json_atomic(json_safe(frontier_stage(self)), self.dir / "frontier.json")
 
     # ---------------------------------------------------------------- training
+    def sample_train_base(self) -> None:
+        from alignlimits.pipeline.sampling_run import SamplingPlan, run_sampling
+
+        c = self.config
+        plan = SamplingPlan(n=c.baseline_n, max_new_tokens=c.max_new_tokens, seed=derive_seed(c.seed, "train-base"),
+                            limit_prompts=c.train_prompts, split="train")
+        try:
+            run_sampling(self.ctx, plan, self.dir / "train-base", console=self.console)
+        finally:
+            self.ctx.close_sampler()
+
+    @cached_property
+    def train_levels(self) -> dict[str, float]:
+        """Each training prompt's base level b(x): the mean reward of its base samples, keyed by the text given to the model."""
+        from alignlimits.data import read_samples
+
+        frame = read_samples(self.dir / "train-base", [r.name for r in self.ctx.rewards]).frame
+        return {str(k): float(v) for k, v in frame.groupby("prompt")[self.ctx.reward_col].mean().items()}
+
+    def _stop_options(self, record: PolicyRecord) -> dict:
+        """The time budget, and the ceiling J*(β) of the held-out prompts when training stops once converged."""
+        c = self.config
+        ceiling = None
+        if c.stop_when_converged:
+            from alignlimits.theory.ceiling import optimal_objective_debiased
+
+            f = self.frontier
+            ceiling = float(optimal_objective_debiased(f.rewards_, record.beta, f.groups_)[0].mean())
+            ceiling = ceiling if ceiling > 0 else None
+        return dict(max_minutes=c.train_minutes, stop_at_ceiling=ceiling)
+
     def _trainer_config(self, method: str) -> dict:
         c = self.config
         keys = ("steps", "batch_size", "max_new_tokens", "use_lora", "train_prompts", f"{method}_learning_rate")
@@ -230,8 +265,10 @@ class Study:
         c = self.config
         cfg = PPOConfig(**self._shared_options(record), batch_size=c.batch_size, max_new_tokens=c.max_new_tokens,
                         ppo_epochs=c.ppo_epochs, learning_rate=c.ppo_learning_rate,
-                        num_minibatches=max(1, c.batch_size // 32) if c.batch_size % 32 == 0 else 1)
-        PPOTrainer(cfg, policy, None, self.ctx.lm.tokenizer, self.ctx.rewards[0], prompts).train(resume_from_checkpoint=resume)
+                        num_minibatches=max(1, c.batch_size // 32) if c.batch_size % 32 == 0 else 1,
+                        **self._stop_options(record))
+        PPOTrainer(cfg, policy, None, self.ctx.lm.tokenizer, self.ctx.rewards[0], prompts,
+                   baselines=self.train_levels).train(resume_from_checkpoint=resume)
 
     def _train_grpo(self, record, policy, prompts, ids, resume) -> None:
         from alignlimits.methods.grpo import GRPOOptions, train_grpo
@@ -240,7 +277,8 @@ class Study:
         # β is in the reward's units, as the frontier's: advantages not divided by their group's std (Dr. GRPO), which
         # would make the KL coefficient β·std, a different one per prompt
         opts = GRPOOptions(**self._shared_options(record), batch_size=c.batch_size, num_generations=c.num_generations,
-                           learning_rate=c.grpo_learning_rate, max_new_tokens=c.max_new_tokens, scale_rewards="none")
+                           learning_rate=c.grpo_learning_rate, max_new_tokens=c.max_new_tokens, scale_rewards="none",
+                           baselines=self.train_levels, **self._stop_options(record))
         train_grpo(opts, policy, self.ctx.lm.tokenizer, self.ctx.rewards[0], prompts, resume_from_checkpoint=resume)
 
     def _train_rloo(self, record, policy, prompts, ids, resume) -> None:
@@ -248,7 +286,8 @@ class Study:
 
         c = self.config
         opts = RLOOOptions(**self._shared_options(record), batch_size=c.batch_size, num_generations=c.num_generations,
-                           learning_rate=c.rloo_learning_rate, max_new_tokens=c.max_new_tokens)
+                           learning_rate=c.rloo_learning_rate, max_new_tokens=c.max_new_tokens,
+                           baselines=self.train_levels, **self._stop_options(record))
         train_rloo(opts, policy, self.ctx.lm.tokenizer, self.ctx.rewards[0], prompts, resume_from_checkpoint=resume)
 
     def _train_dpo(self, record, policy, prompts, ids, resume) -> None:
@@ -262,7 +301,7 @@ class Study:
             raise AlignLimitsError("every training prompt's samples tie in reward, so DPO has no preference pairs; "
                                    "raise --dpo-n or use another method")
         opts = DPOOptions(**self._shared_options(record), batch_size=min(c.batch_size, len(pairs)),
-                          learning_rate=c.dpo_learning_rate)
+                          learning_rate=c.dpo_learning_rate, max_minutes=c.train_minutes)
         train_dpo(opts, policy, self.ctx.lm.tokenizer, pairs, resume_from_checkpoint=resume)
 
     # ---------------------------------------------------------------- evaluation

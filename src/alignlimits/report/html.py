@@ -32,6 +32,7 @@ from alignlimits.report.terminal import (
     fmt_seconds,
     headline_rows,
     is_law,
+    training_words,
     verdict_sentence,
 )
 
@@ -389,13 +390,29 @@ def _notes_section(results: dict) -> str:
 
 def _training_section(run_dir: Path, results: dict) -> str:
     png = run_dir / "training.png"
-    trained = [p for p in results.get("evaluate") or [] if isinstance(p, dict) and "converged" in p]
+    trained = [p for p in results.get("evaluate") or [] if isinstance(p, dict) and p.get("training_curve")]
     if not trained or not png.exists():
         return ""
     rule = esc((trained[0].get("convergence") or {}).get("rule", ""))
-    states = "; ".join(f"{esc(method_label(p))}: {'converged' if p['converged'] else 'not converged'}" for p in trained)
-    return (f"<h2>Training</h2><div class='figure'><img alt='training curves' src='{_data_uri(png)}'></div>"
-            f"<p class='note'>{states}. Rule: {rule}.</p>")
+    states = "".join(f"<li>{esc(cap(method_label(p)))}: {esc(training_words(p) if 'objective' in p else _state(p))}"
+                     f"{esc(_stopped(p))}.</li>" for p in trained)
+    return (f"<h2>Training</h2><div class='figure'><img alt='training curves' "
+            f"src='{_data_uri(png)}'></div><ul>{states}</ul><p class='note'>Each step's objective is r − b(x) − β·k1 "
+            "averaged over its rollouts, b(x) the mean reward of a few base samples of the rollout's prompt, so the "
+            "prompts a step draws do not move it; the ceiling J*(β) = β·log E_π0 e^{(r − E r)/β} (jackknifed) is "
+            f"the most any policy can reach at β, from the held-out base samples. Rule: {rule}.</p>")
+
+
+def _state(p: dict) -> str:
+    """A point of a results.json written before the ceiling existed: its training state alone."""
+    return p.get("training_state") or ("converged" if p.get("converged") else "not converged")
+
+
+def _stopped(p: dict) -> str:
+    stop = p.get("stopped") or {}
+    if not stop:
+        return ""
+    return f" (stopped at step {stop.get('step')} after {fmt_seconds(stop.get('seconds'))}: {stop.get('reason')})"
 
 
 def render_report(results: dict, run_dir, figure_png) -> str:

@@ -89,18 +89,34 @@ def plot_hacking(result: dict, path) -> Path:
 
 
 def plot_training(results: dict, path) -> Path | None:
-    """Each trained policy's per-step objective E r − β·KL (its rollouts), the curve its ``converged`` flag reads."""
+    """Each trained policy's per-step objective relative to its prompts' base levels (± se), the curve its training
+    state reads, under its ceiling J*(β) and that ceiling's band; one panel per trained policy."""
     trained = [p for p in results.get("evaluate") or [] if isinstance(p, dict) and p.get("training_curve")]
     if not trained:
         return None
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    for k, p in enumerate(trained):
-        steps = [c["step"] for c in p["training_curve"]]
-        objective = [c["objective"] for c in p["training_curve"]]
-        state = "converged" if p.get("converged") else "not converged"
-        ax.plot(steps, objective, "o-", ms=3, lw=1, color=f"C{k}", label=f"{p.get('label', p.get('method'))} ({state})")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("objective E r − β·KL of the step's rollouts")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    cols = min(2, len(trained))
+    rows = -(-len(trained) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.2 * rows), squeeze=False, sharex=True)
+    for k, (ax, p) in enumerate(zip(axes.ravel(), trained)):
+        curve = [c for c in p["training_curve"] if c.get("objective") is not None]
+        steps = np.array([c["step"] for c in curve])
+        obj = np.array([c["objective"] for c in curve], float)
+        se = np.array([np.nan if c.get("se") is None else c["se"] for c in curve], float)
+        ax.errorbar(steps, obj, yerr=1.96 * se, fmt="o-", ms=3, lw=1, color=f"C{k}", ecolor=f"C{k}", alpha=0.8,
+                    label="objective r − b(x) − β·KL of the step")
+        ceiling, band = p.get("objective_optimal"), p.get("objective_optimal_ci") or [None, None]
+        if ceiling is not None:
+            ax.axhline(ceiling, color="k", lw=1.2, label="ceiling J*(β)")
+            if None not in band:
+                ax.axhspan(band[0], band[1], color="k", alpha=0.12, lw=0)
+        ax.axhline(0, color="grey", lw=0.8, ls=":", label="base model")
+        ax.set_title(f"{p.get('label', p.get('method'))}: {p.get('training_state', '?')}", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(trained):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("training step")
+    axes[0, 0].set_ylabel("objective (base model = 0)")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
     return _save(fig, path)

@@ -20,6 +20,7 @@ COLUMNS = [
     ("optimal", "optimal gain at its KL", True),
     ("efficiency", "efficiency", True),
     ("overspend", "KL overspend", True),
+    ("share", "share of J*(β)", True),
     ("reliable", "reliable", False),
 ]
 
@@ -31,6 +32,7 @@ TERMINAL_COLUMNS = [
     ("kl", "KL ± se", True),
     ("gain", "gain [95% CI]", True),
     ("efficiency_ci", "eff. [95% CI]", True),
+    ("share", "J/J* [95% CI]", True),
     ("verdict", "verdict", False),
 ]
 #: the verdicts of DESIGN §6 in a table cell
@@ -138,6 +140,7 @@ def headline_rows(results: dict) -> list[dict]:
             "efficiency": fmt_pct(p.get("efficiency"), pct_decimals(p.get("efficiency_ci"))),
             "efficiency_ci": fmt_pct_ci(p.get("efficiency"), p.get("efficiency_ci")),
             "overspend": fmt_times(p.get("kl_overspend")),
+            "share": fmt_pct_ci(p["objective_share"], p.get("objective_share_ci")) if "objective_share" in p else DASH,
             "verdict": SHORT_VERDICT.get(p.get("verdict"), DASH),
             "reliable": DASH if rel is None else ("yes" if rel else "no"),
             "point": p,
@@ -177,9 +180,31 @@ def verdict_sentence(p: dict, overspend: bool = True) -> str:
         s += "; its gain exceeds the most the frontier reaches from these base samples, so its KL overspend is undefined"
     elif overspend and num(p.get("kl_overspend")) >= 1.05:
         s += f"; it spends {fmt_times(p['kl_overspend'])} the KL the frontier needs for its gain"
-    if p.get("converged") is not None:
-        s += "; its training had " + ("" if p["converged"] else "not ") + "converged (the objective's rule in the report)"
+    if "objective" in p:
+        s += "; " + training_words(p)
     return s + "."
+
+
+def training_words(p: dict) -> str:
+    """How far a point at β got toward its own optimum π_β, in words that separate a method from its budget."""
+    objective = fmt_ci(p["objective"], p.get("objective_ci"))
+    share = fmt_pct_ci(p.get("objective_share"), p.get("objective_share_ci"))
+    target = f"{fmt(p.get('kl_to_target'), 2)} nats from π_β"
+    ceiling = f"J*(β) = {fmt(p.get('objective_optimal'))}"
+    state = p.get("training_state")
+    stopped = (p.get("stopped") or {}).get("reason")
+    budget = " at its time budget" if stopped == "time budget" else ""
+    if num((p.get("objective_ci") or [None, None])[1]) < 0:
+        return (f"it made its objective E r − β·KL worse than the base model (objective {objective}, ceiling {ceiling}; "
+                "the point measures this training budget, not the method)")
+    if state == "converged":
+        return f"converged{budget} at {share} of its ceiling ({ceiling}), {target}"
+    if state == "learning":
+        return f"learning, not converged{budget}: {share} of its ceiling ({ceiling}) so far, {target}"
+    if state == "undetermined":
+        return (f"{share} of its ceiling ({ceiling}), {target}; its training curve is too noisy to tell whether it "
+                f"converged{budget}")
+    return f"{share} of its objective's ceiling ({ceiling}), {target}"
 
 
 def undecided(p: dict) -> bool:
