@@ -56,6 +56,10 @@ BETAS_DEFAULT = ("Default: chosen from the frontier of the base samples, the β 
                  "of its reliable KL (full preset: 1/4, 1/2 and all of it; exact task 0.5).")
 
 
+TRAIN_MINUTES = typer.Option(None, "--train-minutes", help=f"Stop each trainer after this much training time; its point says why it stopped. {_default('train_minutes')}")
+STOP_WHEN_CONVERGED = typer.Option(None, "--stop-when-converged/--run-all-steps", show_default=False, help=f"Stop each trainer once its objective curve has converged against the ceiling J*(β). {_default('stop_when_converged')}")
+
+
 def _show(results: dict, run_dir: Path) -> None:
     from alignlimits.report.html import write_report
     from alignlimits.report.terminal import print_headline
@@ -69,7 +73,7 @@ def _show(results: dict, run_dir: Path) -> None:
 def run(
     task: str = typer.Argument(..., help="safety, summarization or exact."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory. Default runs/TASK-PRESET."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="quick (default: sized for 2 CPU cores; timings in the README) or full (paper scale, for a GPU)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="quick (default: sized for 2 CPU cores; timings in the README), converge (PPO, GRPO and RLOO trained until their objective plateaus, about an hour on 2 cores) or full (paper scale, for a GPU)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file; every option below is also a key there (flags win). Default: none."),
     model: Optional[str] = typer.Option(None, "--model", help="Hugging Face id, local folder, or smollm2-135m-instruct. Default: the task's (smollm2-135m-instruct; exact-tiny for exact)."),
     reward: Optional[list[str]] = typer.Option(None, "--reward", help="Reward model(s), repeatable; the first is the one aligned to. Default: the task's."),
@@ -84,6 +88,8 @@ def run(
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help=f"Completion length limit in tokens. {_default('max_new_tokens')}"),
     use_lora: Optional[bool] = typer.Option(None, "--lora/--full-finetune", show_default=False, help="Train LoRA adapters (learning rate 2e-4) or all weights (1e-5), unless a learning rate is in the config. Default: --lora (exact task and full preset: --full-finetune)."),
     seed: Optional[int] = typer.Option(None, "--seed", help=f"Seed of sampling, training and bootstrap. {_default('seed')}"),
+    train_minutes: Optional[float] = TRAIN_MINUTES,
+    stop_when_converged: Optional[bool] = STOP_WHEN_CONVERGED,
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
     policy: Optional[list[str]] = typer.Option(None, "--policy", help="NAME=PATH of a policy trained elsewhere (Hugging Face folder or LoRA adapter, same tokenizer), repeatable: evaluated beside the others. Default: none."),
     engine: Optional[str] = ENGINE,
@@ -102,6 +108,7 @@ def run(
                    methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None,
                    betas=parse_numbers(betas, "--betas"), n=n, eval_n=eval_n, eval_prompts=eval_prompts, steps=steps,
                    max_new_tokens=max_new_tokens, use_lora=use_lora, seed=seed, device=device,
+                   train_minutes=train_minutes, stop_when_converged=stop_when_converged,
                    policies=parse_policies(policy), engine=engine,
                    engine_options=engine_options(tensor_parallel_size, data_parallel_size, distributed_backend,
                                                   gpu_memory_utilization) or None)
@@ -124,9 +131,11 @@ def train(
     steps: Optional[int] = typer.Option(None, "--steps", help=f"Training steps. {_default('steps')}"),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help=f"Completion length limit in tokens. {_default('max_new_tokens')}"),
     use_lora: Optional[bool] = typer.Option(None, "--lora/--full-finetune", show_default=False, help="Train LoRA adapters (learning rate 2e-4) or all weights (1e-5), unless a learning rate is in the config. Default: --lora (exact task and full preset: --full-finetune)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="quick (default) or full: the defaults of the options above."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="quick (default), converge or full: the defaults of the options above."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (as for `run`; flags win). Default: none."),
     seed: Optional[int] = typer.Option(None, "--seed", help=f"Seed of sampling and training. {_default('seed')}"),
+    train_minutes: Optional[float] = TRAIN_MINUTES,
+    stop_when_converged: Optional[bool] = STOP_WHEN_CONVERGED,
     force: bool = typer.Option(False, "--force", help="Start over when RUN_DIR holds a run with another config."),
 ):
     """Train PPO, GRPO, RLOO or DPO at one or more β on the task's training prompts (resumable)."""
@@ -137,7 +146,8 @@ def train(
         raise AlignLimitsError(f"unknown method {method!r}; train one of {', '.join(TRAINED)}")
     flags = _flags(model=model, rewards=reward or None, prompts=prompts, dataset=dataset, steps=steps,
                    max_new_tokens=max_new_tokens, use_lora=use_lora, seed=seed, methods=[method],
-                   betas=parse_numbers(betas, "--betas"))
+                   betas=parse_numbers(betas, "--betas"), train_minutes=train_minutes,
+                   stop_when_converged=stop_when_converged)
     cfg = resolve_config(task, preset, _read_config_file(config), flags)
     study = Study(cfg, out, force=force, console=console)
     study.run(train=True, evaluate=False)
