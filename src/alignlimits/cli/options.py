@@ -50,6 +50,26 @@ def parse_whole(text: Optional[str], what: str) -> Optional[list[int]]:
     return [int(v) for v in values]
 
 
+def parse_policy_betas(items: Optional[list[str]], policies: Optional[dict[str, str]]) -> Optional[dict[str, float]]:
+    """``--policy-beta NAME=β`` (repeatable): the KL coefficient a policy given by ``--policy`` was trained at, so that
+    its point is measured against its own objective's ceiling J*(β)."""
+    if not items:
+        return None
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            beta = float(value)
+        except ValueError:
+            beta = float("nan")
+        if not sep or not beta > 0 or beta == float("inf"):
+            raise AlignLimitsError(f"--policy-beta {item!r}: give NAME=β with β > 0, e.g. --policy-beta mine=0.1")
+        if name not in (policies or {}):
+            raise AlignLimitsError(f"--policy-beta {item!r}: no --policy named {name!r}; name the policy as in --policy NAME=PATH")
+        out[name] = beta
+    return out
+
+
 def parse_policies(items: Optional[list[str]]) -> Optional[dict[str, str]]:
     """``--policy NAME=PATH`` (repeatable; a bare PATH is named after its folder) as ``{name: path}``."""
     if not items:

@@ -11,6 +11,7 @@ import typer
 from alignlimits.cli.app import app, console, json_to_stdout
 from alignlimits.cli.options import (
     BACKEND, DATA_PARALLEL, ENGINE, GPU_MEMORY, TENSOR_PARALLEL, engine_options, parse_numbers, parse_policies,
+    parse_policy_betas,
 )
 from alignlimits.errors import AlignLimitsError
 from alignlimits.pipeline.config import PRESETS, TASK_DEFAULTS, TRAINED, StudyConfig
@@ -56,6 +57,7 @@ BETAS_DEFAULT = ("Default: chosen from the frontier of the base samples, the β 
                  "of its reliable KL (full preset: 1/4, 1/2 and all of it; exact task 0.5).")
 
 
+POLICY_BETA = typer.Option(None, "--policy-beta", help="NAME=β: the KL coefficient a --policy was trained at, repeatable; its point then shows its objective against the ceiling J*(β). Default: none (no ceiling figures).")
 TRAIN_MINUTES = typer.Option(None, "--train-minutes", help=f"Stop each trainer after this much training time; its point says why it stopped. {_default('train_minutes')}")
 STOP_WHEN_CONVERGED = typer.Option(None, "--stop-when-converged/--run-all-steps", show_default=False, help=f"Stop each trainer once its objective curve has converged against the ceiling J*(β). {_default('stop_when_converged')}")
 
@@ -92,6 +94,7 @@ def run(
     stop_when_converged: Optional[bool] = STOP_WHEN_CONVERGED,
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
     policy: Optional[list[str]] = typer.Option(None, "--policy", help="NAME=PATH of a policy trained elsewhere (Hugging Face folder or LoRA adapter, same tokenizer), repeatable: evaluated beside the others. Default: none."),
+    policy_beta: Optional[list[str]] = POLICY_BETA,
     engine: Optional[str] = ENGINE,
     tensor_parallel_size: Optional[int] = TENSOR_PARALLEL,
     data_parallel_size: Optional[int] = DATA_PARALLEL,
@@ -109,7 +112,8 @@ def run(
                    betas=parse_numbers(betas, "--betas"), n=n, eval_n=eval_n, eval_prompts=eval_prompts, steps=steps,
                    max_new_tokens=max_new_tokens, use_lora=use_lora, seed=seed, device=device,
                    train_minutes=train_minutes, stop_when_converged=stop_when_converged,
-                   policies=parse_policies(policy), engine=engine,
+                   policies=parse_policies(policy), policy_betas=parse_policy_betas(policy_beta, parse_policies(policy)),
+                   engine=engine,
                    engine_options=engine_options(tensor_parallel_size, data_parallel_size, distributed_backend,
                                                   gpu_memory_utilization) or None)
     cfg = resolve_config(task, preset, file_values, flags)
@@ -159,6 +163,7 @@ def train(
 def evaluate(
     run_dir: Path = typer.Argument(..., help="Run directory (from `alignlimits train` or `run`), or where to put this evaluation."),
     policy: Optional[list[str]] = typer.Option(None, "--policy", help="NAME=PATH (or PATH) of a policy trained elsewhere (Hugging Face folder or LoRA adapter, same tokenizer), repeatable. Default: every policy under RUN_DIR/train."),
+    policy_beta: Optional[list[str]] = POLICY_BETA,
     base: Optional[str] = typer.Option(None, "--base", help="Its base model (with --policy). Default: the task's."),
     task: Optional[str] = typer.Option(None, "--task", help="The task (with --policy; needed when RUN_DIR holds no run). Default: the run's."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the evaluate JSON here ('-' for stdout, then tables go to stderr). Default: only RUN_DIR/results.json."),
@@ -177,6 +182,7 @@ def evaluate(
     json_to_stdout(json_out)
     saved = run_dir / "run_config.json"
     policies = parse_policies(policy)
+    betas = parse_policy_betas(policy_beta, policies) or {}
     options = engine_options(tensor_parallel_size, data_parallel_size, distributed_backend, gpu_memory_utilization)
     # the run's engine unless told: a new --engine brings the options given with it (none: vLLM's defaults)
     engine_flags = _flags(engine=engine, engine_options=options if engine or options else None)
@@ -195,6 +201,6 @@ def evaluate(
             if task is None:
                 raise AlignLimitsError("with --policy, say which --task (and --base model) it was trained for")
             cfg = resolve_config(task, None, {}, _flags(model=base, methods=["bon"], **engine_flags))
-        results = Study(cfg, run_dir, console=console).evaluate_external(policies)
+        results = Study(cfg, run_dir, console=console).evaluate_external(policies, betas)
     _show(results, run_dir)
     write_json(results["evaluate"], json_out)

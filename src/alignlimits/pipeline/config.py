@@ -60,6 +60,8 @@ class StudyConfig:
     use_lora: bool = False
     policies: dict[str, str] = field(default_factory=dict)
     """Policies trained elsewhere, evaluated beside the others: name → Hugging Face folder or LoRA adapter."""
+    policy_betas: dict[str, float] = field(default_factory=dict)
+    """The β each of ``policies`` was trained at (name → β), for its objective's ceiling; optional per policy."""
     keep_checkpoints: bool = False
     """Keep every trainer checkpoint; by default a finished policy keeps none (resume needs them only while training)."""
     soft_bon_n: list[int] = field(default_factory=lambda: [2, 4, 8])
@@ -95,6 +97,9 @@ class StudyConfig:
             raise AlignLimitsError(f"beta_reach must be fractions in (0, 1] of the frontier's reliable KL (got {self.beta_reach})")
         if not isinstance(self.policies, dict):
             raise AlignLimitsError("policies: give a mapping of name: path (or --policy NAME=PATH)")
+        stray = sorted(set(self.policy_betas or {}) - set(self.policies))
+        if stray or any(not (isinstance(b, (int, float)) and 0 < b < float("inf")) for b in (self.policy_betas or {}).values()):
+            raise AlignLimitsError(f"policy_betas must map names of policies to β > 0 (got {self.policy_betas})")
         missing = [p for p in self.policies.values() if not Path(str(p)).expanduser().is_dir()]
         if missing:
             raise AlignLimitsError(f"policy folder {missing[0]} does not exist; give a Hugging Face model folder or a LoRA adapter")

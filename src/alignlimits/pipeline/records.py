@@ -34,11 +34,17 @@ class PolicyRecord:
         return cls(method, name, str(Path(run_dir) / "train" / name / "policy"), float(beta), seed, config)
 
     @classmethod
-    def external(cls, path: Path, name: str | None = None) -> "PolicyRecord":
-        """A policy trained elsewhere (TRL, OpenRLHF, verl, ...): any Hugging Face folder or LoRA adapter."""
+    def external(cls, path: Path, name: str | None = None, beta: float | None = None) -> "PolicyRecord":
+        """A policy trained elsewhere (TRL, OpenRLHF, verl, ...): any Hugging Face folder or LoRA adapter; ``beta``: the
+        KL coefficient it was trained at, when stated (``config["stated_beta"]``)."""
         stem = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in (name or Path(path).name))
-        return cls("external", f"external-{stem}", str(Path(path).expanduser().resolve()),
-                   config={"label": name or Path(path).name})
+        config = {"label": name or Path(path).name, **({"stated_beta": float(beta)} if beta is not None else {})}
+        return cls("external", f"external-{stem}", str(Path(path).expanduser().resolve()), config=config)
+
+    @property
+    def objective_beta(self) -> float | None:
+        """The β whose objective the policy maximised: its training β, or the one stated for an external policy."""
+        return self.beta if self.beta is not None else self.config.get("stated_beta")
 
     @property
     def label(self) -> str:

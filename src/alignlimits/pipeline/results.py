@@ -63,13 +63,16 @@ def method_points(study, saved: dict, evaluated: list) -> list[dict]:
     col = study.ctx.reward_col
     for record, frame in evaluated:
         seed = derive_seed(c.seed, "point", record.name)
+        beta = record.objective_beta
         point = place_policy(record.method, frame[col], frame["prompt_id"], frame["logp_policy"], frame["logp_base"],
-                             frontier, beta=record.beta, random_state=seed)
+                             frontier, beta=beta, random_state=seed)
         entry = {**point.to_dict(), "label": record.label}
-        if record.beta is not None:
+        if beta is not None:
             ceiling = objective_ceiling(frontier, frame[col], log_ratio(frame["logp_policy"], frame["logp_base"]),
-                                        frame["prompt_id"], record.beta, random_state=seed)
-            entry.update({**ceiling.to_dict(), **training_summary(record, ceiling.objective_optimal)})
+                                        frame["prompt_id"], beta, random_state=seed)
+            entry.update(ceiling.to_dict())
+            if record.beta is not None:
+                entry.update(training_summary(record, ceiling.objective_optimal))
         points.append(entry)
     return points
 

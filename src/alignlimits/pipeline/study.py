@@ -69,7 +69,8 @@ class Study:
                 RunState(self.dir)  # raises the version message
             # methods, β and external policies may grow between commands (train ppo, then grpo, into one run directory)
             changed = sorted(k for k in set(old) | set(wanted)
-                             if k not in ("device", "engine", "engine_options", "methods", "betas", "policies")
+                             if k not in ("device", "engine", "engine_options", "methods", "betas", "policies", "policy_betas",
+                                           "train_minutes", "stop_when_converged")
                              and old.get(k) != wanted.get(k))
             if changed and not force:
                 raise AlignLimitsError(
@@ -134,16 +135,18 @@ class Study:
             self.stage("hacking", self.hacking)
         return self.write_results()
 
-    def evaluate_external(self, policies: dict[str, Path]) -> dict:
-        """Evaluate policies trained elsewhere (same base model and tokenizer) against this run's frontier."""
+    def evaluate_external(self, policies: dict[str, Path], betas: dict[str, float] | None = None) -> dict:
+        """Evaluate policies trained elsewhere (same base model and tokenizer) against this run's frontier; ``betas``:
+        the β some of them were trained at (name → β), for their objective's ceiling."""
         self.stage("base", self.sample_base)
         self.stage("frontier", self.fit_frontier)
-        self._evaluate_external(policies)
+        self._evaluate_external(policies, betas)
         return self.write_results()
 
-    def _evaluate_external(self, policies: dict) -> None:
+    def _evaluate_external(self, policies: dict, betas: dict | None = None) -> None:
+        betas = {**self.config.policy_betas, **(betas or {})}
         for name, path in policies.items():
-            record = PolicyRecord.external(Path(path), name)
+            record = PolicyRecord.external(Path(path), name, betas.get(name))
             self.stage(f"eval-{record.name}", lambda r=record: self.evaluate(r))
 
     def write_results(self) -> dict:
