@@ -38,10 +38,23 @@ def test_hack_writes_json_plot_and_proxies(run_dir):
     assert proc.returncode == 0, proc.stderr
     result = json.loads((run_dir / "hacking.json").read_text())
     assert result["gold"] == "profanity" and result["bon_n"] == [1, 2, 8]
-    assert (run_dir / "hacking.png").stat().st_size > 10_000
-    assert (run_dir / "hacking.md").read_text().startswith("## Reward hacking")
+    # the controlled-error figure leads, the trained proxies' (the realistic case) stands beside it
+    assert (run_dir / "hacking.png").stat().st_size > 10_000 and (run_dir / "hacking_trained.png").stat().st_size > 10_000
+    section = (run_dir / "hacking.md").read_text()
+    assert section.startswith("## Reward hacking") and section.index("controlled error") < section.index("Trained proxies")
     assert "hack_split" in pd.read_parquet(run_dir / "proxies.parquet").columns
-    assert "expected orderings" in proc.stdout and "ensembles" in proc.stdout
+    assert "expected orderings" in proc.stdout and "ensembles" in proc.stdout and "controlled-error proxies" in proc.stdout
+    assert result["controlled"]["checks"] and "ci_method" in result and result["controlled"]["notes"] is not None
+
+
+def test_hack_controlled_family_alone_needs_no_text(run_dir, tmp_path):
+    frame = pd.read_parquet(next((run_dir / "samples").glob("*.parquet"))).drop(columns=["completion"])
+    frame.to_parquet(tmp_path / "scores.parquet")
+    proc = run("hack", tmp_path / "scores.parquet", "--families", "controlled", "--n-bootstrap", "20", "--json", tmp_path / "h.json",
+               "--error-sizes", "0.5,2", "--rho", "0,0.9", "--k", "1,4")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "h.json").read_text())
+    assert result["error_sweep"] == [] and [s["error_size"] for s in result["controlled"]["error_sweep"]] == [0.5, 2.0]
 
 
 def run_inprocess(monkeypatch, capsys, *args):
@@ -64,6 +77,9 @@ def run_inprocess(monkeypatch, capsys, *args):
     (["--proxy", "missing_col"], ["missing_col"]),
     (["--betas", "1,-1"], ["β must be positive"]),
     (["--proxy", "profanity", "--proxy", "profanity", "--k", "1,4"], ["larger than the 2"]),
+    (["--families", "controlled,learned"], ["unknown proxy family 'learned'"]),
+    (["--rho", "0,1"], ["--rho", "[0, 1)"]),
+    (["--error-sizes", "0.5,-1"], ["error sizes must be ≥ 0"]),
 ])
 def test_hack_bad_inputs(run_dir, args, needles, monkeypatch, capsys):
     code, out, err = run_inprocess(monkeypatch, capsys, "hack", run_dir, "--n-bootstrap", "10", "--seeds", "1", *args)

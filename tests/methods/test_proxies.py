@@ -152,3 +152,35 @@ def test_minilm_features_small():
                       ["Summarise the following text in one or two sentences:\n\nkindness matters"] * 2)
     assert X.shape == (2, 384 * 2 + 2)
     assert np.allclose(np.linalg.norm(X[:, :384], axis=1), 1.0)
+
+
+def test_controlled_error_proxies_have_the_set_size_and_correlation():
+    from alignlimits.methods.proxies import controlled_error_proxies
+
+    gold = np.random.default_rng(0).standard_normal(200_000)
+    members = controlled_error_proxies(gold, 0.5, 2.0, k=6, rho=0.3, random_state=1)
+    errors = members - gold
+    assert members.shape == (6, gold.size)
+    np.testing.assert_allclose(errors.std(axis=1), 1.0, rtol=0.01)  # size × scale
+    corr = np.corrcoef(errors)[~np.eye(6, dtype=bool)]
+    np.testing.assert_allclose(corr, 0.3, atol=0.01)
+    assert errors.mean(axis=0).var() == pytest.approx(0.3 + 0.7 / 6, rel=0.02)  # σ²(ρ + (1 − ρ)/K)
+    with pytest.raises(AlignLimitsError, match="correlation"):
+        controlled_error_proxies(gold, 0.5, 2.0, rho=1.0)
+
+
+def test_controlled_ensembles_follow_the_gaussian_closed_form():
+    """Simulation: the mean of K members of error σ and correlation ρ hacks like one proxy of error variance
+    σ²(ρ + (1 − ρ)/K), gap σ_r(√(σ_r² + that) − σ_r)/β; so 4 independent < 4 correlated < one, at every β."""
+    from alignlimits.methods.proxies import controlled_error_proxies
+    from alignlimits.theory.hacking import gaussian_error_gap, hacking_curve
+
+    rng = np.random.default_rng(2)
+    P, n, betas = 10, 8_000, np.array([3.0, 2.0, 1.5])
+    gold, ids = rng.standard_normal(P * n), np.repeat(np.arange(P), n)
+    gaps = {}
+    for rho, k in ((0.0, 1), (0.0, 4), (0.5, 4)):
+        members = controlled_error_proxies(gold, 1.0, 1.0, k=k, rho=rho, random_state=3)
+        gaps[rho, k] = hacking_curve(gold, members.mean(axis=0), betas, ids)["gap"]
+        np.testing.assert_allclose(gaps[rho, k], gaussian_error_gap(betas, 1.0, np.sqrt(rho + (1 - rho) / k))["gap"], rtol=0.08)
+    assert np.all(gaps[0.0, 4] < gaps[0.5, 4]) and np.all(gaps[0.5, 4] < gaps[0.0, 1])

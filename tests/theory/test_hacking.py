@@ -7,7 +7,10 @@ from alignlimits.errors import AlignLimitsError
 from alignlimits.theory.best_of_n import bon_expected_reward
 from alignlimits.theory.frontier import Frontier
 from alignlimits.theory.groups import Groups
-from alignlimits.theory.hacking import aggregate_proxies, expanded_tail, hacking_curve, proxy_tilt
+from alignlimits.theory.closed_forms import uniform_frontier, uniform_tilt
+from alignlimits.theory.hacking import (
+    CurveEvaluator, aggregate_proxies, expanded_tail, gaussian_error_gap, hacking_betas, hacking_curve, proxy_tilt,
+)
 
 BETAS = np.array([2.0, 1.0, 0.5, 0.25])
 
@@ -93,7 +96,7 @@ def test_hacking_curve_reads_the_frontier_at_the_ends_of_its_range():
     gold, noise, ids = gold_and_noise(5, P=6, n=12)
     front = Frontier(n_bootstrap=0).fit(gold, ids)
     betas = np.array([1e300, 1.0, 1e-4])  # KL 0 (to rounding), inside, and the largest attainable KL
-    curve = hacking_curve(gold, gold, betas, ids, gold_frontier=front)
+    curve = hacking_curve(gold, gold, betas, ids)
     assert curve["kl"][0] < 1e-12 and curve["optimal_gold_gain"][0] == pytest.approx(0.0, abs=1e-5)
     assert curve["kl"][2] == pytest.approx(front.max_kl_)
     assert curve["optimal_gold_gain"][1] == pytest.approx(front.gain_at_kl(curve["kl"][1], extrapolate=True)[0])
@@ -111,3 +114,61 @@ def test_expanded_tail_is_the_t_widened_percentile_level():
     assert expanded_tail(6, 0.95) < expanded_tail(10, 0.95) < 0.025
     with pytest.raises(AlignLimitsError, match="at least 2"):
         expanded_tail(1, 0.95)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0])
+def test_gaussian_gold_and_error_against_the_closed_form(sigma):
+    """Gold N(0, σ_r²) + independent N(0, σ²): gap σ_r(√(σ_r²+σ²) − σ_r)/β, KL (σ_r²+σ²)/(2β²), loss σ²/(2β)."""
+    rng = np.random.default_rng(7)
+    P, n, sigma_r = 10, 10_000, 1.5
+    gold = sigma_r * rng.standard_normal(P * n)
+    ids = np.repeat(np.arange(P), n)
+    betas = np.array([3.0, 2.0, 1.5])
+    curve = hacking_curve(gold, gold + sigma * rng.standard_normal(P * n), betas, ids)
+    exact = gaussian_error_gap(betas, sigma_r, sigma)
+    for key in ("kl", "gold_gain", "gap", "objective_loss"):
+        np.testing.assert_allclose(curve[key], exact[key], rtol=0.05, err_msg=key)
+    assert np.all(np.diff(exact["gap"]) > 0) and gaussian_error_gap(1.0, 1.0, 2.0)["gap"] > gaussian_error_gap(1.0, 1.0, 1.0)["gap"]
+
+
+def test_uniform_gold_with_independent_error_against_the_closed_form():
+    """Independent error leaves the gold gain at β that of the gold tilt and adds its own KL: for Uniform(0, 1) gold
+    and N(0, σ²) error, gold gain = uniform_tilt(β), KL = K_u(β) + σ²/(2β²), gap = Δ*_u(KL) − gain_u(β)."""
+    rng = np.random.default_rng(8)
+    P, n, sigma = 10, 10_000, 0.3
+    gold = rng.random(P * n)
+    betas = np.array([0.5, 0.3, 0.2])
+    curve = hacking_curve(gold, gold + sigma * rng.standard_normal(P * n), betas, np.repeat(np.arange(P), n))
+    gain, kl_gold = uniform_tilt(betas)
+    kl = kl_gold + sigma**2 / (2 * betas**2)
+    np.testing.assert_allclose(curve["gold_gain"], gain, rtol=0.03)
+    np.testing.assert_allclose(curve["kl"], kl, rtol=0.03)
+    np.testing.assert_allclose(curve["gap"], uniform_frontier(kl) - gain, rtol=0.08)
+
+
+def test_replicate_frontiers_are_the_frontier_of_the_resampled_prompts():
+    """A bootstrap replicate's gold frontier (prompt weights on the Frontier's nodes, Hermite in KL with slope β)
+    equals a Frontier fitted on that replicate's prompts, repeated as drawn."""
+    rng = np.random.default_rng(9)
+    P, n = 6, 16
+    gold = (rng.standard_normal((P, n)) * rng.uniform(0.5, 2, (P, 1))).ravel()
+    ids = np.repeat(np.arange(P), n)
+    ev = CurveEvaluator(gold, ids, [1.0], n_bootstrap=3, random_state=1)
+    kls = np.array([0.01, 0.1, 0.5, 1.2, 2.0])
+    got = ev.frontier(np.tile(kls, (4, 1)))
+    np.testing.assert_allclose(got[0], Frontier(n_bootstrap=0).fit(gold, ids).gain_at_kl(kls, extrapolate=True), rtol=1e-12)
+    for r in (1, 2, 3):
+        counts = np.round(ev.weights[r] * P).astype(int)
+        rows = np.concatenate([np.arange(p * n, (p + 1) * n) for p in range(P) for _ in range(counts[p])])
+        copy_ids = np.concatenate([np.full(n, f"{p}-{c}") for p in range(P) for c in range(counts[p])])
+        refit = Frontier(n_bootstrap=0).fit(gold[rows], copy_ids)
+        np.testing.assert_allclose(got[r], refit.gain_at_kl(kls, extrapolate=True), rtol=2e-4)
+
+
+def test_default_betas_come_from_the_gold_frontier():
+    gold, _, ids = gold_and_noise(10, P=8, n=16)
+    front = Frontier(n_bootstrap=0).fit(gold, ids)
+    betas = hacking_betas(front)
+    assert betas.size == 11 and np.all(np.diff(betas) < 0)
+    kls = hacking_curve(gold, gold, betas, ids)["kl"]
+    np.testing.assert_allclose(kls, np.geomspace(1 / 64, 0.9, 11) * front.max_kl_, rtol=0.02)  # 3 significant figures of β

@@ -204,7 +204,7 @@ def hacking(
     gold: str = typer.Option(..., "--gold", help="Column of the true (gold) reward."),
     proxy: list[str] = typer.Option(..., "--proxy", help="Proxy reward column; repeat for several."),
     ensemble: str = typer.Option("mean,min,uwo", "--ensemble", help="Ensemble aggregates of all proxies: mean, min, uwo (mean − λ·Var)."),
-    betas: Optional[str] = typer.Option(None, "--betas", "--beta", help="β grid, comma-separated. Default: 9 values from 3× to 1/30 of the gold reward's within-prompt std (as `hack`)."),
+    betas: Optional[str] = typer.Option(None, "--betas", "--beta", help="β grid, comma-separated. Default: the gold frontier's β at 11 KLs from 1/64 to 0.9 of its largest (as `hack`)."),
     lam: Optional[float] = typer.Option(None, "--lambda", show_default=False, help="λ of the uncertainty-weighted ensemble mean − λ·Var. Default: 1 / the gold reward's within-prompt std (as `hack`)."),
     unbiased_var: bool = typer.Option(False, "--unbiased-var", help="Use the unbiased (n−1) variance in 'uwo'; default population."),
     drop_invalid: bool = typer.Option(False, "--drop-invalid", help="Drop rows whose rewards are NaN, infinite or not numbers (default: refuse them)."),

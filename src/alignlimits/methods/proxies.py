@@ -22,6 +22,10 @@ errors); members sharing ``label_state`` see the same labelled rows with the sam
 only by their resample (correlated errors).
 
 Both estimators are scikit-learn style: ``fit`` returns ``self``, fitted attributes end in ``_``.
+
+Beside these *trained* proxies (the realistic case, whose error is whatever the features miss), the
+*controlled-error* family (:func:`controlled_error_proxies`) is gold plus Gaussian error of a chosen size
+and correlation: the setting of the hacking theorems, placed on the task's real reward distribution.
 """
 
 from __future__ import annotations
@@ -331,3 +335,21 @@ def proxy_error(gold, proxy, prompt_ids=None) -> dict:
 
         out["within_prompt_correlation"] = corr(centre(gold), centre(proxy))
     return out
+
+
+def controlled_error_proxies(gold, size: float, scale: float, k: int = 1, rho: float = 0.0, random_state: int = 0) -> np.ndarray:
+    r"""K proxies of known error on the samples of ``gold``, shape ``(K, n)``:
+    :math:`\hat r_k = r + \sigma_e(\sqrt{\rho}\,z_0 + \sqrt{1-\rho}\,z_k)`, every z standard normal and
+    independent across samples, :math:`\sigma_e` = ``size`` × ``scale`` (the gold reward's within-prompt
+    standard deviation). Members' errors have pairwise correlation ρ, so the mean of K has error variance
+    :math:`\sigma_e^2(\rho + (1-\rho)/K)`: ρ = 0 independent members, ρ → 1 one shared error."""
+    gold = np.asarray(gold, dtype=np.float64).ravel()
+    if not size >= 0 or not scale > 0:
+        raise AlignLimitsError(f"the error size must be ≥ 0 (a multiple of the gold within-prompt std), got {size}")
+    if not 0 <= rho < 1:
+        raise AlignLimitsError(f"the members' error correlation ρ must be in [0, 1), got {rho}")
+    rng = np.random.default_rng(random_state)
+    shared = rng.standard_normal(gold.size)
+    own = rng.standard_normal((int(k), gold.size))
+    return gold + size * scale * (np.sqrt(rho) * shared + np.sqrt(1 - rho) * own)
+

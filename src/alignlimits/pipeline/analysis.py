@@ -20,7 +20,7 @@ from alignlimits.theory.best_of_n import (
 )
 from alignlimits.theory.frontier import Frontier
 from alignlimits.theory.groups import Groups
-from alignlimits.theory.hacking import aggregate_proxies, hacking_curve
+from alignlimits.theory.hacking import TILT_KEYS, CurveEvaluator, aggregate_proxies, summarise
 from alignlimits.theory.planning import gain_limits, plan_for_gain, plan_for_kl
 from alignlimits.theory.stream import ChunkedSamples
 
@@ -198,69 +198,33 @@ def frontier_result(table: SampleTable | StreamedTable, reward_col: str, kls=Non
 
 def hacking_result(table: SampleTable, gold: str, proxies: list[str], ensembles=("mean",), betas=None,
                    bon=None, lam: float | None = None, ddof: int = 0) -> dict:
-    """The ``hacking`` JSON of DESIGN §2: per proxy, per ensemble, per β; plus best-of-N by proxy.
-    ``lam=None``: λ = 1 / the gold reward's within-prompt std, as in `alignlimits hack`."""
+    """The ``hacking`` JSON of DESIGN §2: per proxy, per ensemble, per β; plus best-of-N by proxy. Point estimates
+    of :class:`alignlimits.theory.hacking.CurveEvaluator` (the engine of `alignlimits hack`), on its default β grid
+    unless ``betas``; ``lam=None``: λ = 1 / the gold reward's within-prompt std, as in `alignlimits hack`."""
     if not proxies:
         raise AlignLimitsError("give at least one --proxy column")
-    ids = table.prompt_ids
-    gold_r = table.rewards(gold)
-    gold_frontier = Frontier(n_bootstrap=0).fit(gold_r, ids)
-    if betas is None:
-        # from 3× to 1/30 of the gold reward's within-prompt standard deviation
-        betas = np.sqrt(gold_frontier.reward_variance_) * np.logspace(0.5, -1.5, 9)
-    betas = np.asarray(betas, dtype=np.float64)
-    lam_default = lam is None
-    if lam_default:
-        lam = 1.0 / np.sqrt(gold_frontier.reward_variance_)
-    if (betas <= 0).any():
-        raise AlignLimitsError("β must be positive")
-    proxy_values = {}
-    for name in proxies:
-        values = table.rewards(name)
-        groups, order, _ = Groups.from_labels(ids)
-        if np.all(groups.max(values[order]) == -groups.max(-values[order])):
-            raise AlignLimitsError(f"proxy {name!r} is constant within every prompt: it carries no ranking information")
-        proxy_values[name] = values
-
-    def rows(curve: dict) -> list[dict]:
-        keys = ("beta", "kl", "proxy_gain", "gold_gain", "optimal_gold_gain", "gap", "objective_loss")
-        return [{k: float(curve[k][i]) for k in keys} for i in range(len(curve["beta"]))]
-
-    per_proxy = [
-        {"proxy": name, "correlation": float(np.corrcoef(gold_r, v)[0, 1]), "curve": rows(hacking_curve(gold_r, v, betas, ids, gold_frontier))}
-        for name, v in proxy_values.items()
-    ]
-    stacked = np.stack(list(proxy_values.values()))
-    per_ensemble = []
-    if len(proxies) > 1:
-        for how in ensembles:
-            agg = aggregate_proxies(stacked, how, lam=lam, ddof=ddof)
-            per_ensemble.append({
-                "aggregate": how, "k": len(proxies),
-                "correlation": float(np.corrcoef(gold_r, agg)[0, 1]),
-                "curve": rows(hacking_curve(gold_r, agg, betas, ids, gold_frontier)),
-            })
+    ids, gold_r = table.prompt_ids, table.rewards(gold)
     groups, order, _ = Groups.from_labels(ids)
-    n_min = int(groups.sizes.min())
-    ns = np.asarray(default_bon_grid(n_min) if bon is None else bon)
-    gold_sorted = gold_r[order]
-    bon_by_proxy = []
-    for name, v in proxy_values.items():
-        gold_gain = bon_expected_reward(gold_sorted, ns, groups, sort_by=v[order]).mean(axis=1) - gold_frontier.base_reward_mean_
-        proxy_gain = bon_expected_reward(v[order], ns, groups).mean(axis=1) - groups.mean(v[order]).mean()
-        best_gold = bon_expected_reward(gold_sorted, ns, groups).mean(axis=1) - gold_frontier.base_reward_mean_
-        bon_by_proxy += [
-            {"proxy": name, "n": int(n), "kl_bound": float(b), "proxy_gain": float(p), "gold_gain": float(g), "gold_gain_by_gold": float(o)}
-            for n, b, p, g, o in zip(ns, bon_kl_bound(ns), proxy_gain, gold_gain, best_gold)
-        ]
+    ns = default_bon_grid(int(groups.sizes.min())) if bon is None else list(bon)
+    ev = CurveEvaluator(gold_r, ids, betas, ns, n_bootstrap=0)
+    lam_default = lam is None
+    lam = 1.0 / np.sqrt(ev.gold_frontier.reward_variance_) if lam_default else lam
+    values = {name: table.rewards(name) for name in proxies}
+    for name, v in values.items():
+        if np.all(groups.max(v[order]) == -groups.max(-v[order])):
+            raise AlignLimitsError(f"proxy {name!r} is constant within every prompt: it carries no ranking information")
+
+    def entry(v: np.ndarray) -> dict:
+        return {"correlation": float(np.corrcoef(gold_r, v)[0, 1]), "curve": summarise(ev.tilt_curves(v), TILT_KEYS, None)}
+
+    per_ensemble = [{"aggregate": how, "k": len(proxies), **entry(aggregate_proxies(np.stack(list(values.values())), how, lam=lam, ddof=ddof))}
+                    for how in ensembles] if len(proxies) > 1 else []
+    bon_keys = ("n", "kl_bound", "proxy_gain", "gold_gain", "gold_gain_by_gold")
     return {
-        "gold": gold,
-        "proxies": list(proxies),
-        "n_prompts": gold_frontier.n_prompts_,
-        "n_samples": gold_frontier.n_samples_,
-        "per_proxy": per_proxy,
+        "gold": gold, "proxies": list(proxies), "n_prompts": ev.gold_frontier.n_prompts_, "n_samples": ev.gold_frontier.n_samples_,
+        "per_proxy": [{"proxy": name, **entry(v)} for name, v in values.items()],
         "ensembles": per_ensemble,
-        "bon_by_proxy": bon_by_proxy,
+        "bon_by_proxy": [{"proxy": name, **row} for name, v in values.items() for row in summarise(ev.bon_curves(v), bon_keys, None)],
         "uwo": {"lambda": float(lam), "lambda_default": "1 / gold_within_prompt_sd" if lam_default else None,
                 "variance": "population (ddof=0)" if ddof == 0 else "unbiased (ddof=1)"},
         "notes": list(table.notes),

@@ -21,7 +21,7 @@ def frontier_stage(study) -> dict:
     """
     from alignlimits.pipeline.analysis import frontier_result
     from alignlimits.theory.comparison import compare_soft_best_of_n, frontier_band
-    from alignlimits.theory.planning import plan_for_gain, plan_for_kl
+    from alignlimits.theory.planning import beta_grid, plan_for_gain, plan_for_kl
 
     frontier, seed = study.frontier, study.config.seed
     result = frontier_result(study.base_table(), study.ctx.reward_col, kls=[], frontier=frontier)
@@ -30,7 +30,7 @@ def frontier_stage(study) -> dict:
     result["budgets"] = [p.to_dict() for p in frontier.evaluate(band_kls, extrapolate=True)]
     band = frontier_band(frontier, band_kls, random_state=derive_seed(seed, "band"))
     corrected = frontier_band(frontier, band_kls, debiased=True, random_state=derive_seed(seed, "band"))
-    betas = frontier.beta_for_kl(band_kls[[3, 7, 11]], extrapolate=True)
+    betas = beta_grid(frontier, band_kls[[3, 7, 11]])  # a third, two thirds and all of the reliable reach
     ns = [n for n in study.config.soft_bon_n if n <= frontier.groups_.sizes.min()]
     soft = [{**c.to_dict(), "label": f"soft best-of-{c.n} β={c.beta:.3g}"}
             for beta in betas for c in compare_soft_best_of_n(frontier, ns, float(beta),

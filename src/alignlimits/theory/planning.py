@@ -110,3 +110,14 @@ def plan_for_kl(frontier: Frontier, kl: float, extrapolate: bool = False) -> Pla
         bon_gain=_bon_gain(frontier, n),
         bon_kl_bound=float(bon_kl_bound(n)[0]),
     )
+
+
+def beta_grid(frontier: Frontier, kls, digits: int | None = None) -> np.ndarray:
+    r"""The project's one way to choose β: :math:`\beta_\varepsilon` of the frontier's optimal policies at each KL
+    ε of ``kls`` (:math:`K(\beta_\varepsilon) = \varepsilon`, read past the reliable range too), in their order,
+    rounded to ``digits`` significant figures when given. The trained methods take it at fractions of the
+    reliable reach, soft best-of-N at a third, two thirds and all of it, the hacking curves at fractions of the
+    largest attainable KL (:func:`alignlimits.theory.hacking.hacking_betas`): β sets the reward's scale, so no
+    fixed grid fits every reward."""
+    betas = frontier.beta_for_kl(kls, extrapolate=True)
+    return betas if digits is None else np.array([float(f"{b:.{digits}g}") for b in betas])
