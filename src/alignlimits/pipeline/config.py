@@ -21,7 +21,8 @@ class StudyConfig:
     rewards: list[str] | None = None
     prompts: str | None = None
     dataset: str | None = None
-    methods: list[str] = field(default_factory=lambda: ["bon", "soft-bon", "ppo", "grpo"])
+    methods: list[str] = field(default_factory=lambda: ["bon", "soft-bon", "ppo", "grpo", "hacking"])
+    """``hacking``: the reward-hacking study on the base samples (seconds; alignlimits.pipeline.hacking_study)."""
     betas: list[float] | None = None
     """The trained methods' KL coefficients; None: chosen from the frontier (:func:`auto_betas`)."""
     beta_reach: list[float] = field(default_factory=lambda: [1 / 3, 2 / 3])
@@ -147,7 +148,8 @@ PRESETS = {
 # policy 8 times per held-out prompt (the split of its 15 minutes, benchmarks/RESULTS.md "The default study")
 TASK_DEFAULTS = {
     "summarization": dict(steps=6, eval_n=8, ppo_epochs=2),
-    "exact": dict(n=256, eval_n=256, eval_prompts=None, steps=60, max_new_tokens=3, batch_size=64, use_lora=False,
+    "exact": dict(methods=["bon", "soft-bon", "ppo", "grpo"], n=256, eval_n=256, eval_prompts=None, steps=60,
+                  max_new_tokens=3, batch_size=64, use_lora=False,
                   num_generations=8, ppo_learning_rate=1e-3, grpo_learning_rate=3e-3, rloo_learning_rate=3e-3,
                   dpo_learning_rate=1e-2, dpo_n=8, betas=[0.5],
                   soft_bon_n=[2, 4, 16], min_ess=10.0),
@@ -198,5 +200,7 @@ def auto_betas(frontier, reach) -> list[float]:
     significant figures (β sets the scale of the reward, so no fixed default fits every reward)."""
     import numpy as np
 
+    from alignlimits.theory.planning import beta_grid
+
     kls = np.asarray(reach, dtype=np.float64) * frontier.max_reliable_kl_
-    return sorted({float(f"{b:.3g}") for b in frontier.beta_for_kl(kls, extrapolate=True)})
+    return sorted({float(b) for b in beta_grid(frontier, kls, digits=3)})

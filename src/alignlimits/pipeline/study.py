@@ -10,7 +10,7 @@ Stages (each recorded in ``RUN_DIR/state.json`` when finished, so a rerun skips 
    trainer resumes from its last checkpoint; ``stop.json`` says why it stopped: steps, time budget, converged);
 4. ``eval-<method>-beta<β>``: each policy sampled on the held-out prompts, scored, and its KL measured per
    sequence against the base model (``RUN_DIR/eval/NAME.parquet`` beside its ``NAME.json`` record);
-5. ``hacking`` (when asked for): proxies trained on gold labels and the hacking view;
+5. ``hacking`` (a default method of safety and summarization): proxies of controlled error and proxies trained on gold labels, and the hacking view;
 
 then every number goes to ``RUN_DIR/results.json`` (:mod:`alignlimits.pipeline.results`; the report layer
 draws ``plane.png`` and ``report.html`` from it).

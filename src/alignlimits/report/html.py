@@ -272,7 +272,9 @@ def _ensembles_table(ensembles: list[dict], betas: list[float]) -> str:
 
 
 def _hacking_section(run_dir: Path, results: dict) -> str:
-    hack = results.get("hacking")
+    from alignlimits.report.hacking_text import controlled_html, with_prose
+
+    hack = with_prose(results["hacking"]) if isinstance(results.get("hacking"), dict) else results.get("hacking")
     pngs = sorted(run_dir.glob("hacking*.png"), key=lambda p: (p.name != "hacking.png", p.name))
     if not hack and not pngs:
         return ""
@@ -282,7 +284,7 @@ def _hacking_section(run_dir: Path, results: dict) -> str:
         try:
             from alignlimits.report.hacking_plots import plot_hacking_study
 
-            pngs = [plot_hacking_study(hack, run_dir / "hacking.png")]
+            pngs = plot_hacking_study(hack, run_dir / "hacking.png")  # the controlled-error figure first
         except Exception as err:  # an older or partial hacking JSON: the tables below still show it
             import matplotlib.pyplot as plt
 
@@ -297,6 +299,7 @@ def _hacking_section(run_dir: Path, results: dict) -> str:
     for png in pngs:
         out.append(f"<div class='figure'><img alt='{esc(png.stem)}' src='{_data_uri(png)}'></div>")
     if isinstance(hack, dict):
+        out.append(controlled_html(hack))
         curves = [c for e in (hack.get("error_sweep") or hack.get("per_proxy") or []) for c in e.get("curve") or []]
         curves += [c for e in hack.get("ensembles") or [] for c in e.get("curve") or []]
         betas = hack.get("betas") or sorted({num(c.get("beta")) for c in curves if math.isfinite(num(c.get("beta")))}, reverse=True)
