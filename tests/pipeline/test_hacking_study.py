@@ -225,3 +225,12 @@ def test_defaults_on_a_small_run(tmp_path):
             assert f"interval above 0 at {len(significant)}/{len(c['per_point'])}" in c["detail"], c
         if c["verdict"] != "shown" and len(significant) == len(c["per_point"]) > 0:
             assert "hardly differ" in c["detail"], c  # significant everywhere, so say why it is not shown
+
+
+def test_the_study_runs_the_hacking_stage_on_safety_and_summarization():
+    from alignlimits.pipeline.config import resolve_config
+
+    for task in ("safety", "summarization"):
+        for preset in ("quick", "full"):
+            assert "hacking" in resolve_config(task, preset, {}, {}).methods
+    assert "hacking" not in resolve_config("exact", "quick", {}, {}).methods

@@ -138,7 +138,7 @@ def hack(
     features: str = typer.Option("ngram", "--features", help="Proxy features: ngram (hashed n-grams, fast) or minilm (MiniLM embeddings)."),
     labels: str = typer.Option("all,1/4,1/16", "--labels", help="Error sweep: labelled fraction of the training samples (or counts > 1)."),
     noise: str = typer.Option("0,0.5,1", "--noise", help="Error sweep: label noise, in multiples of the gold std."),
-    seeds: int = typer.Option(4, "--seeds", help="Proxies per (labels, noise) pair, averaged."),
+    seeds: int = typer.Option(4, "--seeds", help="Proxies per sweep configuration (labels and noise, or error size), averaged."),
     k: str = typer.Option("1,2,4,8", "--k", help="Ensemble sizes."),
     members: Optional[int] = typer.Option(None, "--members", help="Ensemble members trained of each kind (default: the largest K)."),
     ensemble_labels: str = typer.Option("1/4", "--ensemble-labels", help="Labelled fraction of each ensemble member."),
