@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cli_helpers import CLI
 
@@ -58,6 +59,12 @@ def test_outputs(uninterrupted):
     ppo = next(e for e in results["evaluate"] if e["method"] == "ppo")
     assert ppo["kl"] > 0 and ppo["kl_se"] > 0 and ppo["gain"] > 0
     assert ppo["gain"] <= ppo["optimal_gain_at_kl"] + 4 * (ppo["gain_ci"][1] - ppo["gain_ci"][0])
+    # its objective against its own ceiling J*(β), and how its training ended
+    assert ppo["objective"] == pytest.approx(ppo["gain"] - ppo["beta"] * ppo["kl"])
+    assert ppo["objective_gap"] == pytest.approx(ppo["objective_optimal"] - ppo["objective"])
+    assert ppo["kl_to_target"] == pytest.approx(ppo["objective_gap"] / ppo["beta"])
+    assert ppo["training_state"] in ("converged", "learning", "undetermined") and ppo["stopped"]["reason"] == "steps"
+    assert all(np.isfinite(c["objective"]) and c["se"] > 0 for c in ppo["training_curve"])
     html = (uninterrupted / "report.html").read_text()
     assert "data:image/png;base64" in html
     assert (uninterrupted / "plane.png").stat().st_size > 10_000
