@@ -48,136 +48,104 @@ def _save(fig, path) -> Path:
     return path
 
 
-def plot_controlled(c: dict, gold: str, path) -> Path:
-    """Three panels on the controlled-error family: gap vs β per error size; gap vs ensemble size K per ρ (mean
-    solid, min dotted, mean − λ·Var dashed) at the reference β; gold gain vs KL against the gold frontier for the
-    smallest and largest error. Bars and bands: the JSON's bootstrap intervals."""
-    betas, j = np.array(c["betas"]), len(c["betas"]) // 2
-    fig, (ax_beta, ax_k, ax_curve) = plt.subplots(1, 3, figsize=(16, 5))
-    for k, s in enumerate(c["error_sweep"]):
-        curve = s["curve"]
-        ax_beta.errorbar(_col(curve, "beta"), _col(curve, "gap"), yerr=_err(curve, "gap"), fmt="o-", ms=3, lw=1,
-                         capsize=2, color=f"C{k}", label=f"error {s['error_size']:g} × gold sd")
-    ax_beta.set(xscale="log", xlabel="β", ylabel="hacking gap (gold frontier − gold gain)", title="gap grows as β falls and with the error")
+def _gain_vs_kl(ax, front: list[dict], picks: list[tuple[str, list[dict]]], gold: str) -> None:
+    """Gold gain of proxy tilts against KL (bands: intervals; dotted: the proxy's own gain) beside the gold frontier."""
+    if front:
+        ax.plot([p["kl"] for p in front], [p["gain"] for p in front], color="k", lw=2, label="gold frontier")
+    for k, (name, curve) in enumerate(picks):
+        kl, ci = _col(curve, "kl"), np.array([r["gold_gain_ci"] for r in curve])
+        ax.plot(kl, _col(curve, "gold_gain"), "o-", color=f"C{k}", ms=3, label=f"{name}: gold gain")
+        ax.fill_between(kl, ci[:, 0], ci[:, 1], color=f"C{k}", alpha=0.15)
+        ax.plot(kl, _col(curve, "proxy_gain"), ":", color=f"C{k}", lw=1)
+    ax.set(xlabel="KL(π̂_β ‖ π0)  [nats]", ylabel=f"gain in gold reward ({gold}); dotted: proxy's own gain",
+           title="proxy-optimal tilts against the gold frontier")
+
+
+def _gap_vs_beta(ax, series: list[tuple[str, list[dict]]], title: str) -> None:
+    for k, (name, curve) in enumerate(series):
+        ax.errorbar(_col(curve, "beta") * (1 + 0.02 * (k - len(series) / 2)), _col(curve, "gap"), yerr=_err(curve, "gap"),
+                    fmt="o-", ms=3, lw=1, capsize=2, color=f"C{k % 10}", label=name)
+    ax.set(xscale="log", xlabel="β", ylabel="hacking gap (gold frontier − gold gain)", title=title)
+
+
+def _gap_vs_k(ax, ensembles: list[dict], j: int, beta: float, title: str) -> None:
+    """Gap at the reference β against K: one colour per kind of members, mean solid, min dotted, mean − λ·Var dashed."""
     styles = {"mean": "-", "min": ":", "uwo": "--"}
-    for k, kind in enumerate(dict.fromkeys(e["members"] for e in c["ensembles"])):
-        for agg, style in styles.items():
-            rows = sorted((e for e in c["ensembles"] if e["members"] == kind and e["aggregate"] == agg), key=lambda e: e["k"])
-            if rows:
-                y = np.array([e["curve"][j]["gap"] for e in rows])
-                lo_hi = np.array([e["curve"][j]["gap_ci"] for e in rows])
-                ax_k.errorbar([e["k"] for e in rows], y, yerr=np.abs(np.stack([y - lo_hi[:, 0], lo_hi[:, 1] - y])), fmt="o" + style,
-                              ms=4, capsize=2, color=f"C{k}", alpha=1.0 if agg == "mean" else 0.5, label=f"{agg}, {kind}")
-    ax_k.set(xscale="log", xlabel="ensemble size K", ylabel=f"hacking gap at β = {betas[j]:.3g}",
-             title=f"ensembles of error {c['ensemble_error']:g} × gold sd")
-    ax_k.set_xscale("log", base=2)
-    front = c.get("gold_frontier") or []
-    ax_curve.plot([p["kl"] for p in front], [p["gain"] for p in front], color="k", lw=2, label="gold frontier")
-    sweep = c["error_sweep"]
-    for k in sorted({0, len(sweep) - 1}) if sweep else []:
-        curve = sweep[k]["curve"]
-        ci = np.array([r["gold_gain_ci"] for r in curve])
-        ax_curve.plot(_col(curve, "kl"), _col(curve, "gold_gain"), "o-", ms=3, color=f"C{k}", label=f"error {sweep[k]['error_size']:g}: gold gain")
-        ax_curve.fill_between(_col(curve, "kl"), ci[:, 0], ci[:, 1], color=f"C{k}", alpha=0.15)
-    ax_curve.set(xlabel="KL(π̂_β ‖ π0)  [nats]", ylabel=f"gain in gold reward ({gold})", title="proxy-optimal tilts against the gold frontier")
-    for ax in (ax_beta, ax_k, ax_curve):
+    for k, kind in enumerate(dict.fromkeys(e["members"] for e in ensembles)):
+        for a_i, agg in enumerate(dict.fromkeys(e["aggregate"] for e in ensembles)):
+            rows = sorted((e for e in ensembles if e["members"] == kind and e["aggregate"] == agg), key=lambda e: e["k"])
+            if not rows:
+                continue
+            y, ci = np.array([e["curve"][j]["gap"] for e in rows]), np.array([e["curve"][j]["gap_ci"] for e in rows])
+            ax.errorbar(np.array([e["k"] for e in rows], dtype=float) * (1 + 0.03 * (a_i - 1)), y,
+                        yerr=np.abs(np.stack([y - ci[:, 0], ci[:, 1] - y])), fmt="o" + styles.get(agg, "-"), ms=4, capsize=2,
+                        color=f"C{k}", alpha=1.0 if agg == "mean" else 0.55, label=f"{agg}, {kind}")
+    ax.set(xlabel="ensemble size K", ylabel=f"hacking gap at β = {beta:.3g}", title=title)
+    ax.set_xscale("log", base=2)
+
+
+def _finish(fig, axes, title: str, path) -> Path:
+    for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"reward hacking with proxies of controlled error (gold + Gaussian error) on {c['n_prompts']} prompts; "
-                 "bars: bootstrap intervals", fontsize=10)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
 
-def plot_trained(result: dict, path, beta_index: int | None = None) -> Path:
-    """Four panels: gold gain vs KL against the frontier; gap vs β per proxy error; gap vs error at
-    three β; gap vs ensemble size K per aggregate (independent solid, correlated dashed). Error bars and
+def plot_controlled(c: dict, gold: str, path) -> Path:
+    """Three panels on the controlled-error family: gap vs β per error size; gap vs ensemble size K per ρ at the
+    reference β; gold gain vs KL against the gold frontier for the smallest and largest error. Bars and bands:
+    the JSON's bootstrap intervals."""
+    j = len(c["betas"]) // 2
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    sweep = c["error_sweep"]
+    _gap_vs_beta(axes[0], [(f"error {s['error_size']:g} × gold sd", s["curve"]) for s in sweep],
+                 "gap grows as β falls and with the error")
+    _gap_vs_k(axes[1], c["ensembles"], j, c["betas"][j], f"ensembles of error {c['ensemble_error']:g} × gold sd")
+    _gain_vs_kl(axes[2], c.get("gold_frontier") or [],
+                [(f"error {sweep[i]['error_size']:g}", sweep[i]["curve"]) for i in sorted({0, len(sweep) - 1})] if sweep else [], gold)
+    return _finish(fig, axes, f"reward hacking with proxies of controlled error (gold + Gaussian error) on {c['n_prompts']} "
+                   "prompts; bars: bootstrap intervals", path)
+
+
+def plot_trained(result: dict, path) -> Path:
+    """Four panels on the trained (or given) proxies: gold gain vs KL against the frontier; gap vs β per proxy
+    error; gap vs error at three β; gap vs ensemble size K per aggregate and kind of members. Error bars and
     bands are the JSON's bootstrap intervals."""
-    j = reference_beta_index(result) if beta_index is None else beta_index
-    betas = np.array(result["betas"])
+    j, betas = reference_beta_index(result), np.array(result["betas"])
     fig, axes = plt.subplots(2, 2, figsize=(13, 9.5))
     (ax_curve, ax_beta), (ax_err, ax_k) = axes
-    sweep = result.get("error_sweep") or []
-    ens = result.get("ensembles") or []
-
-    # (a) gold gain vs KL
-    front = result.get("gold_frontier") or []
-    if front:
-        ax_curve.plot([p["kl"] for p in front], [p["gain"] for p in front], color="k", lw=2, label="gold frontier")
+    sweep, ens = result.get("error_sweep") or [], result.get("ensembles") or []
+    name = [f"labels {s['labels']}, noise {s['noise']:g}" for s in sweep]
     picks = []
     if sweep:
         errors = [s["error"]["index"] for s in sweep]
-        picks += [(f"labels {sweep[i]['labels']}, noise {sweep[i]['noise']:g}", sweep[i]["curve"]) for i in
-                  dict.fromkeys([int(np.argmin(errors)), int(np.argmax(errors))])]
-    for e in ens:
-        if e["aggregate"] == "mean" and e["k"] == max(x["k"] for x in ens) and e["members"] in ("independent", "given"):
-            picks.append((f"mean of {e['k']} {e['members']}", e["curve"]))
+        picks += [(name[i], sweep[i]["curve"]) for i in dict.fromkeys([int(np.argmin(errors)), int(np.argmax(errors))])]
+    picks += [(f"mean of {e['k']} {e['members']}", e["curve"]) for e in ens if e["aggregate"] == "mean"
+              and e["k"] == max(x["k"] for x in ens) and e["members"] in ("independent", "given")]
     if not sweep and not ens:
         picks += [(p["proxy"], p["curve"]) for p in result.get("per_proxy", [])[:4]]
-    for k, (name, curve) in enumerate(picks):
-        kl, gold = _col(curve, "kl"), _col(curve, "gold_gain")
-        ci = np.array([r["gold_gain_ci"] for r in curve])
-        ax_curve.plot(kl, gold, "o-", color=f"C{k}", ms=3, label=f"{name}: gold gain")
-        ax_curve.fill_between(kl, ci[:, 0], ci[:, 1], color=f"C{k}", alpha=0.15)
-        ax_curve.plot(kl, _col(curve, "proxy_gain"), ":", color=f"C{k}", lw=1)
-    ax_curve.set_xlabel("KL(π̂_β ‖ π0)  [nats]")
-    ax_curve.set_ylabel(f"gain in gold reward ({result['gold']}); dotted: proxy's own gain")
-    ax_curve.set_title("proxy-optimal tilts against the gold frontier")
-    ax_curve.grid(alpha=0.3)
-    ax_curve.legend(fontsize=7)
+    _gain_vs_kl(ax_curve, result.get("gold_frontier") or [], picks, result["gold"])
+    _gap_vs_beta(ax_beta, list(zip(name, [s["curve"] for s in sweep])) or [(p["proxy"], p["curve"]) for p in result.get("per_proxy", [])],
+                 "gap vs β, per proxy error (average over seeds)")
+    _gap_vs_error(ax_err, sweep, sorted({0, j, len(betas) - 1}), betas)
+    _gap_vs_k(ax_k, ens, j, betas[j], "gap vs K (mean, min, mean − λ·Var)")
+    return _finish(fig, axes.ravel(), f"reward hacking, trained proxies (the realistic case): gold = {result['gold']}, "
+                   f"{result.get('n_eval_prompts', '?')} evaluation prompts; bars: {100 * result.get('confidence', 0.95):g}% "
+                   "bootstrap intervals", path)
 
-    # (b) gap vs β per sweep configuration (or per given proxy)
-    series = [(f"labels {s['labels']}, noise {s['noise']:g}", s["curve"]) for s in sweep] or \
-             [(p["proxy"], p["curve"]) for p in result.get("per_proxy", [])]
-    for k, (name, curve) in enumerate(series):
-        ax_beta.errorbar(_col(curve, "beta") * (1 + 0.02 * (k - len(series) / 2)), _col(curve, "gap"),
-                         yerr=_err(curve, "gap"), fmt="o-", ms=3, lw=1, capsize=2, color=f"C{k % 10}", label=name)
-    ax_beta.set_xscale("log")
-    ax_beta.set_xlabel("β")
-    ax_beta.set_ylabel("hacking gap (gold frontier − gold gain)")
-    ax_beta.set_title("gap vs β, per proxy error (average over seeds)")
-    ax_beta.grid(alpha=0.3)
-    ax_beta.legend(fontsize=7, ncol=2)
 
-    # (c) gap vs error at three β
-    if sweep:
-        x = np.array([s["error"]["index"] for s in sweep])
-        order = np.argsort(x)
-        for k, bi in enumerate(sorted(set([0, j, len(betas) - 1]))):
-            y = np.array([s["curve"][bi]["gap"] for s in sweep])
-            ci = np.array([s["curve"][bi]["gap_ci"] for s in sweep])
-            ax_err.errorbar(x[order], y[order], yerr=np.abs(np.stack([y - ci[:, 0], ci[:, 1] - y]))[:, order],
-                            fmt="o-", ms=4, capsize=2, color=f"C{k}", label=f"β = {betas[bi]:.3g}")
-        ax_err.legend(fontsize=8)
-    else:
-        ax_err.text(0.5, 0.5, "no error sweep (proxies given as columns)", ha="center", va="center", transform=ax_err.transAxes)
-    ax_err.set_xlabel("proxy error: 1 − held-out within-prompt correlation with gold")
-    ax_err.set_ylabel("hacking gap")
-    ax_err.set_title("gap vs proxy error")
-    ax_err.grid(alpha=0.3)
-
-    # (d) gap vs K per aggregate
-    styles = {"independent": "-", "correlated": "--", "given": "-"}
-    aggs = list(dict.fromkeys(e["aggregate"] for e in ens))
-    for a_i, agg in enumerate(aggs):
-        for kind in dict.fromkeys(e["members"] for e in ens):
-            rows = sorted((e for e in ens if e["aggregate"] == agg and e["members"] == kind), key=lambda e: e["k"])
-            if not rows:
-                continue
-            ks = np.array([e["k"] for e in rows], dtype=float) * (1 + 0.03 * (a_i - 1))
-            y = np.array([e["curve"][j]["gap"] for e in rows])
-            ci = np.array([e["curve"][j]["gap_ci"] for e in rows])
-            ax_k.errorbar(ks, y, yerr=np.abs(np.stack([y - ci[:, 0], ci[:, 1] - y])), fmt="o" + styles.get(kind, "-"),
-                          ms=4, capsize=2, color=f"C{a_i}", label=f"{agg}, {kind}")
-    ax_k.set_xscale("log", base=2)
-    ax_k.set_xlabel("ensemble size K")
-    ax_k.set_ylabel(f"hacking gap at β = {betas[j]:.3g}")
-    ax_k.set_title("gap vs K (mean, min, mean − λ·Var)")
-    ax_k.grid(alpha=0.3)
-    if ens:
-        ax_k.legend(fontsize=7)
-    fig.suptitle(f"reward hacking, trained proxies (the realistic case): gold = {result['gold']}, {result.get('n_eval_prompts', '?')} evaluation prompts; "
-                 f"bars: {100 * result.get('confidence', 0.95):g}% bootstrap intervals", fontsize=10)
-    return _save(fig, path)
+def _gap_vs_error(ax, sweep: list[dict], beta_indices: list[int], betas) -> None:
+    if not sweep:
+        ax.text(0.5, 0.5, "no error sweep (proxies given as columns)", ha="center", va="center", transform=ax.transAxes)
+    x = np.array([s["error"]["index"] for s in sweep])
+    order = np.argsort(x)
+    for k, bi in enumerate(beta_indices if sweep else []):
+        y, ci = np.array([s["curve"][bi]["gap"] for s in sweep]), np.array([s["curve"][bi]["gap_ci"] for s in sweep])
+        ax.errorbar(x[order], y[order], yerr=np.abs(np.stack([y - ci[:, 0], ci[:, 1] - y]))[:, order],
+                    fmt="o-", ms=4, capsize=2, color=f"C{k}", label=f"β = {betas[bi]:.3g}")
+    ax.set(xlabel="proxy error: 1 − held-out within-prompt correlation with gold", ylabel="hacking gap", title="gap vs proxy error")
 
 
 def _pm(row: dict | None, key: str) -> str:
