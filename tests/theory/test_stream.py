@@ -90,10 +90,12 @@ def test_streamed_fit_equals_in_memory(budget, equal):
 
 
 def test_streamed_fit_resamples_prompts_only():
-    r, sizes, ids = ragged(2, P=12)
+    r, sizes, ids = ragged(2, P=8)  # below 10 prompts the intervals hold the prompts fixed
     with pytest.raises(AlignLimitsError, match="resamples prompts only"):
         Frontier().fit_stream(ChunkedSamples(source(r), sizes), ids)
     with pytest.raises(AlignLimitsError, match="resamples prompts only"):
+        Frontier(bootstrap="samples").fit_stream(ChunkedSamples(source(r), sizes), ids)
+    with pytest.raises(AlignLimitsError, match="counts the samples' noise twice"):
         Frontier(bootstrap="prompts+samples").fit_stream(ChunkedSamples(source(r), sizes), ids)
     memory = Frontier(n_bootstrap=0, min_ess=3).fit(r, np.repeat(ids, sizes))
     streamed = Frontier(n_bootstrap=0, min_ess=3).fit_stream(ChunkedSamples(source(r), sizes), ids)

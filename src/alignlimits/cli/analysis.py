@@ -74,7 +74,7 @@ def load(samples: Path, reward_cols: Optional[list[str]], drop_invalid: bool, re
 def load_for_frontier(samples: Path, reward_col: Optional[str], drop_invalid: bool, bootstrap: str, n_bootstrap: int):
     """Parquet tables (a file or a directory of parts) are streamed: the frontier is fitted chunk by chunk in
     bounded memory, with the same numbers. Other formats, column types the streamed reader does not take,
-    and a bootstrap that resamples within prompts (all rewards at once; `auto` below 30 prompts) are read
+    and a bootstrap that resamples within prompts (all rewards at once; `auto` below 10 prompts) are read
     in memory. Returns the table (close it when done) and its reward column."""
     from alignlimits.data import NotStreamable, stream_samples
     from alignlimits.theory.frontier import bootstrap_mode
@@ -84,7 +84,7 @@ def load_for_frontier(samples: Path, reward_col: Optional[str], drop_invalid: bo
         table = stream_samples(source, reward_col, drop_invalid)
     except NotStreamable:
         table = None
-    if table is not None and (n_bootstrap <= 0 or bootstrap_mode(bootstrap, table.n_prompts) != "prompts+samples"):
+    if table is not None and (n_bootstrap <= 1 or bootstrap_mode(bootstrap, table.n_prompts) != "samples"):
         return table, table.reward_col
     if table is not None:
         table.close()
@@ -119,7 +119,7 @@ def frontier(
     min_ess: Optional[float] = MinEssOpt,
     confidence: float = typer.Option(0.95, "--confidence", help="Confidence level of the bootstrap intervals."),
     n_bootstrap: int = typer.Option(200, "--n-bootstrap", help="Bootstrap replicates (0: no intervals)."),
-    bootstrap: str = typer.Option("auto", "--bootstrap", help="'prompts', 'prompts+samples' or 'auto' (prompts when ≥ 30 prompts)."),
+    bootstrap: str = typer.Option("auto", "--bootstrap", help="Footing of the intervals: 'prompts' (resampled), 'samples' (prompts held fixed, samples resampled within each) or 'auto' (prompts when ≥ 10 prompts)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
     extrapolate: bool = typer.Option(False, "--extrapolate", help="Allow budgets past the reliable range (flagged unreliable); by default they are refused or left out."),
     drop_invalid: bool = typer.Option(False, "--drop-invalid", help="Drop rows whose reward is NaN, infinite or not a number (default: refuse them)."),

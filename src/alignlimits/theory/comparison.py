@@ -1,32 +1,35 @@
 r"""A method's point against the frontier of the same held-out prompts: paired, with intervals and a verdict.
 
 A point (gain Δ, KL K) is compared with the frontier :math:`\Delta^*` of the base samples of the same
-prompts:
+prompts (``judged_against`` says which: the exact one where the base probabilities are known, else the
+bias-corrected one for sampled policies and the plain one for laws computed on the base samples):
 
-- efficiency :math:`\eta = \Delta / \Delta^*(K)`;
+- efficiency :math:`\eta = \Delta / \Delta^*(K)`, with a Fieller set from the paired replicates,
+  :math:`\{\eta : |\Delta - \eta\Delta^*| \le t\,\mathrm{sd}(\delta - \eta\delta^*)\}` (:func:`fieller_set`),
+  which holds 100% exactly when the verdict is "on"; unbounded (null, with the reason) when the frontier's
+  own gain interval holds 0;
 - gain gap :math:`g = \Delta - \Delta^*(K)` (negative: below the frontier);
 - KL overspend :math:`K / (\Delta^*)^{-1}(\Delta)`, NaN (with ``above_frontier``) when Δ exceeds the
   frontier's top gain, NaN when Δ ≤ 0;
 - verdict at level 1 − α from g's interval: ``below`` (its upper end < 0), ``above`` (lower end > 0),
   ``on`` (it holds 0).
 
+Every field of a point stands on one footing, so the gap is gain − the frontier's gain at its KL and the
+efficiency their ratio, exactly. Best-of-N's point is its with-replacement law on the empirical distribution
+of the base samples (gain and KL exact there) against the plain frontier, exact on that distribution, so
+it never lies above it; the unbiased order-statistics estimate of its gain stands beside it as
+``gain_unbiased``.
+
+**Past the frontier's reach.** A frontier estimated from n base samples per prompt ends at KL
+``max_kl_`` (log n for distinct rewards). Beyond it the frontier is unknown; its top gain (each prompt's
+best sample less its mean, the gain of best-of-n) estimates a lower bound on it, so a ratio or a gap
+against it would only bound the point's. There ``optimal_gain_at_kl``, ``efficiency`` and ``gain_gap`` are
+null with ``null_reason`` (which states those bounds), and the verdict is "below" only when the gain is
+below even that lower bound, else none.
+
 **Paired bootstrap.** The unit of replication is the held-out prompt, and a replicate moves each
-prompt's method samples and base samples together, so prompt difficulty cancels in g and η. Its footing:
-
-- ``"prompts"`` (the default from ``MIN_PROMPTS_TO_RESAMPLE`` prompts on): prompts resampled with
-  replacement, the prompts a sample of a population. Each prompt's samples stay as they are: resampling
-  them as well would count their noise twice (it is already in the spread of the prompt means);
-- ``"samples"`` (fewer prompts, where resampling prompts means nothing): the prompts held fixed, the
-  method's samples and the base samples resampled with replacement within each prompt; the intervals
-  are about these prompts only.
-
-A replicate's frontier is its own tilt of the (resampled) base samples on the frontier's β nodes,
-read at the replicate's KL by cubic Hermite interpolation in K with the exact slope
-:math:`d\Delta^*/dK = \beta`. Replicates of order-statistic and ratio estimators on resampled data are
-biased (resampling ties the top samples), while their spread is right, so every interval is
-``estimate ± t·se`` with the bootstrap se (see ``_Design.interval``), not a percentile one. The
-bias-corrected frontier's replicates are the same reading of each replicate's jackknifed tilt curves,
-so the correction's own noise is counted.
+prompt's method samples and base samples together, so prompt difficulty cancels in g and η
+(:mod:`alignlimits.theory.paired`: the footing, the frontier read on each replicate, ``estimate ± t·se``).
 """
 
 from __future__ import annotations
@@ -34,18 +37,35 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.theory.best_of_n import bon_empirical_reward, bon_expected_reward, bon_kl_empirical, soft_bon
 from alignlimits.theory.frontier import Frontier
 from alignlimits.theory.groups import Groups
-from alignlimits.theory.tilt import TiltedSamples
+from alignlimits.theory.paired import (  # re-exported (__all__): the objective's ceiling and older imports
+    FOOTINGS,
+    MAX_UNDEFINED,
+    MIN_PROMPTS_TO_RESAMPLE,
+    Band,
+    _Design,
+    _FrontierReplicates,
+    _read_curve,
+    _spread,
+    choose_footing,
+    frontier_band,
+    frontier_gain,
+    frontier_label,
+)
 
-FOOTINGS = ("auto", "prompts", "samples")
-MIN_PROMPTS_TO_RESAMPLE = 10
-BELOW, ON, ABOVE = "below the frontier", "on the frontier", "above the frontier (estimate biased?)"
+BELOW, ON, ABOVE = "below the frontier", "on the frontier", "above the frontier (check its KL)"
 UNDETERMINED = "no verdict (its interval is undefined)"
+BEYOND = "no verdict (past the frontier's reach)"
+__all__ = ["ABOVE", "BELOW", "BEYOND", "FOOTINGS", "MAX_UNDEFINED", "MIN_PROMPTS_TO_RESAMPLE", "ON", "UNBOUNDED",
+           "UNDETERMINED", "Band", "Comparison", "_Design", "_FrontierReplicates", "_policy_groups", "_read_curve",
+           "_spread", "choose_footing", "compare_best_of_n", "compare_law", "compare_policy", "compare_soft_best_of_n",
+           "fieller_set", "frontier_band", "frontier_gain", "frontier_label", "k3_from_k1"]
+UNBOUNDED = ("unbounded: the frontier's gain at this KL is not resolved from 0 (its interval holds 0), so every "
+             "efficiency is consistent with the data")
 
 
 @dataclass(frozen=True)
@@ -59,7 +79,7 @@ class Comparison:
     kl_se: float
     optimal_gain_at_kl: float
     efficiency: float
-    efficiency_ci: tuple[float, float]
+    efficiency_ci: tuple[float, float] | None
     gain_gap: float
     gain_gap_ci: tuple[float, float]
     kl_overspend: float
@@ -74,6 +94,16 @@ class Comparison:
     kl_k3_se: float | None = None
     n: int | None = None
     beta: float | None = None
+    judged_against: str | None = None
+    """Which frontier judged the point: "exact", "bias-corrected", "plain", or "lower bound" past its reach."""
+    efficiency_ci_note: str | None = None
+    """Why ``efficiency_ci`` is null (an unbounded Fieller set, or no interval at all)."""
+    null_reason: str | None = None
+    """Why ``optimal_gain_at_kl``, ``efficiency`` and ``gain_gap`` are null (past the frontier's reach), with the
+    bounds the lower bound on the frontier gives."""
+    gain_unbiased: float | None = None
+    """Best-of-N: the unbiased order-statistics estimate of its expected gain, beside the law's own."""
+    gain_unbiased_ci: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
         """JSON-safe: tuples become lists, NaN and infinities become None."""
@@ -94,195 +124,6 @@ def k3_from_k1(k1) -> np.ndarray:
     return np.expm1(-k1) + k1
 
 
-def choose_footing(n_prompts: int, footing: str = "auto") -> str:
-    """``"prompts"`` from ``MIN_PROMPTS_TO_RESAMPLE`` prompts on, ``"samples"`` below (for ``"auto"``)."""
-    if footing not in FOOTINGS:
-        raise AlignLimitsError(f"footing must be one of {', '.join(FOOTINGS)}, not {footing!r}")
-    if footing != "auto":
-        return footing
-    return "prompts" if n_prompts >= MIN_PROMPTS_TO_RESAMPLE else "samples"
-
-
-# ---------------------------------------------------------------- the bootstrap's design
-MAX_UNDEFINED = 0.1
-"""Above this share of undefined (NaN) replicates, an interval is undefined."""
-
-
-def _spread(replicates: np.ndarray) -> np.ndarray:
-    """Standard deviation (ddof 1) over the last axis of the finite replicates; NaN unless 90% of them are finite."""
-    finite = np.isfinite(replicates)
-    k = finite.sum(axis=-1)
-    mean = np.where(finite, replicates, 0.0).sum(axis=-1) / np.maximum(k, 1)
-    var = (np.where(finite, replicates - mean[..., None], 0.0) ** 2).sum(axis=-1) / np.maximum(k - 1, 1)
-    return np.where(k >= (1 - MAX_UNDEFINED) * replicates.shape[-1], np.sqrt(var), np.nan)
-
-
-@dataclass(frozen=True)
-class _Design:
-    """The replicates of one comparison: prompt weights (R, P), rows summing to 1, and the RNG of the within-prompt resamples."""
-
-    footing: str
-    weights: np.ndarray
-    rng: np.random.Generator
-    confidence: float
-
-    @classmethod
-    def make(cls, n_prompts: int, footing: str, n_bootstrap: int, confidence: float, random_state) -> "_Design":
-        if n_bootstrap < 2:
-            raise AlignLimitsError(f"a bootstrap needs at least 2 replicates (got n_bootstrap={n_bootstrap})")
-        if not 0 < confidence < 1:
-            raise AlignLimitsError(f"confidence must lie strictly between 0 and 1 (got {confidence})")
-        rng = np.random.default_rng(random_state)
-        footing = choose_footing(n_prompts, footing)
-        if footing == "prompts":
-            weights = rng.multinomial(n_prompts, np.full(n_prompts, 1.0 / n_prompts), size=n_bootstrap) / n_prompts
-        else:
-            weights = np.full((n_bootstrap, n_prompts), 1.0 / n_prompts)
-        return cls(footing, weights, rng, confidence)
-
-    @property
-    def n_bootstrap(self) -> int:
-        return self.weights.shape[0]
-
-    def within(self, groups: Groups) -> tuple[np.ndarray, Groups] | None:
-        """Flat indices (R·N,) of R resamples within each prompt and their stacked groups; None on the prompt footing."""
-        if self.footing == "prompts":
-            return None
-        R = self.n_bootstrap
-        start, size = groups.expand(groups.starts), groups.expand(groups.sizes)
-        idx = start + np.minimum(np.floor(self.rng.random((R, groups.n_total)) * size), size - 1).astype(np.int64)
-        return idx.ravel(), Groups(np.tile(groups.sizes, R))
-
-    def reduce(self, per_prompt: np.ndarray) -> np.ndarray:
-        """Replicate means of per-prompt values (..., R, P), or (..., 1, P) when every replicate has the same: (..., R)."""
-        if per_prompt.shape[-2] == 1:
-            return per_prompt[..., 0, :] @ self.weights.T
-        return (per_prompt * self.weights).sum(axis=-1)
-
-    def interval(self, estimate, replicates, units: tuple[Groups, ...]) -> tuple[np.ndarray, np.ndarray]:
-        r"""``estimate ± t·se`` and se (NaN where over 10% of the replicates are): se the replicates' standard deviation (last axis).
-
-        The bootstrap se of a mean of m units is the plug-in one, short of the unbiased one by
-        :math:`\sqrt{(m-1)/m}`; it is scaled back, and t has m − 1 degrees of freedom: m = P prompts on
-        the prompt footing; on the sample footing, the fewest samples of a prompt among ``units`` for the
-        scale and :math:`\sum_p (n_p - 1)` (the fewest over ``units``) for t.
-        """
-        if self.footing == "prompts":
-            m = df = self.weights.shape[1] - 1
-        else:
-            m = min(int(g.sizes.min()) for g in units) - 1
-            df = min(g.n_total - g.n_groups for g in units)
-        se = _spread(replicates) * (np.sqrt((m + 1) / m) if m > 0 else 1.0)
-        half = stats.t.ppf(0.5 + self.confidence / 2, max(df, 1)) * se
-        return np.stack([estimate - half, estimate + half], axis=-1), se
-
-    def describe(self, what: str) -> str:
-        P, R, level = self.weights.shape[1], self.n_bootstrap, f"{100 * self.confidence:g}%"
-        how = f"{level} interval = estimate ± t·(bootstrap se), {R} replicates"
-        if self.footing == "prompts":
-            return (f"paired bootstrap over the {P} held-out prompts, resampled with replacement (a sample of a "
-                    f"population of prompts), each prompt's {what} moving together; {how}, se scaled by √(P/(P−1)), "
-                    f"t with {P - 1} df")
-        return (f"paired bootstrap with the {P} held-out prompts held fixed (too few to resample): {what} resampled "
-                f"with replacement within each prompt; {how}; about these prompts only")
-
-
-# ---------------------------------------------------------------- frontier replicates
-def _curve_nodes(samples: TiltedSamples, betas: np.ndarray, debiased: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r"""Per prompt, KL and gain at each β (descending): (G', P) each, and the slopes dΔ/dK = β (G',).
-
-    The plain curve ends with its β → 0 limit (top atoms), :math:`K = -\log \pi_0(r = \max r)`,
-    :math:`\Delta = \max r - E_{\pi_0} r`. The bias-corrected one is each prompt's delete-one jackknife
-    of the tilt (:meth:`TiltedSamples.jackknife`), whose slope is β too; it has no such limit.
-    """
-    if debiased:
-        t = samples.jackknife(betas)[1]
-        return t.kl, t.gain, betas
-    t, g, r = samples.at(betas), samples.groups, samples.rewards
-    q = g.expand(1.0 / g.sizes) if samples.q is None else samples.q
-    top = g.max(r)
-    k_max = -np.log(g.sum(q * (r == g.expand(top))))
-    d_max = top - g.sum(q * r)
-    return np.vstack([t.kl, k_max]), np.vstack([t.gain, d_max]), np.concatenate([betas, [0.0]])
-
-
-def _read_curve(K: np.ndarray, D: np.ndarray, slopes: np.ndarray, x: np.ndarray, beyond: np.ndarray) -> np.ndarray:
-    r"""Δ at KL ``x`` (R,) on each replicate's curve, nodes K, D (R, G) with K ascending and slopes dΔ/dK (G,).
-
-    Cubic Hermite in K between nodes; below the first node :math:`\Delta_0\sqrt{x/K_0}` (the small-KL
-    limit :math:`\sqrt{2\sigma^2 K}`); 0 at x ≤ 0; ``beyond`` (R,) past the last node.
-    """
-    rows, G = np.arange(K.shape[0]), K.shape[1]
-    idx = np.clip((K < x[:, None]).sum(axis=1), 1, G - 1)
-    k0, k1, f0, f1 = K[rows, idx - 1], K[rows, idx], D[rows, idx - 1], D[rows, idx]
-    h = k1 - k0
-    t = np.clip(np.where(h > 0, (x - k0) / np.where(h > 0, h, 1.0), 0.0), 0.0, 1.0)
-    t2, t3 = t * t, t * t * t
-    out = ((2 * t3 - 3 * t2 + 1) * f0 + (t3 - 2 * t2 + t) * h * slopes[idx - 1]
-           + (-2 * t3 + 3 * t2) * f1 + (t3 - t2) * h * slopes[idx])
-    out = np.where(x < K[:, 0], D[:, 0] * np.sqrt(np.maximum(x, 0.0) / K[:, 0]), out)
-    return np.where(x > K[:, -1], beyond, out)
-
-
-class _FrontierReplicates:
-    """The frontier's replicates on a design: base means and curves per replicate, read at any KL."""
-
-    def __init__(self, frontier: Frontier, design: _Design):
-        if frontier.budget != "shared":
-            raise AlignLimitsError("points are compared with the shared-β frontier (a budget on the prompt-averaged KL); "
-                                   "fit it with budget='shared'")
-        self.frontier, self.design = frontier, design
-        resample = None if frontier.exact_ else design.within(frontier.groups_)
-        if resample is None:
-            r, g, q = frontier.rewards_, frontier.groups_, frontier.base_probs_
-            self.shape = (1, frontier.n_prompts_)
-        else:
-            (idx, g), q = resample, None
-            r = frontier.rewards_[idx]
-            self.shape = (design.n_bootstrap, frontier.n_prompts_)
-        self.rewards, self.groups = r, g  # the base samples of every replicate, stacked
-        self.base_mean = self.base_means(r, g, q).reshape(self.shape)
-        self._samples = TiltedSamples(r, g, None if q is None or not frontier.exact_ else q)
-        self._curves = {}
-
-    def curve(self, debiased: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each replicate's curve: K (R, G') made non-decreasing (a jackknifed curve can turn back), Δ and slopes."""
-        debiased = debiased and not self.frontier.exact_
-        if debiased not in self._curves:
-            K, D, slopes = _curve_nodes(self._samples, np.asarray(self.frontier.curve_["beta"], float), debiased)
-            K = np.maximum.accumulate(self.design.reduce(K.reshape(-1, *self.shape)).T, axis=1)
-            self._curves[debiased] = (K, self.design.reduce(D.reshape(-1, *self.shape)).T, slopes)
-        return self._curves[debiased]
-
-    @staticmethod
-    def base_means(rewards: np.ndarray, groups: Groups, base_probs=None) -> np.ndarray:
-        """Base mean reward per prompt."""
-        q = groups.expand(1.0 / groups.sizes) if base_probs is None else base_probs
-        return groups.sum(q * rewards)
-
-    def per_prompt(self, values: np.ndarray) -> np.ndarray:
-        """A law's values on the stacked base samples (..., R·P or P), shaped (..., R|1, P) for ``reduce``."""
-        return values.reshape(*values.shape[:-1], *self.base_mean.shape)
-
-    def gain_at(self, kl: np.ndarray, debiased: bool) -> np.ndarray:
-        """Each replicate's frontier gain at its own KL (R,): plain (its top gain past its reach) or bias-corrected
-        (NaN past its reach)."""
-        K, D, slopes = self.curve(debiased)
-        return _read_curve(K, D, slopes, kl, np.nan if slopes[-1] > 0 else D[:, -1])
-
-
-def frontier_gain(frontier: Frontier, kl, debiased: bool = False) -> np.ndarray:
-    """The frontier's gain (plain or bias-corrected) at any KL: 0 at KL ≤ 0, reliable or not, held at its value
-    next to the largest attainable KL beyond it; NaN where the bias-corrected curve does not reach the KL."""
-    kl = np.atleast_1d(np.asarray(kl, dtype=np.float64))
-    out = np.zeros(kl.shape)
-    inside = kl > 0
-    if inside.any():
-        capped = np.minimum(kl[inside], frontier.max_kl_ * (1 - 1e-9))
-        out[inside] = frontier.gain_at_kl(capped, extrapolate=True, debiased=debiased)
-    return out
-
-
 # ---------------------------------------------------------------- the comparisons
 def _verdict(gap_ci) -> str:
     lo, hi = gap_ci
@@ -291,36 +132,76 @@ def _verdict(gap_ci) -> str:
     return ABOVE if lo > 0 else BELOW if hi < 0 else ON
 
 
-def _assemble(design: _Design, frontier: Frontier, units: tuple[Groups, ...], debiased: bool, *, gain, gain_reps, footing_gain,
-              footing_gain_reps, kl, kl_reps, optimal, optimal_reps, **fields) -> Comparison:
-    """Intervals, efficiency, gap, overspend and verdict of one point from its estimates and their replicates (R,)."""
-    gain_ci, _ = design.interval(gain, gain_reps, units)
-    _, kl_se = design.interval(kl, kl_reps, units)
-    defined = optimal > 0 and not (optimal_reps <= 0).any()
-    efficiency = footing_gain / optimal if optimal > 0 else np.nan
-    if defined:
-        efficiency_ci, _ = design.interval(efficiency, footing_gain_reps / optimal_reps, units)
-    else:  # the KL interval reaches 0, where efficiency is undefined
-        efficiency_ci = np.array([np.nan, np.nan])
-    gap = footing_gain - optimal
-    gap_ci, _ = design.interval(gap, footing_gain_reps - optimal_reps, units)
-    above = bool(footing_gain > frontier.max_gain_)
-    needed = float(frontier.kl_for_gain(footing_gain, debiased=debiased)[0]) if 0 < footing_gain and not above else np.nan
-    overspend = kl / needed if np.isfinite(needed) and needed > 0 else np.nan
+def fieller_set(num: float, den: float, num_reps, den_reps, t: float, scale: float = 1.0) -> tuple[float, float] | None:
+    r"""The Fieller set of the ratio N/D from paired replicates: :math:`\{\eta : (N - \eta D)^2 \le t^2 s(\eta)^2\}`,
+    :math:`s(\eta)^2 = \mathrm{scale}^2\,\mathrm{Var}(n - \eta d) = \mathrm{scale}^2 (V_n - 2\eta C + \eta^2 V_d)`
+    (replicate variances, ddof 1, over the pairs where both are finite). With
+    :math:`a = D^2 - t^2\mathrm{scale}^2 V_d > 0` it is the interval between the roots of
+    :math:`a\eta^2 - 2b\eta + c`, :math:`b = ND - t^2\mathrm{scale}^2 C`, :math:`c = N^2 - t^2\mathrm{scale}^2 V_n`;
+    with :math:`a \le 0` (D's own interval ``D ± t·scale·sd(d)`` holds 0) it is unbounded: None. It holds
+    :math:`\eta = 1` exactly when the interval ``(N − D) ± t·scale·sd(n − d)`` holds 0."""
+    n, d = np.asarray(num_reps, dtype=np.float64), np.asarray(den_reps, dtype=np.float64)
+    ok = np.isfinite(n) & np.isfinite(d)
+    if ok.sum() < 2:
+        return None
+    n, d = n[ok], d[ok]
+    k2 = (t * scale) ** 2
+    vn, vd = n.var(ddof=1), d.var(ddof=1)
+    cov = ((n - n.mean()) * (d - d.mean())).sum() / (n.size - 1)
+    a, b, c = den * den - k2 * vd, num * den - k2 * cov, num * num - k2 * vn
+    if not a > 0:
+        return None
+    root = np.sqrt(max(b * b - a * c, 0.0))
+    return float((b - root) / a), float((b + root) / a)
+
+
+def _beyond_reach(design: _Design, frontier: Frontier, units, *, gain, gain_ci, gain_reps, kl, kl_reps, kl_se,
+                  **fields) -> Comparison:
+    """A point past the frontier's reach (``max_kl_``): efficiency and gap null, with the bounds its top gain
+    (a lower bound on the true frontier there) gives in ``null_reason``; "below" only below that bound."""
+    fr = _FrontierReplicates(frontier, design)
+    top, top_reps = frontier.max_gain_, fr.gain_at(np.full(design.n_bootstrap, np.inf), False)
+    bound_ci, _ = design.interval(gain - top, gain_reps - top_reps, units)
+    below = bool(np.isfinite(bound_ci).all() and bound_ci[1] < 0)
+    reason = (f"its KL {kl:.3g} nats is past the frontier's reach ({frontier.max_kl_:.3g} nats, where the base samples' "
+              f"tilt ends): there the frontier is only known to be at least its top gain {top:.3g} (each prompt's "
+              f"best sample less its mean), so efficiency ≤ {gain / top if top > 0 else np.nan:.3g} and gap "
+              f"≤ {gain - top:.3g} are bounds, not estimates")
     return Comparison(
-        gain=float(gain), gain_ci=tuple(map(float, gain_ci)), kl=float(kl), kl_se=float(kl_se),
-        optimal_gain_at_kl=float(optimal), efficiency=float(efficiency), efficiency_ci=tuple(map(float, efficiency_ci)),
-        gain_gap=float(gap), gain_gap_ci=tuple(map(float, gap_ci)), kl_overspend=float(overspend), above_frontier=above,
-        verdict=_verdict(gap_ci), reliable=bool(kl <= frontier.max_reliable_kl_), n_prompts=int(frontier.n_prompts_),
-        **fields,
+        gain=float(gain), gain_ci=tuple(map(float, gain_ci)), kl=float(kl), kl_se=float(kl_se), optimal_gain_at_kl=np.nan,
+        efficiency=np.nan, efficiency_ci=None, gain_gap=np.nan, gain_gap_ci=(np.nan, np.nan), kl_overspend=np.nan,
+        above_frontier=bool(gain > top), verdict=BELOW if below else BEYOND, reliable=False,
+        n_prompts=int(frontier.n_prompts_), judged_against="lower bound", null_reason=reason,
+        efficiency_ci_note="no efficiency past the frontier's reach", **fields,
     )
 
 
-def _frontier_label(frontier: Frontier, debiased: bool) -> str:
-    if frontier.exact_:
-        return "the exact frontier (base probabilities known)"
-    return ("the bias-corrected frontier (gain_debiased)" if debiased
-            else "the plain frontier (ratio estimator, exact on the empirical distribution)")
+def _assemble(design: _Design, frontier: Frontier, units: tuple[Groups, ...], debiased: bool, *, gain, gain_reps, kl,
+              kl_reps, optimal, optimal_reps, **fields) -> Comparison:
+    """Intervals, efficiency (Fieller set), gap, overspend and verdict of one point from its estimates and their
+    replicates (R,): every field from the one gain and the one frontier given."""
+    gain_ci, _ = design.interval(gain, gain_reps, units)
+    _, kl_se = design.interval(kl, kl_reps, units)
+    if not frontier.exact_ and kl >= frontier.max_kl_:
+        return _beyond_reach(design, frontier, units, gain=gain, gain_ci=gain_ci, gain_reps=gain_reps, kl=kl,
+                             kl_reps=kl_reps, kl_se=kl_se, **fields)
+    gap = gain - optimal
+    gap_ci, _ = design.interval(gap, gain_reps - optimal_reps, units)
+    efficiency = gain / optimal if optimal > 0 else np.nan
+    t, scale = design.t_and_scale(units)
+    efficiency_ci = fieller_set(gain, optimal, gain_reps, optimal_reps, t, scale) if np.isfinite(gap_ci).all() else None
+    note = None if efficiency_ci is not None else UNBOUNDED if np.isfinite(gap_ci).all() else "no interval: its gap's is undefined"
+    above = bool(gain > frontier.max_gain_)
+    needed = float(frontier.kl_for_gain(gain, debiased=debiased)[0]) if 0 < gain and not above else np.nan
+    overspend = kl / needed if np.isfinite(needed) and needed > 0 else np.nan
+    judge = "exact" if frontier.exact_ else "bias-corrected" if debiased else "plain"
+    return Comparison(
+        gain=float(gain), gain_ci=tuple(map(float, gain_ci)), kl=float(kl), kl_se=float(kl_se),
+        optimal_gain_at_kl=float(optimal), efficiency=float(efficiency), efficiency_ci=efficiency_ci,
+        gain_gap=float(gap), gain_gap_ci=tuple(map(float, gap_ci)), kl_overspend=float(overspend), above_frontier=above,
+        verdict=_verdict(gap_ci), reliable=bool(kl <= frontier.max_reliable_kl_), n_prompts=int(frontier.n_prompts_),
+        judged_against=judge, efficiency_ci_note=note, **fields,
+    )
 
 
 def _policy_groups(frontier: Frontier, prompt_ids) -> tuple[Groups, np.ndarray]:
@@ -375,13 +256,12 @@ def compare_policy(frontier: Frontier, rewards, k1, prompt_ids, *, method: str =
     _, k3_se = design.interval(k3, k3_reps, units)
     optimal = float(frontier_gain(frontier, kl, debiased)[0])
     optimal_reps = fr.gain_at(kl_reps, debiased)
-    label = _frontier_label(frontier, debiased)
+    label = frontier_label(frontier, debiased)
     if not np.isfinite(optimal) or np.isnan(optimal_reps).mean() > MAX_UNDEFINED:
         debiased, optimal, optimal_reps = False, float(frontier_gain(frontier, kl)[0]), fr.gain_at(kl_reps, False)
         label = "the plain frontier: the bias-corrected one does not reach this KL"
     return _assemble(
-        design, frontier, units, debiased, gain=gain, gain_reps=gain_reps, footing_gain=gain, footing_gain_reps=gain_reps,
-        kl=kl, kl_reps=kl_reps, optimal=optimal,
+        design, frontier, units, debiased, gain=gain, gain_reps=gain_reps, kl=kl, kl_reps=kl_reps, optimal=optimal,
         optimal_reps=optimal_reps, method=method, beta=beta, kl_k3=k3, kl_k3_se=float(k3_se),
         n_samples=int(rewards.size), footing=design.describe("policy samples and base samples") + "; against " + label,
         estimator="policy samples on the held-out prompts: gain = policy mean − base mean per prompt, KL = mean "
@@ -390,14 +270,14 @@ def compare_policy(frontier: Frontier, rewards, k1, prompt_ids, *, method: str =
 
 
 def compare_law(frontier: Frontier, law, *, method: str, estimator: str, ns=None, beta: float | None = None,
-                shown_gain=None, debiased: bool = False, footing: str = "auto", confidence: float = 0.95,
+                unbiased_gain=None, debiased: bool = False, footing: str = "auto", confidence: float = 0.95,
                 n_bootstrap: int = 200, random_state=0) -> list[Comparison]:
     """Points of K policies computed from the base samples themselves (best-of-N, soft best-of-N).
 
     ``law(rewards, groups)`` returns (gain, kl), each (K, P): per prompt, the law's gain over the base mean
-    and its KL. ``shown_gain(rewards, groups)`` (K, P), when given, is the gain shown with its interval
-    (e.g. an unbiased estimate), while efficiency, gap and overspend stay on the law's own footing.
-    ``ns`` (K values) labels the rows.
+    and its KL; every field of the point comes from them. ``unbiased_gain(rewards, groups)`` (K, P), when
+    given, is another estimate of the gain, shown beside as ``gain_unbiased`` with its interval and used for
+    nothing else. ``ns`` (K values) labels the rows.
     """
     if frontier.exact_:
         raise AlignLimitsError("laws such as best-of-N are computed from base samples; fit the frontier on samples, "
@@ -407,36 +287,42 @@ def compare_law(frontier: Frontier, law, *, method: str, estimator: str, ns=None
 
     def values(r, g):
         gain, kl = (np.atleast_2d(np.asarray(v, dtype=np.float64)) for v in law(r, g))
-        shown = gain if shown_gain is None else np.atleast_2d(np.asarray(shown_gain(r, g), dtype=np.float64))
-        return np.stack([shown, gain, kl])  # (3, K, prompts)
+        other = gain if unbiased_gain is None else np.atleast_2d(np.asarray(unbiased_gain(r, g), dtype=np.float64))
+        return np.stack([gain, kl, other])  # (3, K, prompts)
 
     point = values(frontier.rewards_, frontier.groups_).mean(axis=-1)  # (3, K)
     reps = design.reduce(fr.per_prompt(values(fr.rewards, fr.groups)))  # (3, K, R)
     ns = [None] * point.shape[1] if ns is None else [int(n) for n in np.atleast_1d(ns)]
-    optimal = frontier_gain(frontier, point[2], debiased)
-    describe = design.describe("base samples (and so the law computed from them)") + "; against " + _frontier_label(frontier, debiased)
-    return [
-        _assemble(design, frontier, (frontier.groups_,), debiased, gain=point[0, k], gain_reps=reps[0, k], footing_gain=point[1, k],
-                  footing_gain_reps=reps[1, k], kl=point[2, k], kl_reps=reps[2, k], optimal=optimal[k],
-                  optimal_reps=fr.gain_at(reps[2, k], debiased), method=method, n=ns[k], beta=beta,
-                  n_samples=int(frontier.n_samples_), footing=describe, estimator=estimator)
-        for k in range(point.shape[1])
-    ]
+    optimal = frontier_gain(frontier, point[1], debiased)
+    unit = (frontier.groups_,)
+    describe = design.describe("base samples (and so the law computed from them)") + "; against " + frontier_label(frontier, debiased)
+    out = []
+    for k in range(point.shape[1]):
+        other = {}
+        if unbiased_gain is not None:
+            other = {"gain_unbiased": float(point[2, k]),
+                     "gain_unbiased_ci": tuple(map(float, design.interval(point[2, k], reps[2, k], unit)[0]))}
+        out.append(_assemble(design, frontier, unit, debiased, gain=point[0, k], gain_reps=reps[0, k], kl=point[1, k],
+                             kl_reps=reps[1, k], optimal=optimal[k], optimal_reps=fr.gain_at(reps[1, k], debiased),
+                             method=method, n=ns[k], beta=beta, n_samples=int(frontier.n_samples_), footing=describe,
+                             estimator=estimator, **other))
+    return out
 
 
 def compare_best_of_n(frontier: Frontier, ns, **options) -> list[Comparison]:
-    """Best-of-N for each N: gain shown as the unbiased order-statistics estimate, placed at the tie-aware KL of
-    best-of-N's law on the empirical distribution; efficiency, gap and overspend from that empirical law's gain
-    against the plain frontier (both exact on the empirical distribution: one footing). ``options``: of
-    :func:`compare_law`."""
+    """Best-of-N for each N on one footing, the empirical distribution of the base samples: the gain and the
+    tie-aware KL of its with-replacement law there (exact on that distribution), against the plain frontier
+    (exact there too, and never below such a law). The unbiased order-statistics estimate of best-of-N's
+    expected gain (sampling without replacement, the population's best-of-N) stands beside it as
+    ``gain_unbiased``. ``options``: of :func:`compare_law`."""
     ns = np.atleast_1d(np.asarray(ns))
     return compare_law(
         frontier, lambda r, g: (bon_empirical_reward(r, ns, g) - g.mean(r), bon_kl_empirical(r, ns, g)),
-        shown_gain=lambda r, g: bon_expected_reward(r, ns, g) - g.mean(r), method="bon", ns=ns,
-        estimator="gain: unbiased order-statistics estimate of best-of-N's expected reward; KL: exact KL of best-of-N's "
-                  "law on the empirical distribution of the base samples (ties merged), the estimate of its true KL "
-                  "(log N − (N−1)/N is only a bound); efficiency, gain_gap, kl_overspend: gain of that empirical "
-                  "(with-replacement) law against the plain frontier, one footing",
+        unbiased_gain=lambda r, g: bon_expected_reward(r, ns, g) - g.mean(r), method="bon", ns=ns,
+        estimator="best-of-N's with-replacement law on the empirical distribution of the base samples: its gain and "
+                  "its exact KL there (ties merged; log N − (N−1)/N is only a bound), against the plain frontier, "
+                  "exact on the same distribution (one footing); gain_unbiased: the unbiased order-statistics "
+                  "estimate of the population's best-of-N gain, beside it",
         **options,
     )
 
@@ -451,31 +337,3 @@ def compare_soft_best_of_n(frontier: Frontier, ns, beta: float, **options) -> li
                   "against the plain frontier, one footing",
         **options,
     )
-
-
-@dataclass(frozen=True)
-class Band:
-    """The frontier with its interval at KL budgets, on a comparison's footing."""
-
-    kl: np.ndarray
-    gain: np.ndarray
-    gain_ci: np.ndarray
-    footing: str
-
-    def to_list(self) -> list[dict]:
-        """The ``frontier_band`` JSON: one ``{kl, gain, lo, hi}`` per budget."""
-        return [{"kl": float(k), "gain": float(g), "lo": float(lo), "hi": float(hi)}
-                for k, g, (lo, hi) in zip(self.kl, self.gain, self.gain_ci)]
-
-
-def frontier_band(frontier: Frontier, kls, *, debiased: bool = False, footing: str = "auto", confidence: float = 0.95,
-                  n_bootstrap: int = 200, random_state=0) -> Band:
-    """The frontier's gain at each KL budget with its interval, bootstrapped on the footing of the points compared
-    with it (:func:`compare_policy`, :func:`compare_law` with the same ``footing``)."""
-    kls = np.atleast_1d(np.asarray(kls, dtype=np.float64))
-    design = _Design.make(frontier.n_prompts_, footing, n_bootstrap, confidence, random_state)
-    fr = _FrontierReplicates(frontier, design)
-    gain = frontier_gain(frontier, kls, debiased)
-    reps = np.stack([fr.gain_at(np.full(design.n_bootstrap, k), debiased) for k in kls])  # (E, R)
-    ci, _ = design.interval(gain, reps, (frontier.groups_,))
-    return Band(kls, gain, ci, design.describe("base samples") + "; " + _frontier_label(frontier, debiased))

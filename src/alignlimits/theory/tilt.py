@@ -133,21 +133,101 @@ class TiltedSamples:
         _in_chunks(fill, betas.shape[0], self.rewards.size)
         return Tilt(beta=np.asarray(betas), **out)
 
+    def kl_variance(self, beta) -> np.ndarray:
+        r"""Variance of each prompt's plug-in KL at fixed β over its n draws (delta method), shape (B, P).
+
+        The influence of draw y on :math:`\hat K = \overline{r e^{r/\beta}}/(\beta\,\overline{e^{r/\beta}})
+        - \log\overline{e^{r/\beta}}` is :math:`n w_y a_y + 1` with
+        :math:`a = (r - E_{\pi_\beta} r)/\beta - 1` and w the tilt's weight per draw, so
+        :math:`\mathrm{Var}\,\hat K \approx \sum_{\text{draws}} w^2 a^2 - 1/n` (the delete-one jackknife's
+        variance to leading order). With ``base_probs`` as draw counts / n (a bootstrap resample),
+        :math:`\sum_{\text{draws}} w^2 a^2 = \sum_i q_i x_i^2 a_i^2 / (n (\sum_i q_i x_i)^2)`,
+        :math:`x = e^{(r - \max r)/\beta}`.
+        """
+        return self.fixed_kl_parts(beta)[1]
+
+    def lagrangian_jackknife(self, beta) -> np.ndarray:
+        r"""Each prompt's delete-one jackknife correction of the Lagrangian
+        :math:`\hat L(\beta) = \hat\Delta - \beta\hat K = \beta\log\hat Z_\beta - \bar r` at fixed β, shape (B, P).
+
+        With :math:`x = e^{(r - \max r)/\beta}` and S its sum over the n draws, deleting draw i gives
+        :math:`\hat L_{(-i)} - \hat L = \beta\log\frac{(S - x_i)\,n}{S\,(n-1)} - (\bar r_{(-i)} - \bar r)`, so
+        :math:`c^L = n\hat L - (n-1)\overline{\hat L_{(-i)}} - \hat L
+        = -\beta\frac{n-1}{n}\sum_i \log\frac{(S - x_i)\,n}{S\,(n-1)}`, exact per draw (no expansion: the
+        jackknifed KL's own expansion loses :math:`\beta c^K` when β far exceeds the rewards' spread). The sum
+        without a unique top is summed apart from it (about the second-highest reward where it underflows).
+        With ``base_probs`` as draw counts / n (a bootstrap resample) each draw counts once.
+        """
+        return self.fixed_kl_parts(beta)[0]
+
+    def fixed_kl_parts(self, beta) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`lagrangian_jackknife` and :meth:`kl_variance` from one pass, each (B, P)."""
+        g = self.groups
+        betas = _beta_grid(beta, g)
+        lag, var = np.empty(betas.shape), np.empty(betas.shape)
+        n = g.sizes.astype(np.float64)
+        m = None if self.q is None else self.q * g.expand(n)  # draw counts
+        peak = self.exponent == 0.0
+        k = g.sum(peak * (1.0 if m is None else m))  # draws at the top
+        not_peak = np.isfinite(self.exponent) & ~peak
+
+        def fill(lo: int, hi: int) -> None:
+            b = betas[lo:hi]
+            x = np.exp(g.divide(self.exponent, b))
+            mx = x if m is None else x * m
+            s = g.sum(mx)
+            log_rest = self._log_sum_below_top(b, g.sum(mx * not_peak), not_peak, m)
+            with np.errstate(divide="ignore"):
+                log_top = np.where(k > 1, np.log(k - 1 + np.exp(log_rest)), log_rest)  # deleting one top draw
+                logs = np.where(peak, g.expand(log_top), np.log(np.maximum(g.expand(s) - x, 1e-300)))
+            logs = logs - g.expand(np.log(s)) + g.expand(np.log(n / (n - 1)))
+            lag[lo:hi] = -b * (n - 1) / n * g.sum(logs if m is None else np.where(m > 0, logs * m, 0.0))
+            e = x if self.q is None else x * self.q
+            s_c = g.dot_columns(e, self.columns)[1]
+            s2, s2_c, s2_cc = g.dot_columns(e * x, self.columns)[:3]
+            gain = s_c / (s if m is None else s / n)
+            num = (s2_cc - 2 * gain * s2_c + gain * gain * s2) / b**2 - 2 * (s2_c - gain * s2) / b + s2
+            var[lo:hi] = num / (s * s if m is None else n * (s / n) ** 2) - 1.0 / n
+
+        _in_chunks(fill, betas.shape[0], self.rewards.size)
+        return lag, np.maximum(var, 0.0)
+
+    def _log_sum_below_top(self, b: np.ndarray, direct: np.ndarray, not_peak: np.ndarray, m) -> np.ndarray:
+        """log Σ x over each prompt's draws below its top (B, P): ``direct`` where it does not underflow, else
+        retaken about the second-highest reward (-inf where there is none)."""
+        g = self.groups
+        with np.errstate(divide="ignore"):
+            out = np.log(direct)
+        low = direct < 1e-250
+        if low.any():
+            second = g.max(np.where(not_peak, self.exponent, -np.inf))
+            shift = np.where(np.isfinite(second), second, 0.0)
+            x2 = np.exp(g.divide(np.where(not_peak, self.exponent - g.expand(shift), -np.inf), b))
+            with np.errstate(divide="ignore"):
+                retaken = shift / b + np.log(g.sum(x2 if m is None else x2 * m))
+            out = np.where(low, retaken, out)
+        return out
+
     def jackknife(self, beta) -> tuple[Tilt, Tilt]:
         r"""The plain tilt and its delete-one jackknife within each prompt, at β of shape (B,) or (B, P).
 
         For θ = gain, KL and tilted variance of a prompt's n draws (base samples; with ``base_probs``,
         draw counts / n, as a bootstrap resample gives them):
         :math:`\theta_{JK} = n\hat\theta - (n-1)\,\overline{\hat\theta_{(-i)}}` (Quenouille–Tukey),
-        the mean over deleting each draw once. It removes the :math:`O(1/n)` bias of the ratio
-        estimator (an :math:`O(1/n^2)` bias remains). Deleting draw i removes its term from the
+        the mean over deleting each draw once. It removes the :math:`O(1/n)` term of the ratio estimator's bias
+        at fixed β; what remains shrinks faster in n but grows as the tilt's weight gathers on few draws (the
+        frontier's own residual, at fixed KL, is measured in ``tests/theory/test_debias.py``). Deleting draw i
+        removes its term from the
         prompt's sums: with :math:`x = e^{(r - \max r)/\beta}` and :math:`\tau_i = x_i/(\sum_j x_j - x_i)`,
         each ratio :math:`R^v = \sum x v/\sum x` moves by :math:`\tau_i (R^v - v_i)` and
         :math:`\log\sum x` by :math:`-\log(1 + \tau_i)`. That is exact for each prompt's
         ``_EXACT_TOP`` highest rewards (a unique top deleted leaves the sums of the others, taken
         about the second highest reward if they underflow about the top); beyond them
         :math:`\tau_i \le 1/\text{_EXACT_TOP}` and the sums over i are expanded to second order
-        (moments of :math:`x^2`), an O(n) pass like the plain one. The jackknifed tilt's variance
+        (moments of :math:`x^2`), an O(n) pass like the plain one; that loses up to about
+        :math:`n_{\text{rest}}/(3(n-1)^3)` nats of KL when β far exceeds the rewards' spread (every τ near
+        1/(n−1)), which is why the frontier's correction uses :meth:`lagrangian_jackknife` instead. The jackknifed
+        tilt's variance
         is the jackknifed variance, so its ``dkl_dlog_beta`` and ``dgain_dlog_beta`` are the slopes of
         the jackknifed curves; its ``kl_reverse`` and ``ess`` are the plain ones (ESS over draws).
         """
@@ -348,6 +428,11 @@ def tilt(rewards, beta, groups: Groups | None = None, base_probs=None) -> Tilt:
     - ESS :math:`1/\sum_i w_i^2` (for base samples, :math:`q_i = 1/n`)
     """
     return TiltedSamples(rewards, groups, base_probs).at(beta)
+
+
+def kl_variance(rewards, beta, groups: Groups | None = None, base_probs=None) -> np.ndarray:
+    r"""Delta-method variance of each prompt's plug-in KL at fixed β (:meth:`TiltedSamples.kl_variance`), ``(B, P)``."""
+    return TiltedSamples(rewards, groups, base_probs).kl_variance(beta)
 
 
 def optimal_policy(rewards, beta: float, base_probs=None) -> np.ndarray:
