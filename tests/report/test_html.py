@@ -106,9 +106,18 @@ def test_summary_sentence():
     assert "its gain cannot be told apart from zero either: this point decides nothing" in said
     ppo.update(verdict="below the frontier", gain_ci=[0.01, 0.1])
     assert "PPO β=0.1 is below the frontier at 95%" in summary_text(r)
-    ppo.update(verdict="above the frontier (estimate biased?)", above_frontier=True, kl_overspend=None)
+    ppo.update(verdict="above the frontier (check its KL)", above_frontier=True, kl_overspend=None,
+               judged_against="bias-corrected")
     said = summary_text(r)
-    assert "lies above the estimated frontier" in said and "KL overspend is undefined" in said
+    assert "lies above the frontier it is judged against" in said and "check that KL first" in said
+    assert "biased low" not in said and "KL overspend is undefined" in said  # issue 21, item 8
+    assert "against the bias-corrected frontier" in said
+    ppo.update(verdict="no verdict (past the frontier's reach)", efficiency=None, efficiency_ci=None,
+               null_reason="its KL 14.3 nats is past the frontier's reach", above_frontier=False)
+    assert "PPO β=0.1 gets no verdict (gain" in summary_text(r) and "past the frontier's reach" in summary_text(r)
+    ppo.update(verdict="on the frontier", efficiency=0.57, null_reason=None, efficiency_ci=None,
+               efficiency_ci_note="unbounded: the frontier's gain at this KL is not resolved from 0")
+    assert "57% [unbounded] of the optimal gain" in summary_text(r)
     assert "No method was evaluated" in summary_text({"evaluate": []})
     r["exact_frontier"] = [{"kl": c["kl"], "gain": c["gain"] * 1.1} for c in r["frontier"]["curve"]]
     assert "The exact frontier (every sequence enumerated) gains" in summary_text(r)

@@ -157,3 +157,51 @@ def test_plane_draws_the_exact_frontier(tmp_path):
         assert not any("exact frontier" in s for s in labels["all"])
     finally:
         plt.Figure.savefig = orig
+
+
+def test_plane_draws_no_law_above_the_line_it_is_judged_against(tmp_path):
+    """Issue 21, item 1: `make demo`'s figure drew best-of-8 and best-of-16 above the frontier line they were judged
+    against (the plain one). Each point is now drawn on the footing of its verdict: a law's drawn gain never exceeds
+    the drawn plain curve at its KL unless its verdict says "above"; the corrected frontier and its band stop at the
+    reliable range, and the legend says why."""
+    import matplotlib.pyplot as plt
+
+    from alignlimits.theory.comparison import ABOVE, compare_best_of_n, compare_soft_best_of_n
+    from alignlimits.theory.frontier import Frontier
+
+    rng = np.random.default_rng(0)
+    frontier = Frontier(min_ess=5).fit(rng.standard_normal((27, 16)).ravel(), np.repeat(np.arange(27), 16))
+    c = frontier.curve_
+    front = {"curve": [{"beta": float(b), "kl": float(k), "gain": float(g), "reliable": bool(ok)}
+                       for b, k, g, ok in zip(c["beta"], c["kl"], c["gain"], c["reliable"])],
+             "max_reliable_kl": frontier.max_reliable_kl_, "reward_variance": frontier.reward_variance_}
+    points = [p.to_dict() for p in compare_best_of_n(frontier, [2, 4, 8, 16])]
+    points += [p.to_dict() for p in compare_soft_best_of_n(frontier, [4, 16], float(frontier.beta_for_kl([0.2])[0]))]
+    budgets = [p.to_dict() for p in frontier.evaluate(np.linspace(0.05, 0.5, 10), extrapolate=True)]
+    band = [{"kl": b["kl"], "gain": b["gain_debiased"], "lo": b["gain_debiased_ci"][0], "hi": b["gain_debiased_ci"][1]}
+            for b in budgets]
+    results = {"task": "gaussian", "frontier": front, "evaluate": points, "frontier_band_debiased": band,
+               "frontier_band": [{"kl": b["kl"], "gain": b["gain"], "lo": b["gain_ci"][0], "hi": b["gain_ci"][1]}
+                                 for b in budgets]}
+    drawn = {}
+    orig = plt.Figure.savefig
+
+    def spy(self, *a, **k):
+        ax = self.axes[0]
+        drawn["labels"] = ax.get_legend_handles_labels()[1]
+        drawn["corrected_x"] = [line.get_xdata() for line in ax.get_lines() if line.get_linestyle() == "-."]
+        drawn["plain"] = [line.get_xydata() for line in ax.get_lines()
+                          if line.get_label().startswith("frontier") and line.get_color() == "C0"]
+        return orig(self, *a, **k)
+
+    plt.Figure.savefig = spy
+    try:
+        plot_plane(results, tmp_path / "plane.png")
+    finally:
+        plt.Figure.savefig = orig
+    line = np.vstack(drawn["plain"])
+    line = line[np.argsort(line[:, 0])]
+    for p in points:
+        assert p["gain"] <= np.interp(p["kl"], line[:, 0], line[:, 1]) + 1e-9 or p["verdict"] == ABOVE, p
+    assert any("reliable range only" in s for s in drawn["labels"])
+    assert all(max(x) <= frontier.max_reliable_kl_ + 1e-9 for x in drawn["corrected_x"])

@@ -17,10 +17,12 @@ def frontier_stage(study) -> dict:
 
     The bands and every point compared with the frontier share one bootstrap footing
     (:func:`alignlimits.theory.comparison.choose_footing`): prompts resampled from 10 held-out prompts
-    on, else the prompts held fixed and their samples resampled.
+    on, else the prompts held fixed and their samples resampled. The bands are the budgets' own gains and
+    intervals (one interval for the frontier's gain wherever it is shown), at 12 KLs across the reliable range,
+    where their coverage is measured.
     """
     from alignlimits.pipeline.analysis import frontier_result
-    from alignlimits.theory.comparison import compare_soft_best_of_n, frontier_band
+    from alignlimits.theory.comparison import compare_soft_best_of_n
     from alignlimits.theory.planning import beta_grid, plan_for_gain, plan_for_kl
 
     frontier, seed = study.frontier, study.config.seed
@@ -28,8 +30,7 @@ def frontier_stage(study) -> dict:
     reliable = max(frontier.max_reliable_kl_, 1e-3)
     band_kls = np.linspace(reliable / 12, reliable, 12)
     result["budgets"] = [p.to_dict() for p in frontier.evaluate(band_kls, extrapolate=True)]
-    band = frontier_band(frontier, band_kls, random_state=derive_seed(seed, "band"))
-    corrected = frontier_band(frontier, band_kls, debiased=True, random_state=derive_seed(seed, "band"))
+    band, corrected = (_band(result["budgets"], key) for key in ("gain", "gain_debiased"))
     betas = beta_grid(frontier, band_kls[[3, 7, 11]])  # a third, two thirds and all of the reliable reach
     ns = [n for n in study.config.soft_bon_n if n <= frontier.groups_.sizes.min()]
     soft = [{**c.to_dict(), "label": f"soft best-of-{c.n} β={c.beta:.3g}"}
@@ -42,8 +43,14 @@ def frontier_stage(study) -> dict:
     }
     for p in plans["for_gains"] + plans["for_kls"]:
         p["reliable"] = bool(np.isfinite(p["kl"]) and p["kl"] <= frontier.max_reliable_kl_)
-    return {"frontier": result, "frontier_band": band.to_list(), "frontier_band_debiased": corrected.to_list(),
-            "frontier_band_footing": band.footing, "soft_bon": soft, "plan": plans}
+    return {"frontier": result, "frontier_band": band, "frontier_band_debiased": corrected,
+            "frontier_band_footing": frontier.bootstrap_description(), "soft_bon": soft, "plan": plans}
+
+
+def _band(budgets: list[dict], key: str) -> list[dict]:
+    """The ``frontier_band`` rows ``{kl, gain, lo, hi}`` of the budgets' ``gain`` or ``gain_debiased``: the same
+    numbers as ``frontier.budgets``."""
+    return [{"kl": b["kl"], "gain": b[key], "lo": b[f"{key}_ci"][0], "hi": b[f"{key}_ci"][1]} for b in budgets]
 
 
 def method_points(study, saved: dict, evaluated: list) -> list[dict]:
@@ -72,15 +79,16 @@ def method_points(study, saved: dict, evaluated: list) -> list[dict]:
                                         frame["prompt_id"], beta, random_state=seed)
             entry.update(ceiling.to_dict())
             if record.beta is not None:
-                entry.update(training_summary(record, ceiling.objective_optimal))
+                entry.update(training_summary(record, study.train_ceiling(record.beta)))
         points.append(entry)
     return points
 
 
-def training_summary(record, ceiling: float) -> dict:
-    """A trained policy's training state against its ceiling J*(β) (``converged`` / ``learning`` / ``undetermined``, the
-    stated rule), its per-step objective relative to each prompt's base level with standard errors (the report's
-    curve), and why it stopped."""
+def training_summary(record, ceiling: tuple[float, tuple[float, float]] | None) -> dict:
+    """A trained policy's training state (``converged`` / ``learning`` / ``undetermined``, the stated rule) against
+    ``ceiling``, J*(β) of the training prompts with its interval (the trainer's curve is measured on them; the held-out
+    prompts' J* can differ, e.g. 0.77 against 0.31 on the exact task), its per-step objective relative to each
+    prompt's base level with standard errors (the report's curve), and why it stopped."""
     from alignlimits.methods.convergence import convergence
     from alignlimits.methods.stopping import read_rows, read_stop
 
@@ -89,8 +97,10 @@ def training_summary(record, ceiling: float) -> dict:
         return {}
     curve = [{"step": int(r["step"]), "objective": r.get("objective_rel"), "se": r.get("objective_rel_se")}
              for r in rows if r.get("objective_rel") is not None]
-    verdict = convergence([x["objective"] for x in curve], ceiling, [x["se"] for x in curve])
+    value, ci = ceiling or (float("nan"), (float("nan"), float("nan")))
+    verdict = convergence([x["objective"] for x in curve], value, [x["se"] for x in curve])
     return {"converged": verdict.converged, "training_state": verdict.state,
+            "training_ceiling": {"objective_optimal": value, "objective_optimal_ci": list(ci), "prompts": "training"},
             "convergence": {"rise": verdict.rise, "noise": verdict.noise, "resolution": verdict.resolution,
                             "window": verdict.window, "rule": verdict.rule},
             "training_curve": curve, "stopped": read_stop(record.train_dir)}

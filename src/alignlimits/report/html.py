@@ -146,8 +146,8 @@ def summary_text(results: dict) -> str:
 #: how the report groups evaluated methods into tables: (title, methods, how their numbers were obtained)
 METHOD_GROUPS = [
     ("Trained policies", None, "sampled on held-out prompts; KL measured per whole sequence from the policy's samples"),
-    ("Best-of-N", ("bon",), "the exact best-of-N law on the empirical distribution of the base samples; intervals and KL se from resampling the samples within each prompt"),
-    ("Soft best-of-N", ("soft-bon",), "the exact sampling–importance–resampling law on the empirical distribution of the base samples; intervals as for best-of-N"),
+    ("Best-of-N", ("bon",), "its with-replacement law on the empirical distribution of the base samples (gain and tie-aware KL), against the plain frontier, exact on that distribution; the unbiased estimate of the population's best-of-N gain is gain_unbiased in results.json"),
+    ("Soft best-of-N", ("soft-bon",), "the exact sampling–importance–resampling law on the empirical distribution of the base samples, against the plain frontier"),
 ]
 
 
@@ -183,7 +183,10 @@ def _methods_section(results: dict) -> str:
                           row_class=lambda i, group=group: "unrel" if group[i]["point"].get("reliable") is False else ""))
     note = ("KL in nats: k1 = mean of log π(y|x) − log π0(y|x) over whole sequences (± its standard error) and k3 (non-negative). "
             "The gain is in reward units over the base mean, with its 95% interval. <b>optimal</b> is the frontier's gain at "
-            "the method's KL; <b>efficiency</b> = gain / optimal; <b>KL overspend</b> = the method's KL / the KL the frontier "
+            "the method's KL (trained policies: the bias-corrected frontier, or the exact one where the base probabilities are "
+            "known; best-of-N laws: the plain one); <b>efficiency</b> = gain / optimal, its interval a Fieller set that holds "
+            "100% exactly when the verdict is “on” (unbounded when the frontier's gain there is not resolved from 0); past the "
+            "frontier's reach both are blank, with the reason; <b>KL overspend</b> = the method's KL / the KL the frontier "
             "needs for the method's gain. * beyond the frontier's reliable KL range (few effective samples): the optimum there is approximate.")
     out.append(f"<p class='note'>{note}</p>")
     return "".join(out)
@@ -402,8 +405,10 @@ def _training_section(run_dir: Path, results: dict) -> str:
     return (f"<h2>Training</h2><div class='figure'><img alt='training curves' "
             f"src='{_data_uri(png)}'></div><ul>{states}</ul><p class='note'>Each step's objective is r − b(x) − β·k1 "
             "averaged over its rollouts, b(x) the mean reward of a few base samples of the rollout's prompt, so the "
-            "prompts a step draws do not move it; the ceiling J*(β) = β·log E_π0 e^{(r − E r)/β} (jackknifed) is "
-            f"the most any policy can reach at β, from the held-out base samples. Rule: {rule}.</p>")
+            "prompts a step draws do not move it; the line is the ceiling J*(β) = β·log E_π0 e^{(r − E r)/β} of the "
+            "training prompts (jackknifed, from the same base samples; its band: over prompts), the most any policy can "
+            "reach there. The shares in the sentences are on the held-out prompts, whose ceiling can differ (a policy "
+            f"can reach its training prompts' ceiling and not generalise). Rule: {rule}.</p>")
 
 
 def _state(p: dict) -> str:

@@ -39,7 +39,8 @@ TERMINAL_COLUMNS = [
 SHORT_VERDICT = {
     "below the frontier": "[red]below[/]",
     "on the frontier": "[green]on[/]",
-    "above the frontier (estimate biased?)": "[yellow]above?[/]",
+    "above the frontier (check its KL)": "[yellow]above?[/]",
+    "no verdict (past the frontier's reach)": "past reach",
 }
 
 
@@ -99,11 +100,12 @@ def pct_decimals(ci) -> int:
     return d
 
 
-def fmt_pct_ci(x, ci) -> str:
+def fmt_pct_ci(x, ci, unbounded: bool = False) -> str:
     """A share with its interval, "57% [−16%, 130%]", with the decimals :func:`pct_decimals` asks for; the share
-    alone when there is no finite interval, or it is exact."""
+    alone when there is no finite interval, or it is exact; "57% [unbounded]" when ``ci`` is None because the set
+    is unbounded (``unbounded``)."""
     if (interval := _interval(ci)) is None:
-        return fmt_pct(x)
+        return fmt_pct(x) + (" [unbounded]" if ci is None and unbounded else "")
     (lo, hi), d = interval, pct_decimals(ci)
     return f"{fmt_pct(x, d)} [{fmt_pct(lo, d)}, {fmt_pct(hi, d)}]"
 
@@ -138,7 +140,7 @@ def headline_rows(results: dict) -> list[dict]:
             "gain": fmt_ci(p.get("gain"), p.get("gain_ci")),
             "optimal": fmt(p.get("optimal_gain_at_kl")),
             "efficiency": fmt_pct(p.get("efficiency"), pct_decimals(p.get("efficiency_ci"))),
-            "efficiency_ci": fmt_pct_ci(p.get("efficiency"), p.get("efficiency_ci")),
+            "efficiency_ci": fmt_pct_ci(p.get("efficiency"), p.get("efficiency_ci"), _unbounded(p)),
             "overspend": fmt_times(p.get("kl_overspend")),
             "share": fmt_pct_ci(p["objective_share"], p.get("objective_share_ci")) if "objective_share" in p else DASH,
             "verdict": SHORT_VERDICT.get(p.get("verdict"), DASH),
@@ -146,6 +148,15 @@ def headline_rows(results: dict) -> list[dict]:
             "point": p,
         })
     return rows
+
+
+def _unbounded(p: dict) -> bool:
+    """The efficiency's Fieller set is unbounded (the frontier's gain at the point's KL is not resolved from 0)."""
+    return str(p.get("efficiency_ci_note") or "").startswith("unbounded")
+
+
+#: ``judged_against`` in words
+JUDGES = {"exact": "the exact frontier", "bias-corrected": "the bias-corrected frontier", "plain": "the plain frontier"}
 
 
 def cap(s: str) -> str:
@@ -161,9 +172,14 @@ def verdict_sentence(p: dict, overspend: bool = True) -> str:
         return f"{name} has no measured gain."
     numbers = f"gain {fmt_ci(gain, p.get('gain_ci'))} at KL {fmt(kl)} nats"
     if math.isfinite(eff):
-        numbers += f"; {fmt_pct_ci(eff, p.get('efficiency_ci'))} of the optimal gain at its KL"
+        numbers += f"; {fmt_pct_ci(eff, p.get('efficiency_ci'), _unbounded(p))} of the optimal gain at its KL"
+        if p.get("judged_against") in JUDGES:
+            numbers += f", against {JUDGES[p['judged_against']]}"
     verdict = p.get("verdict") or ""
-    if verdict == "below the frontier":
+    if p.get("null_reason"):  # past the frontier's reach
+        s = (f"{name} is below the frontier at 95%: below even a lower bound on it ({numbers}); "
+             if verdict == "below the frontier" else f"{name} gets no verdict ({numbers}): ") + str(p["null_reason"])
+    elif verdict == "below the frontier":
         s = f"{name} is below the frontier at 95% ({numbers})"
     elif verdict == "on the frontier":
         s = f"{name} cannot be told apart from the frontier at 95% ({numbers})"
@@ -172,8 +188,9 @@ def verdict_sentence(p: dict, overspend: bool = True) -> str:
     elif verdict.startswith("no verdict"):
         s = f"{name} gets no verdict: its interval against the frontier is undefined here ({numbers})"
     elif verdict:
-        s = (f"{name} lies above the estimated frontier ({numbers}): the frontier only reweights the base samples, "
-             "so it is biased low there; read this as on the frontier, not beyond it")
+        s = (f"{name} lies above the frontier it is judged against ({numbers}): no policy beats the optimum at its KL, "
+             "so check that KL first (sequence log-probs of both models at the same precision, on the policy's own "
+             "samples, with none truncated or mis-scored); an underestimated KL puts a point left of where it is")
     else:  # results written before verdicts existed
         s = f"{name}: {numbers}"
     if p.get("above_frontier"):
