@@ -197,10 +197,15 @@ def _positive_number(value, key: str) -> float:
 
 def auto_betas(frontier, reach) -> list[float]:
     """The β of the frontier's optimal policies π_β at the KL budgets ``reach`` × its reliable reach, to 3
-    significant figures (β sets the scale of the reward, so no fixed default fits every reward)."""
+    significant figures (β sets the scale of the reward, so no fixed default fits every reward), read on the
+    bias-corrected KL curve: the plain one understates π_β's KL at a given β (27 × 16 Gaussian rewards: a target
+    of 0.267 nats gave a β whose π_β spends 0.311), so the β whose true π_β spends the budget is larger. Where the
+    corrected curve does not reach a budget, the plain curve's β (:func:`alignlimits.theory.planning.beta_grid`)."""
     import numpy as np
 
     from alignlimits.theory.planning import beta_grid
 
     kls = np.asarray(reach, dtype=np.float64) * frontier.max_reliable_kl_
-    return sorted({float(b) for b in beta_grid(frontier, kls, digits=3)})
+    corrected = frontier.beta_for_kl(kls, extrapolate=True, debiased=True)
+    betas = np.where(np.isfinite(corrected), corrected, beta_grid(frontier, kls))
+    return sorted({float(f"{b:.3g}") for b in betas})
