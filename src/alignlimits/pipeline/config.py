@@ -148,7 +148,7 @@ PRESETS = {
 # policy 8 times per held-out prompt (the split of its 15 minutes, benchmarks/RESULTS.md "The default study")
 TASK_DEFAULTS = {
     "summarization": dict(steps=6, eval_n=8, ppo_epochs=2),
-    "exact": dict(methods=["bon", "soft-bon", "ppo", "grpo"], n=256, eval_n=256, eval_prompts=None, steps=60,
+    "exact": dict(methods=["bon", "soft-bon", "ppo", "grpo"], n=256, baseline_n=64, eval_n=256, eval_prompts=None, steps=60,
                   max_new_tokens=3, batch_size=64, use_lora=False,
                   num_generations=8, ppo_learning_rate=1e-3, grpo_learning_rate=3e-3, rloo_learning_rate=3e-3,
                   dpo_learning_rate=1e-2, dpo_n=8, betas=[0.5],

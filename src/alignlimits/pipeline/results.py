@@ -79,15 +79,16 @@ def method_points(study, saved: dict, evaluated: list) -> list[dict]:
                                         frame["prompt_id"], beta, random_state=seed)
             entry.update(ceiling.to_dict())
             if record.beta is not None:
-                entry.update(training_summary(record, ceiling.objective_optimal))
+                entry.update(training_summary(record, study.train_ceiling(record.beta)))
         points.append(entry)
     return points
 
 
-def training_summary(record, ceiling: float) -> dict:
-    """A trained policy's training state against its ceiling J*(β) (``converged`` / ``learning`` / ``undetermined``, the
-    stated rule), its per-step objective relative to each prompt's base level with standard errors (the report's
-    curve), and why it stopped."""
+def training_summary(record, ceiling: tuple[float, tuple[float, float]] | None) -> dict:
+    """A trained policy's training state (``converged`` / ``learning`` / ``undetermined``, the stated rule) against
+    ``ceiling``, J*(β) of the training prompts with its interval (the trainer's curve is measured on them; the held-out
+    prompts' J* can differ, e.g. 0.77 against 0.31 on the exact task), its per-step objective relative to each
+    prompt's base level with standard errors (the report's curve), and why it stopped."""
     from alignlimits.methods.convergence import convergence
     from alignlimits.methods.stopping import read_rows, read_stop
 
@@ -96,8 +97,10 @@ def training_summary(record, ceiling: float) -> dict:
         return {}
     curve = [{"step": int(r["step"]), "objective": r.get("objective_rel"), "se": r.get("objective_rel_se")}
              for r in rows if r.get("objective_rel") is not None]
-    verdict = convergence([x["objective"] for x in curve], ceiling, [x["se"] for x in curve])
+    value, ci = ceiling or (float("nan"), (float("nan"), float("nan")))
+    verdict = convergence([x["objective"] for x in curve], value, [x["se"] for x in curve])
     return {"converged": verdict.converged, "training_state": verdict.state,
+            "training_ceiling": {"objective_optimal": value, "objective_optimal_ci": list(ci), "prompts": "training"},
             "convergence": {"rise": verdict.rise, "noise": verdict.noise, "resolution": verdict.resolution,
                             "window": verdict.window, "rule": verdict.rule},
             "training_curve": curve, "stopped": read_stop(record.train_dir)}

@@ -204,24 +204,37 @@ class Study:
             self.ctx.close_sampler()
 
     @cached_property
-    def train_levels(self) -> dict[str, float]:
-        """Each training prompt's base level b(x): the mean reward of its base samples, keyed by the text given to the model."""
+    def train_base(self):
+        """The training prompts' base samples (their rewards grouped by prompt), or None before the train-base stage."""
         from alignlimits.data import read_samples
 
-        frame = read_samples(self.dir / "train-base", [r.name for r in self.ctx.rewards]).frame
+        if not self.state.done("train-base"):
+            return None
+        return read_samples(self.dir / "train-base", [r.name for r in self.ctx.rewards]).frame
+
+    @cached_property
+    def train_levels(self) -> dict[str, float]:
+        """Each training prompt's base level b(x): the mean reward of its base samples, keyed by the text given to the model."""
+        frame = self.train_base
         return {str(k): float(v) for k, v in frame.groupby("prompt")[self.ctx.reward_col].mean().items()}
 
-    def _stop_options(self, record: PolicyRecord) -> dict:
-        """The time budget, and the ceiling J*(β) of the held-out prompts when training stops once converged."""
-        c = self.config
-        ceiling = None
-        if c.stop_when_converged:
-            from alignlimits.theory.ceiling import optimal_objective_debiased
+    def train_ceiling(self, beta: float) -> tuple[float, tuple[float, float]] | None:
+        """J*(β) of the training prompts (what the trainers' per-step objective can reach) with its interval over
+        prompts, from their base samples; None before the train-base stage."""
+        from alignlimits.theory.ceiling import prompts_ceiling
+        from alignlimits.theory.groups import Groups
 
-            f = self.frontier
-            ceiling = float(optimal_objective_debiased(f.rewards_, record.beta, f.groups_)[0].mean())
-            ceiling = ceiling if ceiling > 0 else None
-        return dict(max_minutes=c.train_minutes, stop_at_ceiling=ceiling)
+        frame = self.train_base
+        if frame is None:
+            return None
+        groups, order, _ = Groups.from_labels(frame["prompt"].astype(str).to_numpy())
+        return prompts_ceiling(frame[self.ctx.reward_col].to_numpy(float)[order], beta, groups)
+
+    def _stop_options(self, record: PolicyRecord) -> dict:
+        """The time budget, and the ceiling J*(β) of the training prompts when training stops once converged."""
+        c = self.config
+        ceiling = self.train_ceiling(record.beta)[0] if c.stop_when_converged else None
+        return dict(max_minutes=c.train_minutes, stop_at_ceiling=ceiling if ceiling and ceiling > 0 else None)
 
     def _trainer_config(self, method: str) -> dict:
         c = self.config
@@ -309,13 +322,15 @@ class Study:
 
     # ---------------------------------------------------------------- evaluation
     def check_no_overlap(self, train_dir: Path, allow: bool = False) -> None:
-        """Evaluation prompts must not be training prompts (the split guarantees it; files may not)."""
+        """Evaluation prompts must not be training prompts, compared by text (the split, on the text, guarantees it;
+        files edited between commands may not)."""
+        from alignlimits.lm.tasks import overlapping_texts
+
         listed = train_dir / "train_prompts.json"
         if not listed.exists():
             return
-        trained = set(json.loads(listed.read_text()))
-        heldout = set(self.base_table().frame["prompt_id"].astype(str))
-        overlap = sorted(trained & heldout)
+        heldout = list(dict.fromkeys(self.base_table().frame["prompt_id"].astype(str)))
+        overlap = overlapping_texts(self.ctx.task.prompts, json.loads(listed.read_text()), heldout)
         if overlap and not allow:
             raise AlignLimitsError(
                 f"{len(overlap)} evaluation prompts (e.g. {overlap[0]!r}) were used to train {train_dir.name}; "

@@ -405,8 +405,10 @@ def _training_section(run_dir: Path, results: dict) -> str:
     return (f"<h2>Training</h2><div class='figure'><img alt='training curves' "
             f"src='{_data_uri(png)}'></div><ul>{states}</ul><p class='note'>Each step's objective is r − b(x) − β·k1 "
             "averaged over its rollouts, b(x) the mean reward of a few base samples of the rollout's prompt, so the "
-            "prompts a step draws do not move it; the ceiling J*(β) = β·log E_π0 e^{(r − E r)/β} (jackknifed) is "
-            f"the most any policy can reach at β, from the held-out base samples. Rule: {rule}.</p>")
+            "prompts a step draws do not move it; the line is the ceiling J*(β) = β·log E_π0 e^{(r − E r)/β} of the "
+            "training prompts (jackknifed, from their few base samples; its band, approximate, resamples them), the most any policy can "
+            "reach there. The shares in the sentences are on the held-out prompts, whose ceiling can differ (a policy "
+            f"can reach its training prompts' ceiling and not generalise). Rule: {rule}.</p>")
 
 
 def _state(p: dict) -> str:

@@ -89,8 +89,8 @@ def plot_hacking(result: dict, path) -> Path:
 
 
 def plot_training(results: dict, path) -> Path | None:
-    """Each trained policy's per-step objective relative to its prompts' base levels (± se), the curve its training
-    state reads, under its ceiling J*(β) and that ceiling's band; one panel per trained policy."""
+    """Each trained policy's per-step objective relative to its prompts' base levels (± 1.96 se), the curve its
+    training state reads, under the training prompts' ceiling J*(β) and its band; one panel per trained policy."""
     trained = [p for p in results.get("evaluate") or [] if isinstance(p, dict) and p.get("training_curve")]
     if not trained:
         return None
@@ -104,9 +104,10 @@ def plot_training(results: dict, path) -> Path | None:
         se = np.array([np.nan if c.get("se") is None else c["se"] for c in curve], float)
         ax.errorbar(steps, obj, yerr=1.96 * se, fmt="o-", ms=3, lw=1, color=f"C{k}", ecolor=f"C{k}", alpha=0.8,
                     label="objective r − b(x) − β·KL of the step")
-        ceiling, band = p.get("objective_optimal"), p.get("objective_optimal_ci") or [None, None]
+        train = p.get("training_ceiling") or {}
+        ceiling, band = train.get("objective_optimal"), train.get("objective_optimal_ci") or [None, None]
         if ceiling is not None:
-            ax.axhline(ceiling, color="k", lw=1.2, label="ceiling J*(β)")
+            ax.axhline(ceiling, color="k", lw=1.2, label="ceiling J*(β) of the training prompts (band: their few base samples, approximate)")
             if None not in band:
                 ax.axhspan(band[0], band[1], color="k", alpha=0.12, lw=0)
         ax.axhline(0, color="grey", lw=0.8, ls=":", label="base model")

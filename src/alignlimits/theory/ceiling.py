@@ -182,3 +182,25 @@ def objective_ceiling(frontier, rewards, k1, prompt_ids, beta, *, debiased: bool
     units = (groups,) if exact else (groups, frontier.groups_)
     return ceiling_from_replicates(beta, design, units, j_point, j_reps, float(point_opt.mean()), opt_reps,
                                    float(plain.mean()))
+
+
+def prompts_ceiling(rewards, beta, groups: Groups, confidence: float = 0.95, n_bootstrap: int = 200,
+                    random_state=0) -> tuple[float, tuple[float, float]]:
+    r"""J*(β) of these prompts from a few base samples each, and its interval about these prompts: the mean of each
+    prompt's jackknifed :math:`J^*_p` (plain with fewer than 3 samples) ± z·se, se from resampling the samples within
+    each prompt (the prompts held fixed: the trainers' curves are measured on these very prompts)."""
+    from scipy import stats
+
+    beta = check_beta(beta)
+    rewards = np.asarray(rewards, dtype=np.float64)
+
+    def estimate(r):
+        per = (optimal_objective_debiased(r, beta, groups) if groups.sizes.min() >= 3
+               else optimal_objective(r, beta, groups))
+        return per[0].mean()
+
+    mean = float(estimate(rewards))
+    rng = np.random.default_rng(random_state)
+    reps = np.array([estimate(rewards[groups.resample_within(rng)]) for _ in range(n_bootstrap)])
+    half = float(stats.norm.ppf(0.5 + confidence / 2) * reps.std(ddof=1))
+    return mean, (mean - half, mean + half)
