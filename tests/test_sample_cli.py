@@ -75,7 +75,7 @@ def test_split_and_limit(tmp_path):
     out = tmp_path / "held"
     assert cli("sample", "--task", "exact", "--n", "2", "--split", "heldout", "--out", out, "--quiet") == 0
     df = table(out)
-    assert set(df["split"]) == {"heldout"} and df["prompt_id"].nunique() == 3
+    assert set(df["split"]) == {"heldout"} and df["prompt_id"].nunique() == 4  # split on the text (issue 21): 4 of 12
     out2 = tmp_path / "lim"
     assert cli("sample", "--task", "exact", "--n", "2", "--limit-prompts", "2", "--out", out2, "--quiet") == 0
     assert table(out2)["prompt_id"].nunique() == 2
@@ -224,13 +224,14 @@ def test_two_rewards_two_columns(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- tasks and the split
 
 
-def test_split_rule_is_per_prompt_id_and_disjoint():
+def test_split_rule_is_per_prompt_text_and_disjoint():
     from alignlimits.lm.tasks import HELDOUT_FRACTION, get_task, split_of
 
-    ids = [f"prompt-{i}" for i in range(4000)]
-    sides = [split_of(i) for i in ids]
-    assert sides == [split_of(i) for i in ids]  # deterministic
-    frac = sides.count("heldout") / len(ids)
+    texts = [f"prompt number {i}" for i in range(4000)]
+    sides = [split_of(t) for t in texts]
+    assert sides == [split_of(t) for t in texts]  # deterministic
+    assert sides == [split_of(f"  prompt  number {i}\n") for i in range(4000)]  # whitespace runs do not matter
+    frac = sides.count("heldout") / len(texts)
     assert abs(frac - HELDOUT_FRACTION) < 0.03
     safety = get_task("safety")
     assert len(safety.prompts) >= 64
@@ -239,6 +240,29 @@ def test_split_rule_is_per_prompt_id_and_disjoint():
     assert tr and he and not (tr & he) and len(tr) + len(he) == len(safety.prompts)
     # the side of a prompt does not depend on which other prompts are present
     assert {p["prompt_id"] for p in safety.limit(10).split("heldout").prompts} <= he
+
+
+@pytest.mark.parametrize("kind", ["txt", "jsonl"])
+def test_a_repeated_text_lands_on_one_side_whatever_its_ids(tmp_path, kind):
+    """Issue 21, item 5: 24 texts × 3 copies in a prompt file put 11 texts in both splits when the split hashed the id
+    (a .txt file's repeats get ids h-…, h-…#2; JSONL rows their own); split on the text, none does, and the overlap
+    check compares texts."""
+    from alignlimits.lm.tasks import get_task, overlapping_texts
+
+    texts = [f"Tell me something rude about topic {i}." for i in range(24)]
+    f = tmp_path / f"p.{kind}"
+    if kind == "txt":
+        f.write_text("\n".join(t for _ in range(3) for t in texts) + "\n")
+    else:
+        f.write_text("".join(json.dumps({"id": f"q{c}-{i}", "prompt": t}) + "\n" for c in range(3) for i, t in enumerate(texts)))
+    task = get_task("safety", prompts_file=str(f))
+    assert len(task.prompts) == 72
+    train, held = task.split("train").prompts, task.split("heldout").prompts
+    assert held and not {p["text"] for p in train} & {p["text"] for p in held}
+    # the check a run makes before evaluating a trained policy: by text, so other ids of a text are caught too
+    assert overlapping_texts(task.prompts, [p["prompt_id"] for p in train], [p["prompt_id"] for p in held]) == []
+    twin = next(p for p in task.prompts if p["text"] == held[0]["text"] and p["prompt_id"] != held[0]["prompt_id"])
+    assert overlapping_texts(task.prompts, [twin["prompt_id"]], [held[0]["prompt_id"]]) == [held[0]["prompt_id"]]
 
 
 def test_task_sources(tmp_path):

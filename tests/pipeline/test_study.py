@@ -149,6 +149,11 @@ def test_training_prompts_in_evaluation_refused(tmp_path, monkeypatch):
     study.check_no_overlap(train_dir, allow=True)
     (train_dir / "train_prompts.json").write_text(json.dumps(["x-c"]))
     study.check_no_overlap(train_dir)
+    # issue 21, item 5: compared by text, a held-out prompt's text under another id is caught too
+    study.ctx.task.prompts.append({"prompt_id": "b-again", "text": " b "})
+    (train_dir / "train_prompts.json").write_text(json.dumps(["x-c", "b-again"]))
+    with pytest.raises(AlignLimitsError, match="used to train ppo-beta0.5"):
+        study.check_no_overlap(train_dir)
 
 
 def _key_paths(value, prefix: str = "") -> set[str]:

@@ -18,10 +18,15 @@ Reddit TL;DR-style posts (summarisation, wrapped in the instruction). Prompts ca
 to rewards that use it (``sources=``).
 
 **Train / held-out split** (:func:`split_of`): a prompt is *held out* when the first 8 bytes of
-``sha256("alignlimits-split:v1:" + prompt_id)``, read as an unsigned integer and divided by 2**64, fall below
-:data:`HELDOUT_FRACTION` (0.25); otherwise it is *train*. The rule depends on the prompt id only — not on the
-order, the other prompts, the seed or the machine — so a prompt is on the same side in every run, and
-evaluation (held-out) never sees a prompt that training used.
+``sha256("alignlimits-split:v2:text:" + text)``, read as an unsigned integer and divided by 2**64, fall below
+:data:`HELDOUT_FRACTION` (0.25); otherwise it is *train*. ``text`` is the prompt's text (the user message, before
+any chat template) with its whitespace runs made single spaces (:func:`split_key`). The rule is one for every
+source and depends on the text only — not on the id, the order, the other prompts, the seed or the machine — so
+a prompt is on the same side in every run, and a text repeated under several ids (a prompt file with a repeated
+line, JSONL rows with their own ids) lands on one side: evaluation never sees a text that training used. (The
+rule of version 1 hashed the id, which put 11 of 24 texts repeated 3 times in both splits.) The built-in sets'
+held-out prompts: safety 16 of 72, summarisation 12 of 52, exact 4 of 12. :func:`overlapping_texts` checks a
+trained policy's prompts against the held-out ones by text.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ class Task:
             raise AlignLimitsError(f"unknown split {which!r}; use one of {', '.join(SPLITS)}")
         if which == "all":
             return self
-        kept = [p for p in self.prompts if split_of(p["prompt_id"]) == which]
+        kept = [p for p in self.prompts if prompt_split(p) == which]
         if not kept:
             raise AlignLimitsError(
                 f"task {self.name!r} has no {which} prompts among its {len(self.prompts)}; use more prompts or --split all"
@@ -80,11 +85,34 @@ class Task:
         return Task(**{**self.__dict__, "prompts": self.prompts[:k]})
 
 
-def split_of(prompt_id: str, heldout_fraction: float = HELDOUT_FRACTION) -> str:
-    """``"heldout"`` or ``"train"`` for a prompt id (see the module docstring for the rule)."""
-    h = hashlib.sha256(f"alignlimits-split:v1:{prompt_id}".encode()).digest()
+SPLIT_SALT = "alignlimits-split:v2:text:"
+SPLIT_RULE = ("heldout iff sha256('alignlimits-split:v2:text:' + the prompt's text, whitespace runs made single "
+              "spaces)[:8] / 2**64 < 0.25")
+
+
+def split_key(text: str) -> str:
+    """The text a prompt is split (and checked for overlap) on: its whitespace runs made single spaces."""
+    return " ".join(str(text).split())
+
+
+def split_of(text: str, heldout_fraction: float = HELDOUT_FRACTION) -> str:
+    """``"heldout"`` or ``"train"`` for a prompt's text (see the module docstring for the rule)."""
+    h = hashlib.sha256(f"{SPLIT_SALT}{split_key(text)}".encode()).digest()
     u = int.from_bytes(h[:8], "big") / 2.0**64
     return "heldout" if u < heldout_fraction else "train"
+
+
+def prompt_split(prompt: dict) -> str:
+    """The side of a task prompt (``{"prompt_id", "text", ...}``): :func:`split_of` its text."""
+    return split_of(prompt["text"])
+
+
+def overlapping_texts(prompts: list[dict], trained_ids, heldout_ids) -> list[str]:
+    """The held-out ids whose text (:func:`split_key`) is also a trained prompt's, given the task's ``prompts``
+    (``{"prompt_id", "text"}``); an id the task does not know stands for itself."""
+    text_of = {str(p["prompt_id"]): split_key(p["text"]) for p in prompts}
+    trained = {text_of.get(str(i), f"id:{i}") for i in trained_ids}
+    return sorted(str(i) for i in heldout_ids if text_of.get(str(i), f"id:{i}") in trained)
 
 
 # --------------------------------------------------------------------------- prompt sources

@@ -371,7 +371,7 @@ def _write_config(out: Path, ctx, plan: SamplingPlan, task, identity: dict, max_
         "seeds": {"seed": plan.seed, "rule": "part seed = derive_seed(seed, 'part', first prompt_id of the part); "
                                              "hf: generate call j of a part: derive_seed(part seed, j); vllm: "
                                              "prompt i of a part: derive_seed(part seed, i), its k-th sample + k"},
-        "split_rule": "heldout iff sha256('alignlimits-split:v1:' + prompt_id)[:8] / 2**64 < 0.25",
+        "split_rule": "heldout iff sha256('alignlimits-split:v2:text:' + the prompt's text, whitespace runs made single spaces)[:8] / 2**64 < 0.25",
         "batch_size": batch_size,
         "versions": package_versions(),
         "platform": {"machine": platform.machine(), "system": platform.system(), "argv": sys.argv},
@@ -439,10 +439,11 @@ def _part_frame(ctx, plan: SamplingPlan, group: list[dict], results, texts: dict
     as policy samples are scored at evaluation, so base and policy rewards are one function."""
     import pandas as pd
 
-    from alignlimits.lm.tasks import split_of
+    from alignlimits.lm.tasks import prompt_split
 
     n = plan.n
     ids = [p["prompt_id"] for p in group for _ in range(n)]
+    sides = {p["prompt_id"]: prompt_split(p) for p in group}  # by the prompt's text
     frame = pd.DataFrame({
         "prompt_id": ids,
         "sample_idx": np.tile(np.arange(n, dtype=np.int64), len(group)),
@@ -453,7 +454,7 @@ def _part_frame(ctx, plan: SamplingPlan, group: list[dict], results, texts: dict
         "n_tokens": np.concatenate([np.asarray(res.n_tokens, dtype=np.int64) for res in results]),
         "truncated": np.concatenate([np.asarray(res.truncated, dtype=bool) for res in results]),
         "seed": np.full(len(ids), int(plan.seed), dtype=np.int64),
-        "split": [split_of(i) for i in ids],
+        "split": [sides[i] for i in ids],
     })
     for reward in ctx.rewards:
         frame[reward.name] = reward(list(frame["prompt"]), list(frame["completion"]), prompt_ids=ids)
