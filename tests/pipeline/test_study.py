@@ -189,3 +189,18 @@ def test_same_seed_same_numbers_as_the_stored_run(uninterrupted):
     points = {p["label"]: [p["kl"], p["gain"], p["efficiency"]] for p in fresh["evaluate"]}
     for label, *numbers in stored["points"]:
         np.testing.assert_allclose(points[label], numbers, rtol=1e-6, err_msg=label)
+
+
+def test_exact_task_points_are_judged_against_the_exact_frontier(uninterrupted):
+    """Issue 21, item 9: on the exact task the true frontier is known by enumeration, so a trained point is judged
+    against it (and says so), not against the one estimated from base samples; best-of-N's laws stay on the base
+    samples' (plain) frontier, the footing they are computed on."""
+    import numpy as np
+
+    fresh = json.loads((uninterrupted / "results.json").read_text())
+    exact = sorted((e["kl"], e["gain"]) for e in fresh["exact_frontier"])
+    ppo = next(p for p in fresh["evaluate"] if p["method"] == "ppo")
+    assert ppo["judged_against"] == "exact" and "exact frontier" in ppo["footing"]
+    assert ppo["optimal_gain_at_kl"] == pytest.approx(np.interp(ppo["kl"], *zip(*exact)), rel=2e-3)
+    assert ppo["gain_gap"] == pytest.approx(ppo["gain"] - ppo["optimal_gain_at_kl"], abs=1e-12)
+    assert {p["judged_against"] for p in fresh["evaluate"] if p["method"] in ("bon", "soft-bon")} == {"plain"}

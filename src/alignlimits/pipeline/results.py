@@ -72,7 +72,7 @@ def method_points(study, saved: dict, evaluated: list) -> list[dict]:
         seed = derive_seed(c.seed, "point", record.name)
         beta = record.objective_beta
         point = place_policy(record.method, frame[col], frame["prompt_id"], frame["logp_policy"], frame["logp_base"],
-                             frontier, beta=beta, random_state=seed)
+                             policy_frontier(study), beta=beta, random_state=seed)
         entry = {**point.to_dict(), "label": record.label}
         if beta is not None:
             ceiling = objective_ceiling(frontier, frame[col], log_ratio(frame["logp_policy"], frame["logp_base"]),
@@ -133,17 +133,29 @@ def collect(study) -> dict:
     }
 
 
+def policy_frontier(study):
+    """The frontier that judges sampled policies (issue 21, item 9): on the exact task the exact frontier of the
+    held-out prompts, every completion enumerated (its points say ``judged_against: exact``); elsewhere the base
+    samples' (bias-corrected where it reaches)."""
+    if study.config.task != "exact":
+        return study.frontier
+    if getattr(study, "_exact_frontier", None) is None:
+        from alignlimits.lm.exact import exact_distribution
+        from alignlimits.theory.frontier import Frontier
+
+        ids = list(dict.fromkeys(study.base_table().frame["prompt_id"]))
+        texts = {p["prompt_id"]: p["text"] for p in study.ctx.task.prompts}
+        lm = study.ctx.lm
+        dist = exact_distribution(lm.model, lm.tokenizer, [{"id": i, "prompt": texts[i]} for i in ids])
+        k = dist.logp.shape[1]
+        study._exact_frontier = Frontier(n_bootstrap=0).fit(np.tile(dist.rewards, len(ids)), np.repeat(ids, k),
+                                                            base_probs=dist.probs.ravel())
+    return study._exact_frontier
+
+
 def exact_frontier(study) -> list[dict]:
     """The true frontier of the exact task's held-out prompts, by enumerating every completion."""
-    from alignlimits.lm.exact import exact_distribution
-    from alignlimits.theory.frontier import Frontier
-
-    ids = list(dict.fromkeys(study.base_table().frame["prompt_id"]))
-    texts = {p["prompt_id"]: p["text"] for p in study.ctx.task.prompts}
-    lm = study.ctx.lm
-    dist = exact_distribution(lm.model, lm.tokenizer, [{"id": i, "prompt": texts[i]} for i in ids])
-    k = dist.logp.shape[1]
-    exact = Frontier(n_bootstrap=0).fit(np.tile(dist.rewards, len(ids)), np.repeat(ids, k), base_probs=dist.probs.ravel())
+    exact = policy_frontier(study)
     return [{"kl": float(a), "gain": float(b)} for a, b in zip(exact.curve_["kl"], exact.curve_["gain"])]
 
 
