@@ -166,7 +166,7 @@ def test_headline_shows_verdicts_and_never_nan():
          "gain_gap": -0.06, "gain_gap_ci": [-0.09, -0.03], "verdict": "below the frontier", "above_frontier": False},
         {"method": "grpo", "label": "GRPO β=0.1", "kl": 0.2, "gain": 0.2, "gain_ci": [0.15, 0.25],
          "optimal_gain_at_kl": 0.1, "efficiency": 2.0, "efficiency_ci": [1.5, 2.5], "kl_overspend": None,
-         "gain_gap": 0.1, "gain_gap_ci": [0.05, 0.15], "verdict": "above the frontier (estimate biased?)",
+         "gain_gap": 0.1, "gain_gap_ci": [0.05, 0.15], "verdict": "above the frontier (check its KL)",
          "above_frontier": True},
         {"method": "bon", "label": "best-of-4", "kl": float("nan"), "gain": float("nan"), "efficiency": float("inf")},
     ]
@@ -175,7 +175,8 @@ def test_headline_shows_verdicts_and_never_nan():
     text = out.getvalue()
     assert "57% [−16%, 130%]" in text and "below" in text and "above?" in text
     assert "PPO β=0.1 is below the frontier at 95%" in text and "spends 3.1× the KL" in text
-    assert "GRPO β=0.1 lies above the estimated frontier" in text and "KL overspend is undefined" in text
+    assert "GRPO β=0.1 lies above the frontier it is judged against" in text and "KL overspend is undefined" in text
+    assert "check that KL first" in " ".join(text.split())  # issue 21, item 8: not "the frontier is biased low"
     assert "best-of-4 " not in text.split("──")[0]  # best-of-N is in the table only, and an old one has no verdict
     # the table is the last thing printed: the verdicts in one short table
     assert text.rstrip().splitlines()[-1].lstrip().startswith("best-of-4")
