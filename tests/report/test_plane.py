@@ -152,6 +152,12 @@ def test_plane_draws_the_exact_frontier(tmp_path):
     try:
         plot_plane(r, tmp_path / "exact.png")
         assert any("exact frontier" in s for s in labels["all"])
+        # issue 21, item 9: the legend says which frontier judged the trained points
+        for p in r["evaluate"]:
+            p["judged_against"] = "exact" if p["method"] not in ("bon", "soft-bon") else "plain"
+        plot_plane(r, tmp_path / "exact.png")
+        assert any(s.startswith("exact frontier") and "judged against it" in s for s in labels["all"])
+        assert not any(s.startswith("bias-corrected") and "judged against it" in s for s in labels["all"])
         r["exact_frontier"] = [{"kl": None, "gain": float("nan")}]
         plot_plane(r, tmp_path / "exact2.png")
         assert not any("exact frontier" in s for s in labels["all"])

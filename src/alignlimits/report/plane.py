@@ -183,8 +183,9 @@ def _draw_band(ax, results: dict) -> list[float]:
     ys = [num(b["hi"]) for b in band] + [num(b["gain"]) for b in corrected]
     if len(corrected) >= 2:
         kl = [num(b["kl"]) for b in corrected]
+        judged = "; trained methods are judged against it" if "exact" not in _judges(results) else ""
         ax.plot(kl, [num(b["gain"]) for b in corrected], color="C0", lw=1.3, ls="-.",
-                label="bias-corrected frontier (fixed-KL jackknife; trained methods are judged against it)")
+                label=f"bias-corrected frontier (fixed-KL jackknife{judged})")
         lo_hi = [(num(b.get("lo")), num(b.get("hi"))) for b in corrected]
         if all(_finite(lo, hi) for lo, hi in lo_hi):
             ax.fill_between(kl, [lo for lo, _ in lo_hi], [hi for _, hi in lo_hi], facecolor="none", edgecolor="C0",
@@ -192,6 +193,12 @@ def _draw_band(ax, results: dict) -> list[float]:
                             label="its 95% CI, drawn over the reliable range only (coverage measured there: ≥ 90%)")
             ys += [hi for _, hi in lo_hi]
     return ys
+
+
+def _judges(results: dict) -> set:
+    """Which frontiers judged the trained and external points (``judged_against``)."""
+    return {p.get("judged_against") for p in results.get("evaluate") or []
+            if isinstance(p, dict) and p.get("method") not in ("bon", "soft-bon")}
 
 
 def _draw_soft_bon(ax, results: dict) -> tuple[list, list]:
@@ -269,8 +276,9 @@ def _draw_exact(ax, results: dict, x_end: float) -> list[float]:
     if not exact:
         return []
     # under the estimate: where the two agree, the estimate covers it
+    judged = "exact" in _judges(results)
     ax.plot([e[0] for e in exact], [e[1] for e in exact], color="black", lw=1.2, ls="-.", zorder=1.9,
-            label="exact frontier (every sequence enumerated)")
+            label="exact frontier (every sequence enumerated)" + ("; trained methods are judged against it" if judged else ""))
     return [e[1] for e in exact if e[0] <= x_end * 1.08]
 
 
