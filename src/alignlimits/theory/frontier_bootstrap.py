@@ -48,7 +48,7 @@ class _Intervals:
         if self.n_bootstrap < 2:
             return "no bootstrap (n_bootstrap < 2): intervals are points"
         return (self._design().describe("base samples") + "; the plain and the bias-corrected (fixed-KL jackknife) "
-                "frontier each read on every replicate's own tilt (and jackknife) of its base samples")
+                "frontier each read on every replicate's own tilt (and fixed-KL correction) of its base samples")
 
     def _budget_intervals(self, kls: np.ndarray, gains: np.ndarray, gains_d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Intervals (E, 2) of the plain and the bias-corrected frontier at each budget (points for an exact fit or
