@@ -9,7 +9,6 @@ import pytest
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.theory.ceiling import (
-    fieller_ratio,
     objective_ceiling,
     optimal_objective,
     optimal_objective_debiased,
@@ -132,14 +131,6 @@ def test_kl_to_target_is_the_enumerated_kl_to_pi_beta_on_an_exact_frontier():
         assert abs(out.kl_to_target - truth) <= 1.5 * (hi - lo) / 2 + 1e-12
         assert out.objective_optimal == out.objective_optimal_plain  # exact: nothing to correct
     assert out.objective_share == pytest.approx(1.0) and out.objective_share_ci == pytest.approx((1.0, 1.0))
-
-
-def test_fieller_is_unbounded_when_the_denominator_is_not_resolved():
-    rng = np.random.default_rng(0)
-    d = rng.normal(0.0, 1.0, 500)
-    assert fieller_ratio(1.0, 0.1, rng.normal(1, 0.1, 500), d, 2.0) is None
-    lo, hi = fieller_ratio(1.0, 2.0, rng.normal(1, 0.1, 500), rng.normal(2, 0.1, 500), 2.0)
-    assert lo < 0.5 < hi
 
 
 def test_bad_beta_is_one_line():

@@ -67,15 +67,15 @@ def method_points(study, saved: dict, evaluated: list) -> list[dict]:
                    for p in compare_best_of_n(frontier, ns, random_state=derive_seed(c.seed, "bon"))]
     if "soft-bon" in c.methods:
         points += saved["soft_bon"]
-    col = study.ctx.reward_col
+    col, judge = study.ctx.reward_col, policy_frontier(study) if evaluated else None
     for record, frame in evaluated:
         seed = derive_seed(c.seed, "point", record.name)
         beta = record.objective_beta
         point = place_policy(record.method, frame[col], frame["prompt_id"], frame["logp_policy"], frame["logp_base"],
-                             policy_frontier(study), beta=beta, random_state=seed)
+                             judge, beta=beta, random_state=seed)
         entry = {**point.to_dict(), "label": record.label}
-        if beta is not None:
-            ceiling = objective_ceiling(frontier, frame[col], log_ratio(frame["logp_policy"], frame["logp_base"]),
+        if beta is not None:  # its ceiling from the frontier that judges it: exact on the exact task
+            ceiling = objective_ceiling(judge, frame[col], log_ratio(frame["logp_policy"], frame["logp_base"]),
                                         frame["prompt_id"], beta, random_state=seed)
             entry.update(ceiling.to_dict())
             if record.beta is not None:

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.theory.comparison import fieller_set
 from alignlimits.theory.groups import Groups
 from alignlimits.theory.tilt import TiltedSamples
 
@@ -44,33 +45,17 @@ def optimal_objective(rewards, beta, groups: Groups | None = None, base_probs=No
 
 
 def optimal_objective_debiased(rewards, beta, groups: Groups | None = None) -> np.ndarray:
-    r"""Per prompt, the delete-one jackknife of :math:`J^* = \Delta(\beta) - \beta K(\beta)` over the base
-    samples, shape ``(B, P)``: :math:`n\hat J - (n-1)\overline{\hat J_{(-i)}}`, which removes the
-    :math:`O(1/n)` bias of the log-mean-exp (linear in Δ and K, so it is the jackknifed Δ and K combined)."""
-    t = TiltedSamples(rewards, groups).jackknife(beta)[1]
-    return t.gain - np.broadcast_to(t.beta, t.kl.shape) * t.kl
+    r"""Per prompt, the delete-one jackknife of :math:`J^* = \beta\log\hat Z_\beta - \bar r` over the base samples,
+    shape ``(B, P)``: :math:`n\hat J - (n-1)\overline{\hat J_{(-i)}}`, which removes the :math:`O(1/n)` bias of the
+    log-mean-exp; each deletion computed exactly (:meth:`~alignlimits.theory.tilt.TiltedSamples.lagrangian_jackknife`)."""
+    samples = TiltedSamples(rewards, groups)
+    t = samples.at(beta)
+    return np.broadcast_to(t.beta, t.kl.shape) * t.kl_reverse + samples.lagrangian_jackknife(beta)
 
 
 def policy_objective(gain, kl, beta) -> np.ndarray:
     r""":math:`J(\pi) = (E_\pi r - E_{\pi_0} r) - \beta\,\mathrm{KL}(\pi\|\pi_0)`: 0 for the base model."""
     return np.asarray(gain, dtype=np.float64) - beta * np.asarray(kl, dtype=np.float64)
-
-
-def fieller_ratio(num: float, den: float, num_reps, den_reps, t: float, scale: float = 1.0) -> tuple[float, float] | None:
-    r"""The Fieller set :math:`\{\eta : |N - \eta D| \le t\,s(\eta)\}` of the ratio N/D from paired replicates,
-    :math:`s(\eta)^2 = \mathrm{Var}(n - \eta d)` (replicate variances times ``scale``²). Returns (lo, hi), or
-    None when the set is unbounded (D's own interval holds 0: :math:`D^2 \le t^2\,\mathrm{Var}(d)`)."""
-    n, d = np.asarray(num_reps, float), np.asarray(den_reps, float)
-    ok = np.isfinite(n) & np.isfinite(d)
-    cov = np.cov(n[ok], d[ok]) * scale**2
-    a = den**2 - t**2 * cov[1, 1]
-    b = num * den - t**2 * cov[0, 1]
-    c = num**2 - t**2 * cov[0, 0]
-    disc = b * b - a * c
-    if a <= 0 or disc < 0:
-        return None
-    root = np.sqrt(disc)
-    return float((b - root) / a), float((b + root) / a)
 
 
 @dataclass(frozen=True)
@@ -113,7 +98,7 @@ def ceiling_from_replicates(beta: float, design, units, objective: float, object
     spread = np.nanstd(optimal_reps - objective_reps, ddof=1)
     if np.isfinite(gap_se) and spread > 0:
         t, scale = (gap_ci[1] - (optimal - objective)) / gap_se, gap_se / spread
-        share_ci = fieller_ratio(objective, optimal, objective_reps, optimal_reps, t, scale)
+        share_ci = fieller_set(objective, optimal, objective_reps, optimal_reps, t, scale)
     elif spread == 0 and optimal > 0:  # e.g. π_β against an exact π0: r − β·k1 is the same on every sample
         share_ci = (float(share), float(share))
     if share_ci is None:
