@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from alignlimits.errors import AlignLimitsError
-from alignlimits.theory.comparison import fieller_set
+from alignlimits.theory.comparison import _json_safe, fieller_set
 from alignlimits.theory.groups import Groups
 from alignlimits.theory.tilt import TiltedSamples
 
@@ -78,13 +78,7 @@ class ObjectiveCeiling:
 
     def to_dict(self) -> dict:
         """JSON-safe: tuples become lists, NaN and infinities None."""
-        def safe(v):
-            if isinstance(v, (tuple, list)):
-                return [safe(x) for x in v]
-            if isinstance(v, (float, np.floating)):
-                return float(v) if np.isfinite(v) else None
-            return v
-        return {k: safe(v) for k, v in asdict(self).items()}
+        return {k: _json_safe(v) for k, v in asdict(self).items()}
 
 
 def ceiling_from_replicates(beta: float, design, units, objective: float, objective_reps, optimal: float,
