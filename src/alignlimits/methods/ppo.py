@@ -44,7 +44,7 @@ Precision (:mod:`alignlimits.methods.lora`): trainable parameters are float32 ma
 whatever dtype the policy came in; on CUDA every forward pass (sampling, policy, reference) runs
 under bf16 autocast, so the KL's two log-probs have the same precision.
 
-Output directory::
+Output directory (written by :mod:`alignlimits.methods.ppo_bookkeeping`)::
 
     metrics.jsonl            one JSON row per step (stable keys, see ``_METRIC_KEYS``)
     checkpoint-STEP/         policy/ (save_pretrained: full weights or adapter),
@@ -63,7 +63,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -74,15 +73,9 @@ from torch import nn
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.lm.sampling import encode_prompt, eos_token_ids, generate_batch
-from alignlimits.methods.checkpoints import (
-    load_rng_state,
-    load_state,
-    prune_checkpoints,
-    resume_point,
-    save_rng_state,
-    truncate_metrics,
-)
+from alignlimits.methods.checkpoints import resume_point, truncate_metrics
 from alignlimits.methods.lora import add_lora, autocast_context, float32_master_weights, is_peft
+from alignlimits.methods.ppo_bookkeeping import Checkpointing, MetricsLog
 from alignlimits.methods.ppo_config import PPOConfig
 from alignlimits.methods.progress import RunningKL, step_description, training_progress
 from alignlimits.methods.stopping import read_rows, write_stop
@@ -197,55 +190,12 @@ class ValueHead(nn.Module):
         return self.linear(hidden.float()).squeeze(-1)
 
 
-class _MetricsLog:
-    """``metrics.jsonl`` (always) and the ``report_to`` loggers (tensorboard, wandb); a context manager."""
-
-    def __init__(self, output_dir: Path, config: PPOConfig):
-        self.output_dir, self.config, self.loggers = output_dir, config, []
-
-    def __enter__(self) -> "_MetricsLog":
-        for name in self.config.report_to:
-            if name == "tensorboard":
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-                except ImportError as e:
-                    raise AlignLimitsError("PPO: report_to tensorboard needs the tensorboard package (pip install tensorboard)") from e
-                self.loggers.append(("tensorboard", SummaryWriter(log_dir=str(self.output_dir / "tensorboard"))))
-            else:
-                try:
-                    import wandb
-                except ImportError as e:
-                    raise AlignLimitsError("PPO: report_to wandb needs the wandb package (pip install wandb)") from e
-                run = wandb.init(project="alignlimits", dir=str(self.output_dir), config=self.config.to_dict(), resume="allow")
-                self.loggers.append(("wandb", run))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for name, obj in self.loggers:
-            if name == "tensorboard":
-                obj.close()
-            else:
-                obj.finish()
-        self.loggers = []
-
-    def write(self, row: dict[str, float]) -> None:
-        with open(self.output_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        scalars = {f"ppo/{k}": v for k, v in row.items() if k != "step"}
-        for name, obj in self.loggers:
-            if name == "tensorboard":
-                for k, v in scalars.items():
-                    obj.add_scalar(k, v, row["step"])
-            else:
-                obj.log(scalars, step=row["step"])
-
-
 # ---------------------------------------------------------------------------------------
 # the trainer
 # ---------------------------------------------------------------------------------------
 
 
-class PPOTrainer:
+class PPOTrainer(Checkpointing):
     """PPO with a per-token k1 KL penalty; ``PPOTrainer(config, policy, ref_policy, tokenizer,
     reward_fn, prompts).train()`` returns the trained policy.
 
@@ -348,7 +298,7 @@ class PPOTrainer:
             self._load_checkpoint(ckpt)
         truncate_metrics(self.output_dir / "metrics.jsonl", self.step)
         (self.output_dir / "ppo_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        with _MetricsLog(self.output_dir, cfg) as log, training_progress(cfg.progress) as bar:
+        with MetricsLog(self.output_dir, cfg) as log, training_progress(cfg.progress) as bar:
             task = bar.add_task(step_description("PPO", cfg.beta), total=cfg.steps, completed=self.step)
             kl, rows, rule, reason = RunningKL(), read_rows(self.output_dir), cfg.stop_rule(), "steps"
             while self.step < cfg.steps:
@@ -626,64 +576,3 @@ class PPOTrainer:
             "tokens_per_s": n_tok / seconds if seconds > 0 else float("nan"),
         }
         return {k: row[k] for k in _METRIC_KEYS}
-
-    def save_policy(self, path: str | Path) -> None:
-        """save_pretrained of the policy (full weights, or the adapter with LoRA), the
-        tokenizer and the value head."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.policy.save_pretrained(path)
-        if hasattr(self.tokenizer, "save_pretrained"):
-            self.tokenizer.save_pretrained(path)
-        save_file({k: v.detach().contiguous() for k, v in self.value_head.state_dict().items()}, str(path / "value_head.safetensors"))
-
-    def save_checkpoint(self) -> Path:
-        """Write ``checkpoint-STEP`` (trainer_state.json last, so a torn one is ignored); unless
-        ``keep_checkpoints``, delete the older ones."""
-        ckpt = self.output_dir / f"checkpoint-{self.step}"
-        if ckpt.exists():
-            shutil.rmtree(ckpt)
-        self.save_policy(ckpt / "policy")
-        torch.save(self.optimizer.state_dict(), ckpt / "optimizer.pt")
-        save_rng_state(ckpt / "rng.pt")
-        state = {"step": self.step, "lora": self.lora, "score_pool": self.score_pool, "config": self.config.to_dict()}
-        (ckpt / "trainer_state.json").write_text(json.dumps(state, indent=2))
-        if not self.config.keep_checkpoints:
-            prune_checkpoints(self.output_dir)
-        return ckpt
-
-    def _load_checkpoint(self, ckpt: Path) -> None:
-        from safetensors.torch import load_file
-
-        state = json.loads((ckpt / "trainer_state.json").read_text())
-        if bool(state.get("lora")) != self.lora:
-            raise AlignLimitsError(f"PPO: checkpoint {ckpt} was {'LoRA' if state.get('lora') else 'full'} training; this run is not")
-        self._load_policy_weights(ckpt / "policy")
-        self.value_head.load_state_dict(load_file(str(ckpt / "policy" / "value_head.safetensors")))
-        self.optimizer.load_state_dict(load_state(ckpt / "optimizer.pt", map_location=self.device))
-        load_rng_state(ckpt / "rng.pt")
-        self.step = int(state["step"])
-        self.score_pool = [float(x) for x in state.get("score_pool", [])]
-
-    def _load_policy_weights(self, pol: Path) -> None:
-        """The adapter (LoRA) or the full weights saved by :meth:`save_policy`, checked against the policy."""
-        from safetensors.torch import load_file
-
-        if self.lora:
-            from peft import set_peft_model_state_dict
-
-            set_peft_model_state_dict(self.policy, load_file(str(pol / "adapter_model.safetensors")))
-            return
-        sd: dict[str, torch.Tensor] = {}
-        for f in sorted(pol.glob("*.safetensors")):
-            if f.name != "value_head.safetensors":
-                sd.update(load_file(str(f)))
-        missing, unexpected = self.policy.load_state_dict(sd, strict=False)
-        loaded = {p.data_ptr() for n, p in self.policy.named_parameters() if n in sd}
-        untied = [m for m in missing if self.policy.get_parameter(m).data_ptr() not in loaded]
-        if unexpected or untied:
-            raise AlignLimitsError(
-                f"PPO: {pol.parent} does not match the policy (missing {untied[:3]}, unexpected {unexpected[:3]})"
-            )

@@ -1,0 +1,124 @@
+"""PPO's bookkeeping, apart from the algorithm in :mod:`alignlimits.methods.ppo`: the metrics log
+(``metrics.jsonl`` and the ``report_to`` loggers) and the policy and checkpoint files (save, resume)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from alignlimits.errors import AlignLimitsError
+from alignlimits.methods.checkpoints import load_rng_state, load_state, prune_checkpoints, save_rng_state
+from alignlimits.methods.ppo_config import PPOConfig
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (always) and the ``report_to`` loggers (tensorboard, wandb); a context manager."""
+
+    def __init__(self, output_dir: Path, config: PPOConfig):
+        self.output_dir, self.config, self.loggers = output_dir, config, []
+
+    def __enter__(self) -> "MetricsLog":
+        for name in self.config.report_to:
+            if name == "tensorboard":
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError as e:
+                    raise AlignLimitsError("PPO: report_to tensorboard needs the tensorboard package (pip install tensorboard)") from e
+                self.loggers.append(("tensorboard", SummaryWriter(log_dir=str(self.output_dir / "tensorboard"))))
+            else:
+                try:
+                    import wandb
+                except ImportError as e:
+                    raise AlignLimitsError("PPO: report_to wandb needs the wandb package (pip install wandb)") from e
+                run = wandb.init(project="alignlimits", dir=str(self.output_dir), config=self.config.to_dict(), resume="allow")
+                self.loggers.append(("wandb", run))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name, obj in self.loggers:
+            if name == "tensorboard":
+                obj.close()
+            else:
+                obj.finish()
+        self.loggers = []
+
+    def write(self, row: dict[str, float]) -> None:
+        with open(self.output_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        scalars = {f"ppo/{k}": v for k, v in row.items() if k != "step"}
+        for name, obj in self.loggers:
+            if name == "tensorboard":
+                for k, v in scalars.items():
+                    obj.add_scalar(k, v, row["step"])
+            else:
+                obj.log(scalars, step=row["step"])
+
+
+
+class Checkpointing:
+    """The files of a :class:`~alignlimits.methods.ppo.PPOTrainer` (a mixin: it uses the trainer's policy, value head,
+    optimizer, tokenizer, step, score pool, LoRA flag, config and output folder)."""
+
+    def save_policy(self, path: str | Path) -> None:
+        """save_pretrained of the policy (full weights, or the adapter with LoRA), the
+        tokenizer and the value head."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.policy.save_pretrained(path)
+        if hasattr(self.tokenizer, "save_pretrained"):
+            self.tokenizer.save_pretrained(path)
+        save_file({k: v.detach().contiguous() for k, v in self.value_head.state_dict().items()}, str(path / "value_head.safetensors"))
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoint-STEP`` (trainer_state.json last, so a torn one is ignored); unless
+        ``keep_checkpoints``, delete the older ones."""
+        ckpt = self.output_dir / f"checkpoint-{self.step}"
+        if ckpt.exists():
+            shutil.rmtree(ckpt)
+        self.save_policy(ckpt / "policy")
+        torch.save(self.optimizer.state_dict(), ckpt / "optimizer.pt")
+        save_rng_state(ckpt / "rng.pt")
+        state = {"step": self.step, "lora": self.lora, "score_pool": self.score_pool, "config": self.config.to_dict()}
+        (ckpt / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        if not self.config.keep_checkpoints:
+            prune_checkpoints(self.output_dir)
+        return ckpt
+
+    def _load_checkpoint(self, ckpt: Path) -> None:
+        from safetensors.torch import load_file
+
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        if bool(state.get("lora")) != self.lora:
+            raise AlignLimitsError(f"PPO: checkpoint {ckpt} was {'LoRA' if state.get('lora') else 'full'} training; this run is not")
+        self._load_policy_weights(ckpt / "policy")
+        self.value_head.load_state_dict(load_file(str(ckpt / "policy" / "value_head.safetensors")))
+        self.optimizer.load_state_dict(load_state(ckpt / "optimizer.pt", map_location=self.device))
+        load_rng_state(ckpt / "rng.pt")
+        self.step = int(state["step"])
+        self.score_pool = [float(x) for x in state.get("score_pool", [])]
+
+    def _load_policy_weights(self, pol: Path) -> None:
+        """The adapter (LoRA) or the full weights saved by :meth:`save_policy`, checked against the policy."""
+        from safetensors.torch import load_file
+
+        if self.lora:
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(self.policy, load_file(str(pol / "adapter_model.safetensors")))
+            return
+        sd: dict[str, torch.Tensor] = {}
+        for f in sorted(pol.glob("*.safetensors")):
+            if f.name != "value_head.safetensors":
+                sd.update(load_file(str(f)))
+        missing, unexpected = self.policy.load_state_dict(sd, strict=False)
+        loaded = {p.data_ptr() for n, p in self.policy.named_parameters() if n in sd}
+        untied = [m for m in missing if self.policy.get_parameter(m).data_ptr() not in loaded]
+        if unexpected or untied:
+            raise AlignLimitsError(
+                f"PPO: {pol.parent} does not match the policy (missing {untied[:3]}, unexpected {unexpected[:3]})"
+            )
