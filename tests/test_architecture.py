@@ -5,7 +5,7 @@ from pathlib import Path
 
 SRC = Path(__file__).parents[1] / "src"
 LAYERS = ["theory", "lm", "methods", "pipeline", "report", "cli"]  # each may import only from those before it
-SHARED = {"errors", "seeding", "data", "__main__"}  # below every layer (data: the sample-table reader)
+SHARED = {"errors", "seeding", "samples", "__main__"}  # below every layer (samples: the sample-table reader)
 
 
 def modules() -> dict[str, Path]:

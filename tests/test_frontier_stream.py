@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import alignlimits.data as data
+import alignlimits.samples.streaming as data
 import alignlimits.theory.stream as stream
-from alignlimits.data import NotStreamable, read_samples, stream_samples
+from alignlimits.samples import NotStreamable, read_samples, stream_samples
 from alignlimits.errors import AlignLimitsError
 from alignlimits.pipeline.analysis import frontier_result
 from alignlimits.theory.groups import Groups
@@ -187,7 +187,7 @@ def test_sigterm_removes_the_spill(tmp_path):
     path = write(table(), tmp_path / "s.parquet")
     script = ("import os, signal, sys, time\n"
               "from alignlimits.cli import _on_sigterm\n"
-              "from alignlimits.data import stream_samples\n"
+              "from alignlimits.samples import stream_samples\n"
               "signal.signal(signal.SIGTERM, _on_sigterm)\n"
               f"t = stream_samples({str(path)!r})\n"
               "print(t.spill, flush=True)\n"

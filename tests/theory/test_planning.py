@@ -53,7 +53,7 @@ def test_gain_limits_on_known_samples():
 def test_plan_refuses_like_frontier():
     import pandas as pd
 
-    from alignlimits.data import validate
+    from alignlimits.samples import validate
     from alignlimits.pipeline.analysis import plan_result
 
     rng = np.random.default_rng(1)

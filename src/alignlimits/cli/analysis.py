@@ -57,7 +57,7 @@ def samples_source(path: Path) -> Path:
 
 def load(samples: Path, reward_cols: Optional[list[str]], drop_invalid: bool, resolved: bool = False):
     """Read and validate a sample table in memory (``resolved``: ``samples`` went through :func:`samples_source`)."""
-    from alignlimits.data import default_reward_column, read_table, validate
+    from alignlimits.samples import default_reward_column, read_table, validate
 
     samples = samples if resolved else samples_source(samples)
     try:
@@ -76,7 +76,7 @@ def load_for_frontier(samples: Path, reward_col: Optional[str], drop_invalid: bo
     bounded memory, with the same numbers. Other formats, column types the streamed reader does not take,
     and a bootstrap that resamples within prompts (all rewards at once; `auto` below 10 prompts) are read
     in memory. Returns the table (close it when done) and its reward column."""
-    from alignlimits.data import NotStreamable, stream_samples
+    from alignlimits.samples import NotStreamable, stream_samples
     from alignlimits.theory.frontier import bootstrap_mode
 
     source = samples_source(samples)

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from alignlimits.data import SampleTable, StreamedTable
+from alignlimits.samples import SampleTable, StreamedTable
 from alignlimits.errors import AlignLimitsError
 from alignlimits.theory.best_of_n import (
     bon_empirical_reward,

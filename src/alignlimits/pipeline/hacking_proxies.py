@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from alignlimits.data import read_table
+from alignlimits.samples import read_table
 from alignlimits.errors import AlignLimitsError
 from alignlimits.methods.proxies import (
     MIN_LABELS, GoldLabelledProxy, controlled_error_proxies, proxy_error, resolve_labels, text_features,

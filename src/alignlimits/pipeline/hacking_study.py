@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from alignlimits.data import default_reward_column, read_table, validate
+from alignlimits.samples import default_reward_column, read_table, validate
 from alignlimits.errors import AlignLimitsError
 from alignlimits.methods.proxies import FEATURES, proxy_error
 from alignlimits.pipeline.analysis import default_bon_grid

@@ -461,7 +461,7 @@ def _part_frame(ctx, plan: SamplingPlan, group: list[dict], results, texts: dict
     return frame
 
 def read_run_samples(out_dir: str | Path):
-    """All complete parts of a sample run as one DataFrame (the layout ``alignlimits.data.read_samples`` reads)."""
+    """All complete parts of a sample run as one DataFrame (the layout ``alignlimits.samples.read_samples`` reads)."""
     import pandas as pd
 
     parts = existing_parts(out_dir)

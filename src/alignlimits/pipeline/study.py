@@ -170,7 +170,7 @@ class Study:
             self.ctx.close_sampler()
 
     def base_table(self):
-        from alignlimits.data import read_samples
+        from alignlimits.samples import read_samples
 
         if self._table is None:
             self._table = read_samples(self.dir / "base", [r.name for r in self.ctx.rewards])
@@ -206,7 +206,7 @@ class Study:
     @cached_property
     def train_base(self):
         """The training prompts' base samples (their rewards grouped by prompt), or None before the train-base stage."""
-        from alignlimits.data import read_samples
+        from alignlimits.samples import read_samples
 
         if not self.state.done("train-base"):
             return None
