@@ -39,8 +39,8 @@ def test_grpo_lands_under_the_frontier_and_gains(base, tmp_path, beta):
     assert pt["gain"] >= 0.5 * pt["frontier_gain"] and pt["gain"] > 0.3  # a real gain
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, opts.steps + 1))
-    assert {"reward", "kl", "kl_k1_mean", "loss", "reward_mean", "objective"} <= set(rows[0])
-    assert all(r["objective"] == pytest.approx(r["reward"] - beta * r["kl_k1_mean"]) for r in rows)
+    assert {"reward", "kl", "kl_k1_mean", "loss", "reward_mean", "objective_absolute"} <= set(rows[0])
+    assert all(r["objective_absolute"] == pytest.approx(r["reward"] - beta * r["kl_k1_mean"]) for r in rows)
     assert (tmp_path / "run" / "policy" / "model.safetensors").is_file()
 
 

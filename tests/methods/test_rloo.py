@@ -38,7 +38,7 @@ def test_rloo_closes_90_percent_of_the_gap_to_the_optimal_objective(base, tmp_pa
     assert rows[0]["kl_k1_mean"] == pytest.approx(0.0, abs=1e-5)  # the reference is the base model
     for r in rows:  # our sequence KL is TRL's per-token one times the mean completion length
         assert r["kl_k1_mean"] == pytest.approx(r["kl"] * r["completions/mean_length"], rel=1e-4, abs=1e-6)
-        assert r["objective"] == pytest.approx(r["reward"] - beta * r["kl_k1_mean"])
+        assert r["objective_absolute"] == pytest.approx(r["reward"] - beta * r["kl_k1_mean"])
     assert (tmp_path / "run" / "policy" / "model.safetensors").is_file()
 
 
@@ -82,4 +82,7 @@ def test_rloo_names_itself_in_reward_errors_and_on_the_progress_bar():
         cb.on_train_begin(None, SimpleNamespace(max_steps=4, global_step=0), None)
         assert bar.tasks[0].description == "RLOO β=0.5"
         cb.on_log(None, None, None, logs={"reward": 1.25, "kl_k1_mean": 0.5, "loss": 0.1})
-        assert bar.tasks[0].description == "RLOO β=0.5 reward 1.250 KL 0.500"
+        assert bar.tasks[0].description == "RLOO β=0.5 reward 1.250 KL (last 1 steps) 0.500"
+        cb.on_log(None, None, None, logs={"reward": 1.5, "kl_k1_mean": 0.3, "loss": 0.1})
+        # the rollouts' KL as a running mean with its standard error, not one batch's noise
+        assert bar.tasks[0].description == "RLOO β=0.5 reward 1.500 KL (last 2 steps) 0.400 ± 0.100"

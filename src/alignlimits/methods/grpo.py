@@ -43,7 +43,7 @@ multiple of ``num_generations``), ``max_new_tokens`` → ``max_completion_length
 
 Output directory (:func:`alignlimits.methods.trl_common.run_trl_training`): ``checkpoint-STEP/``,
 ``metrics.jsonl`` (TRL's names plus ``reward_mean`` (= TRL's ``reward``), ``kl_k1_mean`` and
-``objective`` = reward_mean − β·kl_k1_mean, the same three columns as PPO's), ``grpo_options.json``
+``objective_absolute`` = reward_mean − β·kl_k1_mean, the same three columns as PPO's), ``grpo_options.json``
 and the final ``policy/``.
 """
 

@@ -92,7 +92,7 @@ _METRIC_KEYS = (
     "reward_std",
     "kl_k1_mean",  # mean over rollouts of sum_t (log π − log π0): measured sequence KL (k1)
     "kl_k1_se",  # its standard error
-    "objective",  # reward_mean − β · kl_k1_mean
+    "objective_absolute",  # reward_mean − β · kl_k1_mean (not relative to the base model; the points' objective is)
     "objective_rel",  # mean of r − b(x) − β·k1: relative to each prompt's base level b(x) (NaN without baselines)
     "objective_rel_se",  # its standard error over the step's rollouts
     "loss",  # pg_loss + vf_coef · vf_loss, mean over updates
@@ -567,7 +567,7 @@ class PPOTrainer(Checkpointing):
             "reward_std": float(scores.std(ddof=1)) if n > 1 else 0.0,
             "kl_k1_mean": float(kl.mean()),
             "kl_k1_se": float(kl.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
-            "objective": float(scores.mean() - self.config.beta * kl.mean()),
+            "objective_absolute": float(scores.mean() - self.config.beta * kl.mean()),
             "objective_rel": float(rel.mean()),
             "objective_rel_se": float(rel.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
             **upd,

@@ -19,7 +19,7 @@ the batch mean of the sequence KL above (TRL logs ``kl`` per token), from the lo
 
 Everything else is what every TRL-based trainer shares (:mod:`alignlimits.methods.trl_common`): the
 reward sees the prompt text as given to the model; float32 master weights; the reference is the base
-model as loaded; checkpoints, ``metrics.jsonl`` (with ``reward_mean``, ``kl_k1_mean`` and ``objective``),
+model as loaded; checkpoints, ``metrics.jsonl`` (with ``reward_mean``, ``kl_k1_mean``, ``objective_absolute`` and ``objective_rel``),
 ``rloo_options.json``, the final ``policy/`` and resumption.
 """
 

@@ -12,7 +12,7 @@ the model set-up, the callbacks and the training run.
   :func:`ensure_loadable`), or, with LoRA, the passed model with adapters disabled.
 * The output directory: TRL's ``checkpoint-STEP/`` folders (the newest kept unless ``keep_checkpoints``),
   ``metrics.jsonl`` (one row per logged step; with a reward, also ``reward_mean``, ``kl_k1_mean`` and
-  ``objective`` = reward_mean − β·kl_k1_mean, the columns PPO's rows have), ``<method>_options.json``
+  ``objective_absolute`` = reward_mean − β·kl_k1_mean, the columns PPO's rows have), ``<method>_options.json``
   and the final ``policy/``.  ``resume_from_checkpoint=True`` continues from the last checkpoint.
 """
 
@@ -257,7 +257,7 @@ def metrics_callback(output_dir: Path, beta: float, recorder: StepRecorder | Non
 
     class MetricsJSONL(TrainerCallback):
         """Appends each log row to ``metrics.jsonl``: TRL's metric names, plus the columns PPO's rows
-        share (``reward_mean``, ``kl_k1_mean``, ``objective`` = reward_mean − β·kl_k1_mean, ``objective_rel``
+        share (``reward_mean``, ``kl_k1_mean``, ``objective_absolute`` = reward_mean − β·kl_k1_mean, ``objective_rel``
         and its se with baselines, ``seconds`` since the last row); applies the stop rule and writes
         ``stop.json``."""
 
@@ -273,7 +273,7 @@ def metrics_callback(output_dir: Path, beta: float, recorder: StepRecorder | Non
             self.clock = now
             if "reward" in row and "kl_k1_mean" in row:
                 row["reward_mean"] = row["reward"]
-                row["objective"] = row["reward"] - beta * row["kl_k1_mean"]
+                row["objective_absolute"] = row["reward"] - beta * row["kl_k1_mean"]
             if recorder is not None:
                 row.update(recorder.flush())
             with open(output_dir / "metrics.jsonl", "a") as f:
