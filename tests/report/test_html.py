@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from alignlimits.report.html import summary_text, write_report
+from alignlimits.report.terminal import fmt_seconds
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_plane import edge_results, load  # noqa: E402
@@ -79,13 +80,13 @@ def test_sections_and_numbers(report):
     r = load()
     for p in r["evaluate"]:
         assert p["label"] in text
-    ppo = next(p for p in r["evaluate"] if p["label"] == "PPO β=0.1")
-    assert f"{100 * ppo['efficiency']:.0f}%" in text and f"PPO β=0.1 is {ppo['verdict']}" in text
+    ppo = next(p for p in r["evaluate"] if p["label"] == "PPO β=1.88")
+    assert f"{100 * ppo['efficiency']:.0f}%" in text and f"PPO β=1.88 is {ppo['verdict']}" in text
     for title in ("Trained policies", "Best-of-N", "Soft best-of-N"):
         assert f"<h3>{title} " in text
     assert "unreachable" in text  # a planning target the samples cannot reach (kl = inf)
     assert "gap at β=" in text and "corr. with gold" in text  # the hacking tables
-    assert "torch" in text and "train-ppo-beta0.1" in text and "8 min 40 s" in text  # the stages' total
+    assert "torch" in text and "train-ppo-beta1.88" in text and fmt_seconds(r["wall_time_s"]) in text  # the stages' total
 
 
 def test_summary_sentence():
@@ -99,13 +100,13 @@ def test_summary_sentence():
     # one sentence for best-of-N and one for soft best-of-N, not one per N and β
     assert len(re.findall(r"Soft best-of-\d+ β=\S+ (is|cannot)", s)) == 1
     assert len(re.findall(r"(?<!Soft )Best-of-\d+ (is|cannot)", s)) == 1
-    ppo = ev["PPO β=0.1"]
+    ppo = ev["PPO β=1.88"]
     ppo.update(verdict="on the frontier", gain_ci=[-0.06, 0.17], efficiency_ci=[-0.2, 1.3])
     said = summary_text(r)
-    assert "PPO β=0.1 cannot be told apart from the frontier at 95%" in said
+    assert "PPO β=1.88 cannot be told apart from the frontier at 95%" in said
     assert "its gain cannot be told apart from zero either: this point decides nothing" in said
     ppo.update(verdict="below the frontier", gain_ci=[0.01, 0.1])
-    assert "PPO β=0.1 is below the frontier at 95%" in summary_text(r)
+    assert "PPO β=1.88 is below the frontier at 95%" in summary_text(r)
     ppo.update(verdict="above the frontier (check its KL)", above_frontier=True, kl_overspend=None,
                judged_against="bias-corrected")
     said = summary_text(r)
@@ -114,7 +115,7 @@ def test_summary_sentence():
     assert "against the bias-corrected frontier" in said
     ppo.update(verdict="no verdict (past the frontier's reach)", efficiency=None, efficiency_ci=None,
                null_reason="its KL 14.3 nats is past the frontier's reach", above_frontier=False)
-    assert "PPO β=0.1 gets no verdict (gain" in summary_text(r) and "past the frontier's reach" in summary_text(r)
+    assert "PPO β=1.88 gets no verdict (gain" in summary_text(r) and "past the frontier's reach" in summary_text(r)
     ppo.update(verdict="on the frontier", efficiency=0.57, null_reason=None, efficiency_ci=None,
                efficiency_ci_note="unbounded: the frontier's gain at this KL is not resolved from 0")
     assert "57% [unbounded] of the optimal gain" in summary_text(r)
@@ -212,7 +213,7 @@ def test_report_in_headless_chromium(report, tmp_path):
     dom = run_chromium(path.as_uri(), tmp_path, "--dump-dom")
     assert dom.returncode == 0
     assert re.search(r"<img[^>]+src=\"data:image/png;base64,", dom.stdout)
-    assert "PPO β=0.1" in dom.stdout and ">Methods<" in dom.stdout
+    assert "PPO β=1.88" in dom.stdout and ">Methods<" in dom.stdout
     if os.environ.get("ALIGNLIMITS_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["ALIGNLIMITS_KEEP_SCREENSHOT"])
 
@@ -220,7 +221,8 @@ def test_report_in_headless_chromium(report, tmp_path):
 def test_hacking_figure_drawn_when_missing(tmp_path):
     text = write_report(tmp_path, load()).read_text()
     assert (tmp_path / "hacking.png").exists()
-    assert text.count("data:image/png;base64,") == 3  # the plane, the training curves and the hacking study
+    # the plane, the training curves, and the hacking study's controlled-error and trained-proxy figures
+    assert text.count("data:image/png;base64,") == 4
 
 
 def test_old_style_hacking_json(tmp_path):

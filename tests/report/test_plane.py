@@ -29,12 +29,12 @@ def edge_results() -> dict:
     r["frontier_band"] = [{"kl": float("nan"), "lo": 0.0, "hi": 1.0}]
     r["soft_bon"] = []
     ev = {p["label"]: p for p in r["evaluate"]}
-    r["evaluate"].append({**ev["GRPO β=0.1"], "method": "dpo", "label": None, "beta": None, "n": None})
+    r["evaluate"].append({**ev["GRPO β=1.88"], "method": "dpo", "label": None, "beta": None, "n": None})
     ev["best-of-4"].update(kl=float("nan"))
     ev["best-of-16"].update(kl_overspend=float("inf"), efficiency=float("nan"), optimal_gain_at_kl=None)
     ev[next(k for k in ev if k.startswith("soft best-of-8"))].update(kl_se=None, gain_ci=[float("-inf"), float("inf")])
-    ev["PPO β=0.1"].update(gain=-0.05, gain_ci=[-0.08, -0.02], kl=40.0, kl_se=3.0)  # lost reward, far beyond the frontier
-    ev["GRPO β=0.1"].update(label=None, method="grpo", beta=0.01)
+    ev["PPO β=1.88"].update(gain=-0.05, gain_ci=[-0.08, -0.02], kl=40.0, kl_se=3.0)  # lost reward, far beyond the frontier
+    ev["GRPO β=1.88"].update(label=None, method="grpo", beta=0.01)
     r["plan"] = {"for_gains": [], "for_kls": []}
     r["hacking"] = None
     r["examples"] = []
@@ -59,7 +59,7 @@ def test_plane_covers_every_method_point(tmp_path):
     import matplotlib.pyplot as plt
 
     r = load()
-    ppo = next(p for p in r["evaluate"] if p["label"] == "PPO β=0.1")
+    ppo = next(p for p in r["evaluate"] if p["label"] == "PPO β=1.88")
     ppo["kl"] = 12.0  # overspending KL far past the frontier's end
     seen = {}
     orig = plt.Figure.savefig
@@ -108,14 +108,14 @@ def test_headline_table(tmp_path):
     out = io.StringIO()
     print_headline(load(), Console(file=out, width=140, color_system=None))
     text = out.getvalue()
-    for label in ("best-of-16", "PPO β=0.1", "GRPO β=0.1", "efficiency", "overspend"):
+    for label in ("best-of-16", "PPO β=1.88", "GRPO β=1.88", "efficiency", "overspend"):
         assert label in text
     best = next(p for p in load()["evaluate"] if p["label"] == "best-of-16")
     assert f"{100 * best['efficiency']:.0f}%" in text
 
     out = io.StringIO()  # a narrow terminal wraps names but never cuts a number
     print_headline(load(), Console(file=out, width=80, color_system=None))
-    ppo = next(p for p in load()["evaluate"] if p["label"] == "PPO β=0.1")
+    ppo = next(p for p in load()["evaluate"] if p["label"] == "PPO β=1.88")
     assert headline_rows({"evaluate": [ppo]})[0]["gain"] in out.getvalue() and "…" not in out.getvalue()
 
     out = io.StringIO()
