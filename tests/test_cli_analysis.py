@@ -218,3 +218,19 @@ def test_json_lines_named_json(samples, tmp_path):
     proc = run("frontier", path, "--kl", "0.05")
     if proc.returncode != 0:  # read it, or say what it is
         assert_clean_error(proc, "JSON Lines", "rename it to .jsonl")
+
+
+def test_the_edge_budget_is_rounded_down_into_the_reliable_range():
+    """A reliable range ending at 1.397 nats gave the edge budget 1.4 (rounded up, even after 0.99×), which the
+    frontier then refused as beyond its reach: `alignlimits frontier data/bernoulli.parquet` exited 2."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from alignlimits.pipeline.analysis import default_budgets
+
+    for reliable, edge in ((1.397, 1.3), (0.0437, 0.043), (0.96, 0.96)):
+        fake = SimpleNamespace(groups_=SimpleNamespace(sizes=np.array([16])), min_ess=5.0, max_reliable_kl_=reliable,
+                               max_kl_=2.7)
+        kls, _ = default_budgets(fake, extrapolate=False)
+        assert kls[-1] == edge and max(kls) <= reliable

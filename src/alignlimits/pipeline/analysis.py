@@ -112,8 +112,8 @@ def default_budgets(frontier: Frontier, extrapolate: bool) -> tuple[list[float],
     dropped = [k for k in DEFAULT_BUDGETS if k not in kls]
     if not dropped:
         return kls, []
-    edge = float(f"{reliable:.2g}")  # the reliable range's end, rounded down to 2 digits below
-    edge = edge if edge <= reliable else float(f"{reliable * 0.99:.2g}")
+    digits = 1 - int(np.floor(np.log10(reliable))) if reliable > 0 else 0
+    edge = float(np.floor(reliable * 10.0**digits) / 10.0**digits)  # the reliable range's end, 2 digits, rounded down
     if not extrapolate and edge > (kls[-1] if kls else 0):
         kls.append(edge)
     left_out = ", ".join(f"{k:g}" for k in dropped)
