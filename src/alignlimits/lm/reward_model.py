@@ -159,3 +159,12 @@ def column_name(text: str) -> str:
     """``text`` as a column-name fragment: runs of other characters become ``_``, lower case."""
     s = re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower()
     return s or "model"
+
+
+def reward_device(device: str | None = None):
+    """The torch device of a neural reward model: ``device``, else ``ALIGNLIMITS_DEVICE``, else CUDA when present."""
+    import os
+
+    import torch
+
+    return torch.device(device or os.environ.get("ALIGNLIMITS_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
