@@ -1,6 +1,7 @@
 """The convergence rule on simulated per-step objectives with a known answer (ceiling J* = 1)."""
 
 import numpy as np
+import pytest
 
 from alignlimits.methods.convergence import CONVERGED, LEARNING, UNDETERMINED, convergence
 
@@ -39,3 +40,18 @@ def test_too_few_steps_or_no_ceiling_cannot_tell():
     assert convergence([0.2] * 8, 1.0).window == 2
     assert convergence(np.full(40, 0.3), float("nan")).state == UNDETERMINED
     assert convergence([0.1] * 10 + [None, float("nan")], 1.0).state == CONVERGED
+
+
+def test_final_objective_is_the_last_windows_mean_with_its_standard_error():
+    """Where training ended: the last K = steps/4 steps' mean, se = spread/√K (the spread floored by the steps' errors);
+    over simulated plateaus its ±1.96·se interval covers the plateau about 95% of the time."""
+    from alignlimits.methods.convergence import final_objective
+
+    end, se, window = final_objective([0, 0, 0, 0, 1, 2, 3, 4], [0.1] * 8)
+    assert (end, window) == (3.5, 2) and se == pytest.approx(np.sqrt(0.5) / np.sqrt(2))
+    assert final_objective([0.0, 1.0, 1.0, 1.0])[1] == 0.0
+    assert final_objective([None, 1.0, 1.0, 1.0, 1.0], [0.2] * 5)[1] == pytest.approx(0.2 / np.sqrt(2))
+    rng = np.random.default_rng(3)
+    hits = [abs(e - 0.7) <= 1.96 * s for e, s, _ in
+            (final_objective(0.7 * (1 - np.exp(-np.arange(80) / 4)) + rng.normal(0, 0.3, 80)) for _ in range(1000))]
+    assert 0.90 <= np.mean(hits) <= 0.99

@@ -13,6 +13,7 @@ from alignlimits.theory.ceiling import (
     optimal_objective,
     optimal_objective_debiased,
     policy_objective,
+    share_interval,
 )
 from alignlimits.theory.frontier import Frontier
 from alignlimits.theory.groups import Groups
@@ -153,3 +154,20 @@ def test_prompts_ceiling_interval_covers_for_fixed_prompts():
         mean, (lo, hi) = prompts_ceiling(r, beta, Groups.equal(20, 32), n_bootstrap=60, random_state=k)
         hits += lo <= np.mean(sigma**2) / (2 * beta) <= hi
     assert 0.8 <= hits / 60 <= 1.0, hits / 60
+
+
+@pytest.mark.parametrize("share,s_obj,s_opt", [(0.5, 0.05, 0.05), (0.95, 0.1, 0.08), (-0.3, 0.2, 0.02)])
+def test_share_of_independent_estimates_covers_and_reduces_to_the_plain_ratio(share, s_obj, s_opt):
+    """Fieller's set for J/J* from independent normal J and J* (a trainer's last steps against its training prompts'
+    base samples) covers the true share 90–99% of the time; with J* known exactly it is (J ± z·s_J)/J*."""
+    rng = np.random.default_rng(5)
+    optimum, hits, runs = 0.6, 0, 2000
+    for _ in range(runs):
+        j, j_star = rng.normal(share * optimum, s_obj), rng.normal(optimum, s_opt)
+        _, ci = share_interval(j, s_obj, j_star, s_opt)
+        hits += ci is not None and ci[0] <= share <= ci[1]
+    assert 0.90 <= hits / runs <= 0.99, hits / runs
+    est, ci = share_interval(0.3, 0.1, 0.6, 0.0)
+    assert est == pytest.approx(0.5) and ci == pytest.approx(((0.3 - 1.959964 * 0.1) / 0.6, (0.3 + 1.959964 * 0.1) / 0.6))
+    assert share_interval(0.3, 0.1, 0.6, 0.4)[1] is None  # J*'s own interval holds 0: unbounded
+    assert share_interval(float("nan"), float("nan"), 0.6, 0.1)[1] is None

@@ -51,22 +51,33 @@ class Convergence:
         return self.state == CONVERGED
 
 
-def convergence(objective, ceiling: float, se=None) -> Convergence:
-    """Apply the rule above to a trainer's per-step objective (in step order) against the ceiling J*(β); ``se``:
-    each step's standard error (same order), when the trainer logged it."""
+def _clean(objective, se) -> tuple[np.ndarray, np.ndarray]:
     o = np.asarray([np.nan if x is None else x for x in objective], dtype=np.float64)
     se = np.full(o.shape, np.nan) if se is None else np.asarray([np.nan if x is None else x for x in se], float)
     keep = np.isfinite(o)
-    o, se = o[keep], se[keep]
+    return o[keep], se[keep]
+
+
+def _spread(values: np.ndarray, windows: int, se: np.ndarray) -> float:
+    """One step's noise: the spread of ``values`` about their ``windows`` window means, floored by the steps' own
+    standard errors (root mean square)."""
+    parts = np.split(values, windows)
+    spread = np.sqrt(sum(np.sum((w - w.mean()) ** 2) for w in parts) / (values.size - windows))
+    if np.isfinite(se).any():
+        spread = max(spread, float(np.sqrt(np.nanmean(se**2))))
+    return float(spread)
+
+
+def convergence(objective, ceiling: float, se=None) -> Convergence:
+    """Apply the rule above to a trainer's per-step objective (in step order) against the ceiling J*(β); ``se``:
+    each step's standard error (same order), when the trainer logged it."""
+    o, se = _clean(objective, se)
     window = max(2, o.size // 4)
     resolution = RESOLUTION * float(ceiling) if np.isfinite(ceiling) and ceiling > 0 else float("nan")
     if o.size < 2 * window:
         return Convergence(UNDETERMINED, float("nan"), float("nan"), resolution, window)
     prev, last = o[-2 * window:-window], o[-window:]
-    spread = np.sqrt((np.sum((prev - prev.mean()) ** 2) + np.sum((last - last.mean()) ** 2)) / (2 * window - 2))
-    within = se[-2 * window:]
-    if np.isfinite(within).any():
-        spread = max(spread, float(np.sqrt(np.nanmean(within**2))))
+    spread = _spread(o[-2 * window:], 2, se[-2 * window:])
     noise = float(stats.t.ppf(0.95, 2 * window - 2) * spread * np.sqrt(2 / window))
     rise = float(last.mean() - prev.mean())
     if not noise < resolution:
@@ -74,3 +85,17 @@ def convergence(objective, ceiling: float, se=None) -> Convergence:
     else:
         state = CONVERGED if rise + noise < resolution else LEARNING
     return Convergence(state, rise, noise, resolution, window)
+
+
+def final_objective(objective, se=None) -> tuple[float, float, int]:
+    """Where training ended: the mean objective of the last window of K = max(2, steps/4) steps (the window the rule
+    reads), its standard error spread/√K (the spread floored by the steps' own errors, as in the rule) and K; NaN
+    with fewer than 2 steps. The steps' base levels b(x) come from a few base samples of each prompt, and a prompt
+    met twice in the window brings the same error twice: with many more prompts than the window draws, as on the
+    built-in tasks, that correlation is small."""
+    o, se = _clean(objective, se)
+    window = max(2, o.size // 4)
+    if o.size < window:
+        return float("nan"), float("nan"), window
+    last = o[-window:]
+    return float(last.mean()), _spread(last, 1, se[-window:]) / float(np.sqrt(window)), window

@@ -88,9 +88,12 @@ def training_summary(record, ceiling: tuple[float, tuple[float, float]] | None) 
     """A trained policy's training state (``converged`` / ``learning`` / ``undetermined``, the stated rule) against
     ``ceiling``, J*(β) of the training prompts with its interval (the trainer's curve is measured on them; the held-out
     prompts' J* can differ, e.g. 0.77 against 0.31 on the exact task), its per-step objective relative to each
-    prompt's base level with standard errors (the report's curve), and why it stopped."""
-    from alignlimits.methods.convergence import convergence
+    prompt's base level with standard errors (the report's curve), where it ended (``training_share``: the last
+    window's mean objective over J*(β) of the training prompts, which separates "did not reach its optimum" from
+    "reached it on the prompts it trained on, not on held-out ones"), and why it stopped."""
+    from alignlimits.methods.convergence import convergence, final_objective
     from alignlimits.methods.stopping import read_rows, read_stop
+    from alignlimits.theory.ceiling import share_interval
 
     rows = read_rows(record.train_dir)
     if not rows:
@@ -98,9 +101,14 @@ def training_summary(record, ceiling: tuple[float, tuple[float, float]] | None) 
     curve = [{"step": int(r["step"]), "objective": r.get("objective_rel"), "se": r.get("objective_rel_se")}
              for r in rows if r.get("objective_rel") is not None]
     value, ci = ceiling or (float("nan"), (float("nan"), float("nan")))
-    verdict = convergence([x["objective"] for x in curve], value, [x["se"] for x in curve])
+    objective, se = [x["objective"] for x in curve], [x["se"] for x in curve]
+    verdict = convergence(objective, value, se)
+    end, end_se, window = final_objective(objective, se)
+    share, share_ci = share_interval(end, end_se, value, (ci[1] - ci[0]) / (2 * 1.959964))
     return {"converged": verdict.converged, "training_state": verdict.state,
             "training_ceiling": {"objective_optimal": value, "objective_optimal_ci": list(ci), "prompts": "training"},
+            "training_share": {"objective": end, "objective_se": end_se, "window": window, "share": share,
+                               "share_ci": list(share_ci) if share_ci else None},
             "convergence": {"rise": verdict.rise, "noise": verdict.noise, "resolution": verdict.resolution,
                             "window": verdict.window, "rule": verdict.rule},
             "training_curve": curve, "stopped": read_stop(record.train_dir)}

@@ -203,25 +203,33 @@ def verdict_sentence(p: dict, overspend: bool = True) -> str:
 
 
 def training_words(p: dict) -> str:
-    """How far a point at β got toward its own optimum π_β, in words that separate a method from its budget."""
+    """How far a point at β got toward its own optimum π_β, in words that separate a method from its budget: on the
+    prompts it trained on (where its curve ended), then on the held-out prompts (what the plane shows)."""
     objective = fmt_ci(p["objective"], p.get("objective_ci"))
-    share = fmt_pct_ci(p.get("objective_share"), p.get("objective_share_ci"))
-    target = f"{fmt(p.get('kl_to_target'), 2)} nats from π_β"
-    ceiling = f"J*(β) = {fmt(p.get('objective_optimal'))}"
+    held = (f"{fmt_pct_ci(p.get('objective_share'), p.get('objective_share_ci'))} of its ceiling "
+            f"(J*(β) = {fmt(p.get('objective_optimal'))}), {fmt(p.get('kl_to_target'), 2)} nats from π_β")
     state = p.get("training_state")
-    stopped = (p.get("stopped") or {}).get("reason")
-    budget = " at its time budget" if stopped == "time budget" else ""
+    budget = " at its time budget" if (p.get("stopped") or {}).get("reason") == "time budget" else ""
+    end = p.get("training_share") or {}
+    trained = (f"{fmt_pct_ci(end['share'], end.get('share_ci'))} of its training prompts' ceiling"
+               if math.isfinite(num(end.get("share"))) else None)
     if num((p.get("objective_ci") or [None, None])[1]) < 0:
-        return (f"it made its objective E r − β·KL worse than the base model (objective {objective}, ceiling {ceiling}; "
-                "the point measures this training budget, not the method)")
+        s = (f"it made its objective E r − β·KL worse than the base model on held-out prompts (objective {objective}, "
+             f"ceiling J*(β) = {fmt(p.get('objective_optimal'))}")
+        if trained and num((end.get("share_ci") or [None])[0]) > 0:
+            return s + f"), though it ended at {trained}: it learned the prompts it trained on and did not carry that to new ones"
+        ended = f"; it ended at {trained}" if trained else ""
+        return s + ended + "; the point measures this training budget, not the method)"
+    if not trained:
+        words = {"converged": f"converged{budget} at {held}", "learning": f"learning, not converged{budget}: {held} so far",
+                 "undetermined": f"{held}; its training curve is too noisy to tell whether it converged{budget}"}
+        return words.get(state, held)
     if state == "converged":
-        return f"converged{budget} at {share} of its ceiling ({ceiling}), {target}"
+        return f"converged{budget} at {trained}; on held-out prompts {held}"
     if state == "learning":
-        return f"learning, not converged{budget}: {share} of its ceiling ({ceiling}) so far, {target}"
-    if state == "undetermined":
-        return (f"{share} of its ceiling ({ceiling}), {target}; its training curve is too noisy to tell whether it "
-                f"converged{budget}")
-    return f"{share} of its objective's ceiling ({ceiling}), {target}"
+        return f"learning, not converged{budget}: {trained} so far; on held-out prompts {held}"
+    return (f"{trained} where it stopped, though its training curve is too noisy to tell whether it converged{budget}; "
+            f"on held-out prompts {held}")
 
 
 def undecided(p: dict) -> bool:

@@ -107,6 +107,25 @@ def ceiling_from_replicates(beta: float, design, units, objective: float, object
     )
 
 
+def share_interval(objective: float, objective_se: float, ceiling: float, ceiling_se: float,
+                   confidence: float = 0.95) -> tuple[float, tuple[float, float] | None]:
+    r"""The share :math:`J/J^*` of two independent normal estimates, with its Fieller interval
+    :math:`\{\eta : (J - \eta J^*)^2 \le z^2 (s_J^2 + \eta^2 s_{J^*}^2)\}`: between the roots of
+    :math:`a\eta^2 - 2b\eta + c` with :math:`a = J^{*2} - z^2 s_{J^*}^2`, :math:`b = J J^*`,
+    :math:`c = J^2 - z^2 s_J^2`; unbounded (None) when :math:`a \le 0`, i.e. when :math:`J^*`'s own interval holds 0.
+    Used where the two come from different samples (a trainer's last steps against its training prompts' base
+    samples), so no paired replicates exist."""
+    from scipy import stats
+
+    z2 = stats.norm.ppf(0.5 + confidence / 2) ** 2
+    share = objective / ceiling if ceiling > 0 else float("nan")
+    a, b, c = ceiling**2 - z2 * ceiling_se**2, objective * ceiling, objective**2 - z2 * objective_se**2
+    if not (ceiling > 0 and a > 0 and np.isfinite([objective, objective_se]).all()):
+        return float(share), None
+    root = np.sqrt(max(b * b - a * c, 0.0))
+    return float(share), (float((b - root) / a), float((b + root) / a))
+
+
 def check_beta(beta) -> float:
     """β as a positive finite float, or a one-line error."""
     try:
