@@ -1,0 +1,34 @@
+"""The trainable controlled-error proxy: gold plus a fixed normal error of each text, of the stated size."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from alignlimits.errors import AlignLimitsError
+from alignlimits.lm.proxy_reward import ControlledErrorReward, text_normal
+from alignlimits.lm.reward_model import CallableReward
+
+
+def length(prompts, completions):
+    return [float(len(c)) for c in completions]
+
+
+def test_the_error_is_a_fixed_function_of_the_text_of_the_stated_size():
+    gold = CallableReward(length, spec="python:length", name="length")
+    proxy = ControlledErrorReward(gold, size=2.0, scale=0.5, seed=3)
+    prompts, comps = ["p"] * 4000 + ["q"], [f"c{i}" for i in range(4000)] + ["c0"]
+    err = proxy(prompts, comps) - gold(prompts, comps)
+    assert np.array_equal(proxy(prompts, comps), proxy(prompts, comps))  # a function of the text, not a draw
+    assert err[-1] != err[0]  # another prompt, another error
+    assert stats.kstest(err[:-1] / 1.0, "norm").pvalue > 0.01  # N(0, (2 × 0.5)²)
+    assert abs(np.corrcoef(err[:-1], gold(prompts, comps)[:-1])[0, 1]) < 0.05
+    assert not np.array_equal(text_normal(4, prompts, comps), text_normal(3, prompts, comps))
+    assert proxy.name == "length_error2" and proxy.spec == "error:2"
+
+
+def test_size_zero_is_gold_and_bad_sizes_are_one_line():
+    gold = CallableReward(length, spec="python:length", name="length")
+    assert np.array_equal(ControlledErrorReward(gold, 0.0, 1.0)(["a"], ["xy"]), [2.0])
+    for size, scale in ((-1, 1.0), (1, 0.0), (float("nan"), 1.0)):
+        with pytest.raises(AlignLimitsError, match="controlled-error proxy"):
+            ControlledErrorReward(gold, size, scale)
