@@ -37,7 +37,7 @@ FRONTIER_JSON = "alignlimits_frontier.json"
 VERDICT_CODES = {"below": -1, "on": 0, "above": 1}
 """The verdict as a number for scalar loggers (``alignlimits/verdict``): −1 below, 0 on, 1 above the frontier."""
 LOGGED = ("kl", "kl_se", "gain", "optimal_gain_at_kl", "efficiency", "gain_gap", "objective", "objective_optimal",
-          "objective_share", "kl_to_target", "seconds")
+          "objective_share", "kl_to_target", "seconds", "cost_share")
 
 
 def as_reward(reward, name: str | None = None):
@@ -144,7 +144,8 @@ class Yardstick:
     """:func:`measure_policy` every ``every`` steps, each point appended to ``OUTPUT_DIR/alignlimits.jsonl``.
 
     Each row is a point (the ``evaluate`` JSON's keys and the ceiling's) plus ``step``, ``seconds`` (the
-    measurement's wall time), ``training_state`` (the convergence rule on the measured objective so far against
+    measurement's wall time), ``step_seconds`` and ``cost_share`` (when the trainer gives its step time),
+    ``training_state`` (the convergence rule on the measured objective so far against
     J*(β)) and, on the row that ends training, ``stop`` (why). ``stop_when_converged``: :meth:`record` says stop
     once the state is ``converged`` (it needs at least 4 measurements)."""
 
@@ -177,14 +178,19 @@ class Yardstick:
             self.rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
     def due(self, step: int, last: bool = False) -> bool:
-        return step % self.every == 0 or (last and not any(r["step"] == step for r in self.rows))
+        """Every ``every`` steps, and at the ``last``; never twice at one step."""
+        return (step % self.every == 0 or last) and not any(r["step"] == step for r in self.rows)
 
-    def record(self, model, tokenizer, base_model, step: int, output_dir: Path | None) -> dict:
-        """Measure at ``step``, judge convergence, append the row to ``output_dir/alignlimits.jsonl``; the row."""
+    def record(self, model, tokenizer, base_model, step: int, output_dir: Path | None,
+               step_seconds: float | None = None) -> dict:
+        """Measure at ``step``, judge convergence, append the row to ``output_dir/alignlimits.jsonl``; the row.
+        ``step_seconds``: a training step's wall time, for ``cost_share`` = seconds / (every · step_seconds)."""
         row = {"step": int(step), **measure_policy(
             model, tokenizer, base_model, self.frontier, self.reward, self.prompts, self.prompt_ids, self.n,
             self.beta, seed=self.seed, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
             method=self.method)}
+        if step_seconds:
+            row.update(step_seconds=step_seconds, cost_share=row["seconds"] / (self.every * step_seconds))
         self.rows.append(row)
         state = self.state()
         row["training_state"] = state.state

@@ -316,7 +316,7 @@ class PPOTrainer(Checkpointing, Measuring):
                 kl.add(row["kl_k1_mean"], row["kl_k1_se"])
                 bar.update(task, advance=1, description=step_description("PPO", cfg.beta, row["reward_mean"], kl))
                 reason = rule.reason(rows) or reason
-                reason = self.measure(log, last=self.step == cfg.steps or reason != "steps") or reason
+                reason = self.measure(log, self.step == cfg.steps or reason != "steps", row["seconds"]) or reason
                 if self.step == cfg.steps or reason != "steps" or (cfg.save_steps and self.step % cfg.save_steps == 0):
                     self.save_checkpoint()
                 if reason != "steps":

@@ -65,7 +65,7 @@ class Measuring:
     trainer's ``yardstick``, policy, reference, tokenizer, step and output folder): PPO's curve on the plane is
     measured by :func:`alignlimits.methods.measure.measure_policy`, as every other trainer's."""
 
-    def measure(self, log: MetricsLog, last: bool) -> str | None:
+    def measure(self, log: MetricsLog, last: bool, step_seconds: float) -> str | None:
         """Measure when due (every ``yardstick.every`` steps, and at the last); the stop reason when the measured
         objective has converged and the yardstick stops on that, else None."""
         from alignlimits.methods.measure import adapters_off, scalars
@@ -74,7 +74,7 @@ class Measuring:
         if ys is None or not ys.due(self.step, last):
             return None
         base = adapters_off(self.policy) if self.ref_policy is None else self.ref_policy
-        point = ys.record(self.policy, self.tokenizer, base, self.step, self.output_dir)
+        point = ys.record(self.policy, self.tokenizer, base, self.step, self.output_dir, step_seconds)
         log.send(scalars(point), self.step)
         return "converged" if "stop" in point else None
 
