@@ -115,7 +115,7 @@ class FrontierCallback(TrainerCallback):
         self.frontier = fit_frontier(self.table, col)
         self.frontier_json = frontier_result(self.table, col, frontier=self.frontier)
         self.options = dict(n=n, every=every, seed=seed, batch_size=batch_size, stop_when_converged=stop_when_converged,
-                            max_new_tokens=max_new_tokens or self.config.get("max_new_tokens") or 64)
+                            max_new_tokens=max_new_tokens or self.config.get("sampling", {}).get("max_new_tokens") or 64)
         self.beta, self.base_model, self.output_dir = beta, base_model, output_dir
         self.yardstick, self.trainer, self._pending, self._step_start, self._step_seconds = None, None, None, None, []
 
@@ -201,7 +201,7 @@ class FrontierCallback(TrainerCallback):
     def _load_base(self, model):
         from alignlimits.lm.models import load_model
 
-        spec = self.config.get("model")
+        spec = self.config.get("identity", {}).get("model")
         if not spec:
             raise AlignLimitsError("no π0 for the measurement: give FrontierCallback(base_model=...), attach it to a "
                                    "trainer with a reference model, or build it from a run directory")
