@@ -4,7 +4,6 @@ import json
 import logging
 
 import pytest
-import torch
 from conftest import PROMPTS, base_samples
 
 from alignlimits.errors import AlignLimitsError
