@@ -43,12 +43,12 @@ def test_readme_example_on_the_exact_task(cli, tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.model
 def test_readme_example_on_smollm2_safety(cli, tmp_path, monkeypatch):
-    """A couple of GRPO steps of SmolLM2 on safety: the JSONL holds the fields, the plot is written."""
+    """One GRPO step of SmolLM2 on safety (194 s with two steps on 2 busy cores): the JSONL holds the fields, the plot is written."""
     rows = run_example(cli, tmp_path, monkeypatch,
                        ["--task", "safety", "--n", "4", "--limit-prompts", "3", "--max-new-tokens", "12"], {
-                           "max_steps=100": "max_steps=2", "per_device_train_batch_size=8": "per_device_train_batch_size=4",
+                           "max_steps=100": "max_steps=1", "per_device_train_batch_size=8": "per_device_train_batch_size=4",
                            "max_completion_length=64": "max_completion_length=12", "n=4, every=10": "n=2, every=1"})
-    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert [r["step"] for r in rows] == [0, 1]
     assert {"kl", "kl_se", "gain", "gain_ci", "efficiency", "verdict", "objective", "objective_share", "kl_to_target",
             "seconds", "step_seconds", "cost_share", "training_state"} <= set(rows[-1])
     print("cost:", [(r["step"], round(r["seconds"], 2), r.get("step_seconds"), r.get("cost_share")) for r in rows])
