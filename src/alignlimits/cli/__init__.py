@@ -70,7 +70,7 @@ def _on_sigterm(signum, frame) -> None:
 
 def _run_app() -> int:
     from alignlimits.cli.app import app
-    from alignlimits.cli import analysis, hack, run, sample  # noqa: F401  (they register commands)
+    from alignlimits.cli import analysis, hack, run, sample, training  # noqa: F401  (they register commands)
 
     # standalone_mode=False: click raises its usage errors and returns Exit's code, so we format them
     code = app(standalone_mode=False)

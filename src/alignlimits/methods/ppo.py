@@ -50,6 +50,7 @@ Output directory (written by :mod:`alignlimits.methods.ppo_bookkeeping`)::
     checkpoint-STEP/         policy/ (save_pretrained: full weights or adapter),
                              value_head.safetensors, optimizer.pt, rng.pt, trainer_state.json
     policy/                  the final policy (+ tokenizer, value head), for evaluation
+    alignlimits.jsonl        with a ``yardstick``: the run's points on the plane (:mod:`alignlimits.methods.measure`)
 
 ``trainer_state.json`` is written last, so a checkpoint without it is incomplete and ignored.
 Only the newest checkpoint is kept unless ``keep_checkpoints``.  Resuming
@@ -75,7 +76,7 @@ from alignlimits.errors import AlignLimitsError
 from alignlimits.lm.sampling import encode_prompt, eos_token_ids, generate_batch
 from alignlimits.methods.checkpoints import resume_point, truncate_metrics
 from alignlimits.methods.lora import add_lora, autocast_context, float32_master_weights, is_peft
-from alignlimits.methods.ppo_bookkeeping import Checkpointing, MetricsLog
+from alignlimits.methods.ppo_bookkeeping import Checkpointing, Measuring, MetricsLog
 from alignlimits.methods.ppo_config import PPOConfig
 from alignlimits.methods.progress import RunningKL, step_description, training_progress
 from alignlimits.methods.stopping import read_rows, write_stop
@@ -195,7 +196,7 @@ class ValueHead(nn.Module):
 # ---------------------------------------------------------------------------------------
 
 
-class PPOTrainer(Checkpointing):
+class PPOTrainer(Checkpointing, Measuring):
     """PPO with a per-token k1 KL penalty; ``PPOTrainer(config, policy, ref_policy, tokenizer,
     reward_fn, prompts).train()`` returns the trained policy.
 
@@ -218,6 +219,9 @@ class PPOTrainer(Checkpointing):
             They enter the returns as r − b(x), a per-prompt baseline that removes the prompts' difficulty
             from the advantages (a shift that depends on x only leaves π_β unchanged), and give the
             per-step ``objective_rel``, which the prompt mix of a step does not move.
+        yardstick: optional :class:`~alignlimits.methods.measure.Yardstick`: the run's point on the KL–reward plane,
+            measured on held-out prompts every ``yardstick.every`` steps into ``alignlimits.jsonl`` (off by default;
+            it restores the random state, so the training itself is unchanged).
     """
 
     def __init__(
@@ -229,8 +233,10 @@ class PPOTrainer(Checkpointing):
         reward_fn: RewardFn,
         prompts: Sequence[str],
         baselines: Mapping[str, float] | None = None,
+        yardstick=None,
     ):
         config.validate()
+        self.yardstick = yardstick
         self.config = config
         self.tokenizer = tokenizer
         self.reward_fn = reward_fn
@@ -297,6 +303,8 @@ class PPOTrainer(Checkpointing):
         if ckpt is not None:
             self._load_checkpoint(ckpt)
         truncate_metrics(self.output_dir / "metrics.jsonl", self.step)
+        if self.yardstick is not None:
+            self.yardstick.start(self.output_dir, self.step)
         (self.output_dir / "ppo_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         with MetricsLog(self.output_dir, cfg) as log, training_progress(cfg.progress) as bar:
             task = bar.add_task(step_description("PPO", cfg.beta), total=cfg.steps, completed=self.step)
@@ -308,6 +316,7 @@ class PPOTrainer(Checkpointing):
                 kl.add(row["kl_k1_mean"], row["kl_k1_se"])
                 bar.update(task, advance=1, description=step_description("PPO", cfg.beta, row["reward_mean"], kl))
                 reason = rule.reason(rows) or reason
+                reason = self.measure(log, self.step == cfg.steps or reason != "steps", row["seconds"]) or reason
                 if self.step == cfg.steps or reason != "steps" or (cfg.save_steps and self.step % cfg.save_steps == 0):
                     self.save_checkpoint()
                 if reason != "steps":

@@ -48,14 +48,35 @@ class MetricsLog:
     def write(self, row: dict[str, float]) -> None:
         with open(self.output_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
-        scalars = {f"ppo/{k}": v for k, v in row.items() if k != "step"}
+        self.send({f"ppo/{k}": v for k, v in row.items() if k != "step"}, row["step"])
+
+    def send(self, scalars: dict[str, float], step: int) -> None:
+        """``scalars`` to the ``report_to`` loggers at ``step``."""
         for name, obj in self.loggers:
             if name == "tensorboard":
                 for k, v in scalars.items():
-                    obj.add_scalar(k, v, row["step"])
+                    obj.add_scalar(k, v, step)
             else:
-                obj.log(scalars, step=row["step"])
+                obj.log(scalars, step=step)
 
+
+class Measuring:
+    """The yardstick's points on a :class:`~alignlimits.methods.ppo.PPOTrainer`'s run (a mixin: it uses the
+    trainer's ``yardstick``, policy, reference, tokenizer, step and output folder): PPO's curve on the plane is
+    measured by :func:`alignlimits.methods.measure.measure_policy`, as every other trainer's."""
+
+    def measure(self, log: MetricsLog, last: bool, step_seconds: float) -> str | None:
+        """Measure when due (every ``yardstick.every`` steps, and at the last); the stop reason when the measured
+        objective has converged and the yardstick stops on that, else None."""
+        from alignlimits.methods.measure import adapters_off, scalars
+
+        ys = self.yardstick
+        if ys is None or not ys.due(self.step, last):
+            return None
+        base = adapters_off(self.policy) if self.ref_policy is None else self.ref_policy
+        point = ys.record(self.policy, self.tokenizer, base, self.step, self.output_dir, step_seconds)
+        log.send(scalars(point), self.step)
+        return "converged" if "stop" in point else None
 
 
 class Checkpointing:

@@ -20,6 +20,7 @@ Columns (DESIGN §2): ``prompt_id``, ``sample_idx``, ``prompt`` (the exact text 
 ``completion``, ``completion_ids`` (list of token ids, EOS included when generated), ``logp_base`` (log π0 of
 the completion under the sampling model), ``n_tokens``, ``truncated``, ``seed`` (the run's ``--seed``),
 ``split`` (``train``/``heldout``, :func:`alignlimits.lm.tasks.split_of`), then one float column per reward.
+The table's metadata records the tokenizer that made it (:mod:`alignlimits.lm.identity`).
 Rewards are called with the ``prompt`` column (chat template applied) and the completion texts, exactly as
 policy samples are scored at evaluation, so base and policy rewards are one function.
 
@@ -439,6 +440,7 @@ def _part_frame(ctx, plan: SamplingPlan, group: list[dict], results, texts: dict
     as policy samples are scored at evaluation, so base and policy rewards are one function."""
     import pandas as pd
 
+    from alignlimits.lm.identity import TABLE_KEY, tokenizer_identity
     from alignlimits.lm.tasks import prompt_split
 
     n = plan.n
@@ -458,6 +460,7 @@ def _part_frame(ctx, plan: SamplingPlan, group: list[dict], results, texts: dict
     })
     for reward in ctx.rewards:
         frame[reward.name] = reward(list(frame["prompt"]), list(frame["completion"]), prompt_ids=ids)
+    frame.attrs[TABLE_KEY] = tokenizer_identity(ctx.lm.tokenizer)  # kept in the Parquet schema's metadata
     return frame
 
 def read_run_samples(out_dir: str | Path):
