@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +13,8 @@ from alignlimits.cli.options import (
     parse_policy_betas,
 )
 from alignlimits.errors import AlignLimitsError
-from alignlimits.pipeline.config import PRESETS, TASK_DEFAULTS, TRAINED, StudyConfig
+from alignlimits.pipeline.config import PRESETS, TASK_DEFAULTS, StudyConfig, known_methods
+from alignlimits.pipeline.trainers import TRAINERS
 
 
 def _read_config_file(path: Optional[Path]) -> dict:
@@ -81,7 +81,7 @@ def run(
     reward: Optional[list[str]] = typer.Option(None, "--reward", help="Reward model(s), repeatable; the first is the one aligned to. Default: the task's."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Prompt dataset (hub id or local file) instead of the built-in prompts. Default: built-in prompts."),
     prompts: Optional[str] = typer.Option(None, "--prompts", help="Prompt file (one per line, or JSONL). Default: built-in prompts."),
-    methods: Optional[str] = typer.Option(None, "--methods", help=f"Comma-separated: bon,soft-bon,ppo,grpo,rloo,dpo,hacking. {_default('methods')}"),
+    methods: Optional[str] = typer.Option(None, "--methods", help=f"Comma-separated: {','.join(known_methods())}. {_default('methods')}"),
     betas: Optional[str] = typer.Option(None, "--betas", "--beta", help=f"KL coefficients β of the trained methods (PPO, GRPO, RLOO, DPO), comma-separated. {BETAS_DEFAULT}"),
     n: Optional[int] = typer.Option(None, "--n", help=f"Base samples per held-out prompt (the frontier's data). {_default('n')}"),
     eval_n: Optional[int] = typer.Option(None, "--eval-n", help=f"Policy samples per held-out prompt. {_default('eval_n')}"),
@@ -124,7 +124,7 @@ def run(
 
 @app.command()
 def train(
-    method: str = typer.Option(..., "--method", help="ppo, grpo, rloo or dpo."),
+    method: str = typer.Option(..., "--method", help=f"One of {', '.join(TRAINERS)}."),
     out: Path = typer.Option(..., "--out", help="Run directory; policies go to RUN_DIR/train/METHOD-betaB/policy."),
     betas: Optional[str] = typer.Option(None, "--betas", "--beta", help=f"KL coefficients β, comma-separated (a sweep, trained in turn). {BETAS_DEFAULT}"),
     task: str = typer.Option("safety", "--task", help="safety, summarization or exact."),
@@ -142,12 +142,12 @@ def train(
     stop_when_converged: Optional[bool] = STOP_WHEN_CONVERGED,
     force: bool = typer.Option(False, "--force", help="Start over when RUN_DIR holds a run with another config."),
 ):
-    """Train PPO, GRPO, RLOO or DPO at one or more β on the task's training prompts (resumable)."""
+    """Train one method (PPO, GRPO, RLOO, DPO, ...) at one or more β on the task's training prompts (resumable)."""
     from alignlimits.pipeline.config import resolve_config
     from alignlimits.pipeline.study import Study
 
-    if method not in TRAINED:
-        raise AlignLimitsError(f"unknown method {method!r}; train one of {', '.join(TRAINED)}")
+    if method not in TRAINERS:
+        raise AlignLimitsError(f"unknown method {method!r}; train one of {', '.join(TRAINERS)}")
     flags = _flags(model=model, rewards=reward or None, prompts=prompts, dataset=dataset, steps=steps,
                    max_new_tokens=max_new_tokens, use_lora=use_lora, seed=seed, methods=[method],
                    betas=parse_numbers(betas, "--betas"), train_minutes=train_minutes,
@@ -176,7 +176,7 @@ def evaluate(
 ):
     """Every trained policy on the KL–reward plane: held-out prompts, sequence KL, efficiency against the frontier."""
     from alignlimits.cli.analysis import write_json
-    from alignlimits.pipeline.config import resolve_config
+    from alignlimits.pipeline.config import resolve_config, saved_config
     from alignlimits.pipeline.study import Study
 
     json_to_stdout(json_out)
@@ -189,14 +189,14 @@ def evaluate(
     if policies is None:
         if not saved.exists():
             raise AlignLimitsError(f"{run_dir} holds no run (no run_config.json); train into it first, or give --policy")
-        cfg = StudyConfig(**{**json.loads(saved.read_text()), **engine_flags})
+        cfg = saved_config(saved, **engine_flags)
         study = Study(cfg, run_dir, console=console, allow_overlap=allow_overlap)
         if not (run_dir / "train").is_dir():
             raise AlignLimitsError(f"{run_dir} holds no trained policies; run `alignlimits train ... --out {run_dir}` first")
         results = study.run(train=False, evaluate=True)
     else:
         if saved.exists():
-            cfg = StudyConfig(**{**json.loads(saved.read_text()), **engine_flags})
+            cfg = saved_config(saved, **engine_flags)
         else:
             if task is None:
                 raise AlignLimitsError("with --policy, say which --task (and --base model) it was trained for")

@@ -6,9 +6,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.pipeline.trainers import TRAINERS
 
-TRAINED = ("ppo", "grpo", "rloo", "dpo")
-METHODS = ("bon", "soft-bon", *TRAINED, "hacking")
+
+def known_methods() -> tuple[str, ...]:
+    """What ``--methods`` takes: best-of-N, soft best-of-N, every registered trainer, the hacking study."""
+    return ("bon", "soft-bon", *TRAINERS, "hacking")
 
 
 @dataclass
@@ -51,11 +54,9 @@ class StudyConfig:
     stop_when_converged: bool = False
     """Stop each trainer once its objective curve has converged against the ceiling J*(β) (the rule in
     :mod:`alignlimits.methods.convergence`)."""
-    ppo_learning_rate: float | None = None
-    """None: LEARNING_RATES[LoRA or full fine-tuning][method] (also for the three below)."""
-    grpo_learning_rate: float | None = None
-    rloo_learning_rate: float | None = None
-    dpo_learning_rate: float | None = None
+    learning_rates: dict[str, float] = field(default_factory=dict)
+    """Each trained method's learning rate (method → number > 0); a method not named gets its trainer's default for
+    LoRA or full fine-tuning (:data:`alignlimits.pipeline.trainers.TRAINERS`)."""
     dpo_n: int = 4
     """Base samples per training prompt from which DPO's best-vs-worst preference pairs are built."""
     use_lora: bool = False
@@ -80,11 +81,11 @@ class StudyConfig:
         self._check_number_types()
         if self.task not in TASKS:
             raise AlignLimitsError(f"unknown task {self.task!r}; use one of {', '.join(TASKS)}")
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if m not in known_methods()]
         if unknown:
-            raise AlignLimitsError(f"unknown method {unknown[0]!r}; use some of {', '.join(METHODS)}")
-        if any(m in TRAINED for m in self.methods) and self.betas is not None and not self.betas:
-            raise AlignLimitsError("trained methods (PPO, GRPO, RLOO, DPO) need at least one --betas value")
+            raise AlignLimitsError(f"unknown method {unknown[0]!r}; use some of {', '.join(known_methods())}")
+        if any(m in TRAINERS for m in self.methods) and self.betas is not None and not self.betas:
+            raise AlignLimitsError(f"trained methods ({', '.join(TRAINERS)}) need at least one --betas value")
         if any(not b > 0 for b in self.betas or []):
             raise AlignLimitsError(f"every β must be > 0 (got {self.betas}); the KL penalty is what makes the frontier")
         if self.train_minutes is not None and not self.train_minutes > 0:
@@ -127,10 +128,6 @@ class StudyConfig:
 
 NUMBER_KINDS = {"int": "a whole number", "float": "a number", "list[int]": "a list of whole numbers",
                 "list[float]": "a list of numbers"}
-# a trainer's learning rate unless given: LoRA adapters want a larger step than all weights, and GRPO's
-# on-policy single pass a larger one than PPO's four epochs (at 2e-4 its eight steps moved the policy to
-# KL 0.04; at 1e-3 to 0.25-0.32; measured in benchmarks/RESULTS.md "The default study")
-LEARNING_RATES = {"lora": {**dict.fromkeys(TRAINED, 2e-4), "grpo": 1e-3}, "full": dict.fromkeys(TRAINED, 1e-5)}
 PRESETS = {
     # the whole study on 2 CPU cores in at most 15 minutes (every held-out prompt, 16 base and 16 policy samples each,
     # two β per trainer; benchmarks/RESULTS.md "The default study"); LoRA: a finished run of a 135M model is 45 MB
@@ -150,11 +147,22 @@ TASK_DEFAULTS = {
     "summarization": dict(steps=6, eval_n=8, ppo_epochs=2),
     "exact": dict(methods=["bon", "soft-bon", "ppo", "grpo"], n=256, baseline_n=64, eval_n=256, eval_prompts=None, steps=60,
                   max_new_tokens=3, batch_size=64, use_lora=False,
-                  num_generations=8, ppo_learning_rate=1e-3, grpo_learning_rate=3e-3, rloo_learning_rate=3e-3,
-                  dpo_learning_rate=1e-2, dpo_n=8, betas=[0.5],
+                  num_generations=8, learning_rates=dict(ppo=1e-3, grpo=3e-3, rloo=3e-3, dpo=1e-2), dpo_n=8, betas=[0.5],
                   soft_bon_n=[2, 4, 16], min_ess=10.0),
 }
 CONFIG_KEYS = {f.name for f in fields(StudyConfig)}
+
+
+def saved_config(path: Path, **override) -> StudyConfig:
+    """The config a run directory was started with (its ``run_config.json``), with ``override`` on top."""
+    import json
+
+    values = json.loads(Path(path).read_text())
+    unknown = sorted(set(values) - CONFIG_KEYS)
+    if unknown:
+        raise AlignLimitsError(f"{path} was written by another version of alignlimits ({', '.join(unknown)}); "
+                               "run the study again into a new --out")
+    return StudyConfig(**{**values, **override})
 
 
 def resolve_config(task: str, preset: str | None, file_values: dict, flag_values: dict) -> StudyConfig:
@@ -171,16 +179,25 @@ def resolve_config(task: str, preset: str | None, file_values: dict, flag_values
     file_task = file_values.get("task")
     if file_task and file_task != task:
         raise AlignLimitsError(f"the config file is for task {file_task!r}, not {task!r}")
-    values = {**PRESETS[preset], **(TASK_DEFAULTS.get(task, {}) if preset == "quick" else {}), **file_values,
-              **{k: v for k, v in flag_values.items() if v is not None}}
-    values.update(task=task, preset=preset)
-    steps = LEARNING_RATES["lora" if values.get("use_lora") else "full"]
-    for method in TRAINED:
-        key = f"{method}_learning_rate"
-        values[key] = steps[method] if values.get(key) is None else _positive_number(values[key], key)
+    layers = [PRESETS[preset], TASK_DEFAULTS.get(task, {}) if preset == "quick" else {}, file_values,
+              {k: v for k, v in flag_values.items() if v is not None}]
+    values = {k: v for layer in layers for k, v in layer.items()}
+    values.update(task=task, preset=preset,
+                  learning_rates=_learning_rates(values.get("use_lora"), [layer.get("learning_rates") for layer in layers]))
     config = StudyConfig(**values)
     config.validate()
     return config
+
+
+def _learning_rates(use_lora: bool | None, layers: list) -> dict[str, float]:
+    """Every trainer's learning rate: its default for LoRA or full fine-tuning, then those each layer names."""
+    rates = {m: t.learning_rate["lora" if use_lora else "full"] for m, t in TRAINERS.items()}
+    for given in filter(None, layers):
+        if not isinstance(given, dict) or set(given) - set(TRAINERS):
+            raise AlignLimitsError(f"learning_rates must map trained methods ({', '.join(TRAINERS)}) to numbers > 0, "
+                                   f"e.g. {{grpo: 1.0e-3}} (got {given!r})")
+        rates.update({m: _positive_number(v, f"learning_rates.{m}") for m, v in given.items()})
+    return rates
 
 
 def _positive_number(value, key: str) -> float:
