@@ -7,7 +7,8 @@ Stages (each recorded in ``RUN_DIR/state.json`` when finished, so a rerun skips 
 3. ``train-base``: a few base samples of every training prompt (``RUN_DIR/train-base``): each prompt's base level
    b(x), the reference of the trainers' per-step objective and PPO's per-prompt baseline;
    ``train-<method>-beta<β>``: each trained method (PPO, GRPO, RLOO, DPO: the registry of
-   :mod:`alignlimits.pipeline.trainers`) on the training prompts (``RUN_DIR/train/...``; a killed trainer resumes from its last checkpoint; ``stop.json`` says why it stopped: steps, time budget, converged);
+   :mod:`alignlimits.pipeline.trainers`) on the training prompts (``RUN_DIR/train/...``; a killed trainer resumes
+   from its last checkpoint; ``stop.json`` says why it stopped: steps, time budget, converged);
 4. ``eval-<method>-beta<β>``: each policy sampled on the held-out prompts, scored, and its KL measured per
    sequence against the base model (``RUN_DIR/eval/NAME.parquet`` beside its ``NAME.json`` record);
 5. ``hacking`` (a default method of safety and summarization): proxies of controlled error and proxies trained on gold labels, and the hacking view;
