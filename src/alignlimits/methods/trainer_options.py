@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, NoReturn
 
-from alignlimits.errors import AlignLimitsError
+from alignlimits.errors import AlignLimitsError, check_beta
 
 REPORT_TO = ("tensorboard", "wandb")
 
@@ -68,8 +68,7 @@ class TrainerOptions:
 
     def validate(self) -> None:
         """Raise :class:`AlignLimitsError` with a one-line message for any impossible value."""
-        if not self.beta > 0:
-            self.invalid(f"beta must be > 0 (got {self.beta}); the KL penalty defines the target policy")
+        check_beta(self.beta, f"{self.METHOD} options: beta")
         for name in self.COUNTS:
             if int(getattr(self, name)) < 1:
                 self.invalid(f"{name} must be >= 1 (got {getattr(self, name)})")
