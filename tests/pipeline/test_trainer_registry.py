@@ -25,27 +25,27 @@ def sharpen(job, record, out, resume):
 
 
 @pytest.fixture
-def toy(monkeypatch):
-    monkeypatch.setitem(TRAINERS, "toy", Trainer(sharpen))
+def registered(monkeypatch):
+    monkeypatch.setitem(TRAINERS, "sharpen", Trainer(sharpen))
 
 
-def test_a_registered_method_lands_on_the_plane(toy, tmp_path):
+def test_a_registered_method_lands_on_the_plane(registered, tmp_path):
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["run", "exact", "--methods", "bon,toy", "--n", "64", "--eval-n", "64",
+    result = CliRunner().invoke(app, ["run", "exact", "--methods", "bon,sharpen", "--n", "64", "--eval-n", "64",
                                       "--out", str(out)])
     assert result.exit_code == 0, (result.output, result.exception)
     results = json.loads((out / "results.json").read_text())
-    point = next(p for p in results["evaluate"] if p["method"] == "toy")
-    assert point["label"] == "TOY β=0.5" and point["kl"] > 0 and point["verdict"]
-    assert {p["method"] for p in results["evaluate"]} == {"bon", "toy"}
-    record = json.loads((out / "train" / "toy-beta0.5" / "policy_record.json").read_text())
+    point = next(p for p in results["evaluate"] if p["method"] == "sharpen")
+    assert point["label"] == "SHARPEN β=0.5" and point["kl"] > 0 and point["verdict"]
+    assert {p["method"] for p in results["evaluate"]} == {"bon", "sharpen"}
+    record = json.loads((out / "train" / "sharpen-beta0.5" / "policy_record.json").read_text())
     assert record["config"]["learning_rate"] == Trainer(sharpen).learning_rate["full"]
 
 
-def test_the_method_lists_come_from_the_registry(toy, tmp_path):
+def test_the_method_lists_come_from_the_registry(registered, tmp_path):
     from alignlimits.pipeline.config import known_methods, resolve_config
 
-    assert "toy" in known_methods()
-    assert resolve_config("exact", None, {"learning_rates": {"toy": 0.5}}, {"methods": ["toy"]}).learning_rates["toy"] == 0.5
+    assert "sharpen" in known_methods()
+    assert resolve_config("exact", None, {"learning_rates": {"sharpen": 0.5}}, {"methods": ["sharpen"]}).learning_rates["sharpen"] == 0.5
     result = CliRunner().invoke(app, ["train", "--method", "sft", "--task", "exact", "--out", str(tmp_path / "r")])
-    assert isinstance(result.exception, AlignLimitsError) and "ppo, grpo, rloo, dpo, toy" in str(result.exception)
+    assert isinstance(result.exception, AlignLimitsError) and "ppo, grpo, rloo, dpo, sharpen" in str(result.exception)
