@@ -160,7 +160,8 @@ def check_values(name: str | None, params: dict | None) -> None:
     """Values the parser takes as free text but the command checks later: methods and tasks (placeholders
     such as TASK are left alone)."""
     from alignlimits.lm.tasks import TASKS
-    from alignlimits.pipeline.config import METHODS, TRAINED
+    from alignlimits.pipeline.config import known_methods
+    from alignlimits.pipeline.trainers import TRAINERS
 
     if not params:
         return
@@ -169,10 +170,10 @@ def check_values(name: str | None, params: dict | None) -> None:
         assert task in TASKS, f"unknown task {task!r}; tasks: {', '.join(TASKS)}"
     if name == "run" and params.get("methods"):
         methods = [m.strip() for m in params["methods"].split(",") if m.strip() and m.strip() != "..."]
-        unknown = [m for m in methods if m not in METHODS]
-        assert not unknown, f"unknown method(s) {unknown}; methods: {', '.join(METHODS)}"
+        unknown = [m for m in methods if m not in known_methods()]
+        assert not unknown, f"unknown method(s) {unknown}; methods: {', '.join(known_methods())}"
     if name == "train":
-        assert params["method"] in TRAINED, f"train --method {params['method']!r}; trained methods: {', '.join(TRAINED)}"
+        assert params["method"] in TRAINERS, f"train --method {params['method']!r}; trained methods: {', '.join(TRAINERS)}"
 
 
 # ---------------------------------------------------------------- every command shown parses

@@ -45,13 +45,20 @@ def test_the_default_config_chooses_beta_from_the_frontier():
 
 def test_learning_rates_by_method_and_fine_tuning():
     quick, full = resolve_config("safety", None, {}, {}), resolve_config("safety", "full", {}, {})
-    assert (quick.use_lora, quick.ppo_learning_rate, quick.grpo_learning_rate) == (True, 2e-4, 1e-3)
-    assert (full.use_lora, full.ppo_learning_rate, full.grpo_learning_rate) == (False, 1e-5, 1e-5)
-    assert resolve_config("safety", None, {"grpo_learning_rate": 5e-4}, {}).grpo_learning_rate == 5e-4
-    assert resolve_config("safety", None, {"ppo_learning_rate": "1e-3"}, {}).ppo_learning_rate == 1e-3  # YAML's text
+    assert (quick.use_lora, quick.learning_rates["ppo"], quick.learning_rates["grpo"]) == (True, 2e-4, 1e-3)
+    assert (full.use_lora, full.learning_rates["ppo"], full.learning_rates["grpo"]) == (False, 1e-5, 1e-5)
+    given = resolve_config("safety", None, {"learning_rates": {"grpo": 5e-4}}, {}).learning_rates
+    assert (given["grpo"], given["ppo"]) == (5e-4, 2e-4)
+    assert resolve_config("safety", None, {"learning_rates": {"ppo": "1e-3"}}, {}).learning_rates["ppo"] == 1e-3  # YAML's text
+    # the exact task's own rates stay for the methods a file does not name
+    exact = resolve_config("exact", None, {"learning_rates": {"ppo": 2e-3}}, {}).learning_rates
+    assert (exact["ppo"], exact["grpo"]) == (2e-3, 3e-3)
     for bad in ("abc", 0, -1e-4, True):
-        with pytest.raises(AlignLimitsError, match="ppo_learning_rate must be a number > 0"):
-            resolve_config("safety", None, {"ppo_learning_rate": bad}, {})
+        with pytest.raises(AlignLimitsError, match="learning_rates.ppo must be a number > 0"):
+            resolve_config("safety", None, {"learning_rates": {"ppo": bad}}, {})
+    for bad in ({"sft": 1e-3}, 1e-3):
+        with pytest.raises(AlignLimitsError, match="learning_rates must map trained methods"):
+            resolve_config("safety", None, {"learning_rates": bad}, {})
 
 
 def test_config_file_numbers_are_checked_before_use():

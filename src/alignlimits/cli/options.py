@@ -6,11 +6,12 @@ from typing import Optional
 
 import typer
 
-from alignlimits.errors import AlignLimitsError
+from alignlimits.errors import AlignLimitsError, check_beta
+from alignlimits.lm.engines import DEFAULT_ENGINE
 
 # the sampling-engine options `sample`, `run` and `evaluate` share
 ENGINE = typer.Option(None, "--engine", help="Sampling engine (base samples; policies at evaluation): hf (transformers), "
-                                              "vllm, or auto (vllm with CUDA, or on CPU for prompts of 250+ characters). Default hf (evaluate: the run's).")
+                                              f"vllm, or auto (vllm with CUDA, or on CPU for prompts of 250+ characters). Default {DEFAULT_ENGINE} (evaluate: the run's).")
 TENSOR_PARALLEL = typer.Option(None, "--tensor-parallel-size", help="vLLM: GPUs each model replica is sharded over. Default 1.")
 DATA_PARALLEL = typer.Option(None, "--data-parallel-size", help="vLLM: model replicas. Default 1.")
 BACKEND = typer.Option(None, "--distributed-backend", help="vLLM: mp (one machine) or ray (several nodes). Default: vLLM's choice.")
@@ -61,12 +62,12 @@ def parse_policy_betas(items: Optional[list[str]], policies: Optional[dict[str, 
         try:
             beta = float(value)
         except ValueError:
-            beta = float("nan")
-        if not sep or not beta > 0 or beta == float("inf"):
+            beta = value
+        if not sep:
             raise AlignLimitsError(f"--policy-beta {item!r}: give NAME=β with β > 0, e.g. --policy-beta mine=0.1")
         if name not in (policies or {}):
             raise AlignLimitsError(f"--policy-beta {item!r}: no --policy named {name!r}; name the policy as in --policy NAME=PATH")
-        out[name] = beta
+        out[name] = check_beta(beta, f"--policy-beta {item!r}")
     return out
 
 

@@ -10,6 +10,7 @@ import typer
 from alignlimits.cli.app import app
 from alignlimits.cli.options import BACKEND, DATA_PARALLEL, ENGINE, GPU_MEMORY, TENSOR_PARALLEL, engine_options
 from alignlimits.errors import AlignLimitsError
+from alignlimits.lm.engines import DEFAULT_ENGINE
 
 
 @app.command("sample")
@@ -56,7 +57,7 @@ def sample(
     from alignlimits.pipeline.sampling_run import SamplingPlan, run_sampling
 
     ctx = StudyContext.resolve(task, model=model, rewards=list(reward) if reward else None, prompts=prompts,
-                               dataset=dataset, device=device, dtype=dtype, engine=engine or "hf",
+                               dataset=dataset, device=device, dtype=dtype, engine=engine or DEFAULT_ENGINE,
                                engine_options=engine_options(tensor_parallel_size, data_parallel_size, distributed_backend,
                                                              gpu_memory_utilization))
     plan = SamplingPlan(n=n, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,

@@ -41,6 +41,7 @@ from alignlimits.errors import AlignLimitsError
 from alignlimits.seeding import derive_seed
 
 ENGINES = ("hf", "vllm", "auto")
+DEFAULT_ENGINE = "hf"  # what --engine is unless given: transformers, always installed
 CPU_VLLM_MIN_PROMPT_CHARS = 250  # auto on CPU: the geometric middle of the two measured prompt lengths
 DEFAULT_CPU_KV_CACHE_GIB = 2  # VLLM_CPU_KVCACHE_SPACE when unset: SmolLM2 gets ~46k cached tokens
 SHUTDOWN_GRACE_S = 3.0  # on CPU, for vLLM's processes to end before they are killed (vLLM's default: 5)
@@ -348,19 +349,21 @@ def _first_line(err: BaseException) -> str:
 
 
 def make_engine(name: str, lm, *, seed: int = 0, options: dict | None = None, model=None, path: str | None = None):
-    """The engine for an ``--engine`` value on a loaded base model (:class:`alignlimits.lm.models.LoadedModel`).
+    """The engine ``name`` (``hf`` or ``vllm``, as :func:`choose_engine` resolved it) on a loaded base model
+    (:class:`alignlimits.lm.models.LoadedModel`).
 
     ``model`` (hf) or ``path`` (vllm, a folder holding the same weights) samples another model of the same
     tokenizer and precision in its place: a policy at evaluation.
     """
     from alignlimits.lm.sampling import eos_token_ids
 
-    chosen = choose_engine(name)
-    if chosen == "hf":
+    if name not in ("hf", "vllm"):
+        raise ValueError(f"make_engine takes a resolved engine, hf or vllm (choose_engine), not {name!r}")
+    if name == "hf":
         return HFEngine(model if model is not None else lm.model, lm.tokenizer)
     dtype = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
     return VLLMEngine(str(path or lm.path), lm.tokenizer, eos_token_ids(lm.model, lm.tokenizer), seed=seed, dtype=dtype,
                       options=dict(options or {}), tokenizer_path=str(lm.path))
 
 
-__all__ = ["ENGINES", "HFEngine", "VLLMEngine", "choose_engine", "make_engine", "vllm_installed"]
+__all__ = ["DEFAULT_ENGINE", "ENGINES", "HFEngine", "VLLMEngine", "choose_engine", "make_engine", "vllm_installed"]

@@ -39,7 +39,7 @@ the reference as in every TRL-based trainer (:mod:`alignlimits.methods.trl_commo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -130,9 +130,9 @@ def dpo_pairs_from_policy(
                                   [prompt_ids[i] for i, _, _ in rows], pairs)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DPOOptions(TRLOptions):
-    """Our options for DPO (and, keyword-only, :class:`~alignlimits.methods.trl_common.TRLOptions`');
+    """Our options for DPO (and :class:`~alignlimits.methods.trl_common.TRLOptions`'; every option keyword-only);
     :func:`dpo_config` maps them onto TRL's ``DPOConfig``."""
 
     METHOD = "DPO"
@@ -146,10 +146,9 @@ class DPOOptions(TRLOptions):
     """Pairs per step (``per_device_train_batch_size``)."""
     learning_rate: float = 1e-6
     """TRL's DPO default.  Tiny models (the exact task) need far larger values, e.g. 1e-2."""
-    lr_scheduler_type: str = "linear"
     loss_type: str = "sigmoid"
     """"sigmoid" (DPO), "ipo", "hinge", "robust" or "sigmoid_norm"."""
-    output_dir: str = field(default="dpo-run", kw_only=True)
+    output_dir: str = "dpo-run"
 
     def validate(self) -> None:
         super().validate()

@@ -49,7 +49,7 @@ and the final ``policy/``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from alignlimits.methods.trl_common import (
@@ -69,9 +69,9 @@ SCALE_REWARDS = ("group", "batch", "none")
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GRPOOptions(TRLOptions):
-    """Our options for GRPO (and, keyword-only, :class:`~alignlimits.methods.trl_common.TRLOptions`');
+    """Our options for GRPO (and :class:`~alignlimits.methods.trl_common.TRLOptions`'; every option keyword-only);
     :func:`grpo_config` maps them onto TRL's ``GRPOConfig``."""
 
     METHOD = "GRPO"
@@ -92,7 +92,6 @@ class GRPOOptions(TRLOptions):
     """μ: passes over each generation batch (TRL's default 1: on-policy)."""
     learning_rate: float = 1e-6
     """TRL's GRPO default.  Tiny models (the exact task) need far larger values, e.g. 3e-3."""
-    lr_scheduler_type: str = "linear"
     epsilon: float = 0.2
     """Clip range of the surrogate."""
     scale_rewards: str = "group"
@@ -101,7 +100,7 @@ class GRPOOptions(TRLOptions):
     """TRL's token aggregation: "dapo" (default), "grpo", "dr_grpo", "bnpo", "cispo", "sapo"."""
     max_new_tokens: int = 64
     """``max_completion_length``."""
-    output_dir: str = field(default="grpo-run", kw_only=True)
+    output_dir: str = "grpo-run"
 
     def validate(self) -> None:
         super().validate()

@@ -24,20 +24,23 @@ the reward against β, so the trained policy would target :math:`\pi_{\beta\sigm
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from alignlimits.errors import AlignLimitsError
-from alignlimits.methods.trainer_checks import check_common_options
+from alignlimits.methods.trainer_options import TrainerOptions
 
 
-@dataclass
-class PPOConfig:
-    """Options of :class:`alignlimits.methods.ppo.PPOTrainer`.
+@dataclass(kw_only=True)
+class PPOConfig(TrainerOptions):
+    """Options of :class:`alignlimits.methods.ppo.PPOTrainer`: its own, and those every trainer shares
+    (:class:`~alignlimits.methods.trainer_options.TrainerOptions`: seed, LoRA, checkpoints, loggers, the stop
+    rule), whose defaults are PPO's too.
 
     One *step* is one PPO iteration: ``batch_size`` rollouts from the current policy, then
     ``ppo_epochs`` passes over them in ``num_minibatches`` minibatches each.
     """
+
+    METHOD = "PPO"
+    COUNTS = ("steps", "batch_size", "max_new_tokens", "ppo_epochs", "num_minibatches")
 
     # --- the objective -----------------------------------------------------------------
     beta: float = 0.05
@@ -109,48 +112,12 @@ class PPOConfig:
     whiten_advantages: bool = True
     """Whiten GAE advantages per batch (mean 0, std 1).  Default: lm-human-preferences."""
 
-    # --- model --------------------------------------------------------------------------
-    use_lora: bool = False
-    """Train LoRA adapters (peft) instead of all weights; the reference is then the base model
-    with adapters disabled, so no second copy is kept in memory."""
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    """Dropout is 0 so that log π is deterministic (the per-token KL needs it)."""
-    lora_target_modules: list[str] | str | None = "all-linear"
-    """peft ``target_modules``; ``"all-linear"`` adapts every linear layer but the LM head."""
-
     # --- bookkeeping --------------------------------------------------------------------
     output_dir: str = "ppo-run"
-    """Checkpoints (``checkpoint-STEP/``), ``metrics.jsonl`` and the final ``policy/``."""
-    save_steps: int = 50
-    """Checkpoint every this many steps (and always at the end); 0: only at the end."""
-    keep_checkpoints: bool = False
-    """Keep every checkpoint; by default only the newest is kept (what resuming needs: a full-weight
-    checkpoint holds the weights and twice as much Adam state)."""
-    seed: int = 0
-    report_to: list[str] = field(default_factory=list)
-    """Extra loggers: ``"tensorboard"`` and/or ``"wandb"`` (metrics.jsonl is always written)."""
-    progress: bool = True
-    """Show a rich progress bar."""
-    max_minutes: float | None = None
-    """Stop at this training time (summed over resumed runs); ``stop.json`` says why training stopped."""
-    stop_at_ceiling: float | None = None
-    """Stop once the ``objective_rel`` curve has converged against this ceiling J*(β) (the rule of
-    :mod:`alignlimits.methods.convergence`; needs the trainer's ``baselines``)."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.report_to, str):
-            self.report_to = [] if self.report_to in ("", "none") else [self.report_to]
-        self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`AlignLimitsError` with a one-line message for any impossible value."""
-
-        def bad(msg: str) -> None:
-            raise AlignLimitsError(f"PPO config: {msg}")
-
-        check_common_options(self, bad, ("steps", "batch_size", "max_new_tokens", "ppo_epochs", "num_minibatches"))
+        super().validate()
+        bad = self.invalid
         if self.batch_size % self.num_minibatches:
             bad(f"batch_size {self.batch_size} is not divisible by num_minibatches {self.num_minibatches}")
         for name in ("micro_batch_size", "generation_batch_size"):
@@ -166,19 +133,7 @@ class PPOConfig:
             bad(f"need 0 < gamma <= 1 and 0 <= lam <= 1 (got gamma={self.gamma}, lam={self.lam})")
         if self.vf_coef < 0:
             bad(f"vf_coef must be >= 0 (got {self.vf_coef})")
-        try:
-            self.stop_rule()
-        except AlignLimitsError as e:
-            bad(str(e))
-
-    def stop_rule(self):
-        from alignlimits.methods.stopping import StopRule
-
-        return StopRule(self.max_minutes, self.stop_at_ceiling)
 
     @property
     def minibatch_size(self) -> int:
         return self.batch_size // self.num_minibatches
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

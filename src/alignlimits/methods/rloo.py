@@ -25,7 +25,7 @@ model as loaded; checkpoints, ``metrics.jsonl`` (with ``reward_mean``, ``kl_k1_m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from alignlimits.methods.trl_common import (
@@ -42,9 +42,9 @@ from alignlimits.methods.trl_common import (
 __all__ = ["RLOOOptions", "build_rloo_trainer", "rloo_config", "train_rloo"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RLOOOptions(TRLOptions):
-    """Our options for RLOO (and, keyword-only, :class:`~alignlimits.methods.trl_common.TRLOptions`');
+    """Our options for RLOO (and :class:`~alignlimits.methods.trl_common.TRLOptions`'; every option keyword-only);
     :func:`rloo_config` maps them onto TRL's ``RLOOConfig``."""
 
     METHOD = "RLOO"
@@ -62,14 +62,13 @@ class RLOOOptions(TRLOptions):
     """μ: passes over each generation batch (1: on-policy, the unbiased gradient)."""
     learning_rate: float = 1e-6
     """TRL's RLOO default.  Tiny models (the exact task) need far larger values, e.g. 3e-3."""
-    lr_scheduler_type: str = "linear"
     epsilon: float = 0.2
     """Clip range of the sequence ratio (inactive on-policy)."""
     normalize_advantages: bool = False
     """Whiten advantages over the batch (TRL's default False); a step-size change, same fixed point."""
     max_new_tokens: int = 64
     """``max_completion_length``."""
-    output_dir: str = field(default="rloo-run", kw_only=True)
+    output_dir: str = "rloo-run"
 
     def validate(self) -> None:
         super().validate()

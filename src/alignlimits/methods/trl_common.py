@@ -21,9 +21,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, NoReturn, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -38,7 +38,7 @@ from alignlimits.methods.lora import (
 )
 from alignlimits.methods.progress import RunningKL, step_description, training_progress
 from alignlimits.methods.stopping import StepRecorder, StopRule, read_rows, write_stop
-from alignlimits.methods.trainer_checks import check_common_options
+from alignlimits.methods.trainer_options import TrainerOptions
 
 __all__ = [
     "TRLOptions",
@@ -57,65 +57,14 @@ __all__ = [
 
 
 @dataclass(kw_only=True)
-class TRLOptions:
-    """The options every TRL-based trainer takes alike (keyword-only, after each method's own)."""
+class TRLOptions(TrainerOptions):
+    """The options every TRL-based trainer takes alike, beyond those every trainer shares."""
 
-    METHOD: ClassVar[str]
-    """The method's name in messages, the progress bar and ``<method>_options.json``."""
-    COUNTS: ClassVar[tuple[str, ...]] = ("steps", "batch_size")
-    """Fields that must be ≥ 1."""
-
-    use_lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_target_modules: list[str] | str | None = "all-linear"
-    output_dir: str = "run"
-    save_steps: int = 50
-    """Checkpoint every this many steps (TRL also saves at the end); 0: only at the end."""
-    keep_checkpoints: bool = False
-    """Keep every checkpoint; by default only the newest (what resuming needs)."""
-    seed: int = 0
-    report_to: list[str] = field(default_factory=list)
-    """"tensorboard" and/or "wandb" (metrics.jsonl is always written)."""
+    lr_scheduler_type: str = "linear"
     logging_steps: int = 1
     gradient_checkpointing: bool = False
-    progress: bool = True
-    """A rich progress bar (steps, and the last reward and sequence KL, or DPO's reward margin)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Any other field of TRL's config, passed as is (wins over the mapping of the options)."""
-    baselines: dict[str, float] | None = None
-    """Base level b(x) of each training prompt (text → mean reward of a few base samples): each log row then
-    carries ``objective_rel`` and its standard error (:mod:`alignlimits.methods.stopping`)."""
-    max_minutes: float | None = None
-    """Stop at this training time (summed over resumed runs); ``stop.json`` says why training stopped."""
-    stop_at_ceiling: float | None = None
-    """Stop once the ``objective_rel`` curve has converged against this ceiling J*(β) (needs ``baselines``)."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.report_to, str):
-            self.report_to = [] if self.report_to in ("", "none") else [self.report_to]
-        self.validate()
-
-    def invalid(self, msg: str) -> NoReturn:
-        raise AlignLimitsError(f"{self.METHOD} options: {msg}")
-
-    def validate(self) -> None:
-        check_common_options(self, self.invalid, self.COUNTS)
-        if self.stop_at_ceiling is not None and not self.baselines:
-            self.invalid("stop_at_ceiling reads the objective relative to each prompt's base level: give baselines")
-        try:
-            self.stop_rule()
-        except AlignLimitsError as e:
-            self.invalid(str(e))
-
-    def stop_rule(self) -> StopRule:
-        return StopRule(self.max_minutes, self.stop_at_ceiling)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The options as plain values, the method's own first (their order in ``__init__``)."""
-        d, shared = asdict(self), {f.name for f in dataclasses.fields(self) if f.kw_only}
-        return {k: d[k] for k in sorted(d, key=lambda k: k in shared)}
 
 
 def check_group_size(options: Any, why: str) -> None:

@@ -5,38 +5,59 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from alignlimits.errors import AlignLimitsError
+from alignlimits.errors import AlignLimitsError, check_beta
+from alignlimits.lm.engines import DEFAULT_ENGINE
+from alignlimits.pipeline.trainers import TRAINERS
 
-TRAINED = ("ppo", "grpo", "rloo", "dpo")
-METHODS = ("bon", "soft-bon", *TRAINED, "hacking")
+
+def known_methods() -> tuple[str, ...]:
+    """What ``--methods`` takes: best-of-N, soft best-of-N, every registered trainer, the hacking study."""
+    return ("bon", "soft-bon", *TRAINERS, "hacking")
+
+
+def option(default=None, flags: tuple[str, ...] = (), help: str = "", *, train: bool = False, form: str | None = None,
+           factory=None):
+    """A field of :class:`StudyConfig` that is also an option of `run` (and of `train` when ``train``), declared once:
+    ``flags`` its names (``--on/--off`` for a switch), ``help`` its help (the CLI adds the default of each preset
+    and task unless the help states one), ``form`` how the command line writes a value that is not a plain number
+    or word: ``list`` (comma-separated words), ``numbers`` (comma-separated numbers), ``repeat`` (the option
+    repeated), ``policies``/``policy_betas`` (repeated NAME=VALUE)."""
+    meta = dict(flags=flags, help=help, train=train, form=form)
+    return field(default_factory=factory, metadata=meta) if factory else field(default=default, metadata=meta)
 
 
 @dataclass
 class StudyConfig:
-    """Every option of `alignlimits run` (each also a key of ``--config FILE.yaml``)."""
+    """Every option of `alignlimits run`, each a key of ``--config FILE.yaml``; those made with :func:`option` are
+    also flags of `run` (and `train`), which the CLI derives from these declarations."""
 
     task: str = "safety"
     preset: str = "quick"
-    model: str | None = None
-    rewards: list[str] | None = None
-    prompts: str | None = None
-    dataset: str | None = None
-    methods: list[str] = field(default_factory=lambda: ["bon", "soft-bon", "ppo", "grpo", "hacking"])
-    """``hacking``: the reward-hacking study on the base samples (seconds; alignlimits.pipeline.hacking_study)."""
-    betas: list[float] | None = None
-    """The trained methods' KL coefficients; None: chosen from the frontier (:func:`auto_betas`)."""
+    model: str | None = option(None, ("--model",), "Hugging Face id, local folder, or smollm2-135m-instruct. Default: "
+                               "the task's (smollm2-135m-instruct; exact-tiny for exact).", train=True)
+    rewards: list[str] | None = option(None, ("--reward",), "Reward model(s), repeatable; the first is the one aligned "
+                                       "to. Default: the task's.", train=True, form="repeat")
+    prompts: str | None = option(None, ("--prompts",), "Prompt file (one per line, or JSONL). Default: built-in prompts.",
+                                 train=True)
+    dataset: str | None = option(None, ("--dataset",), "Prompt dataset (hub id or local file) instead of the built-in "
+                                 "prompts. Default: built-in prompts.", train=True)
+    methods: list[str] = option(flags=("--methods",), help=f"Comma-separated: {','.join(known_methods())} (hacking: the "
+                                "reward-hacking study on the base samples).", form="list",
+                                factory=lambda: ["bon", "soft-bon", "ppo", "grpo", "hacking"])
+    betas: list[float] | None = option(None, ("--betas", "--beta"), "KL coefficients β of the trained methods, "
+                                       "comma-separated (a sweep: each trained in turn). Default: chosen from the "
+                                       "frontier of the base samples, the β of its optimal policy π_β at 1/3 and 2/3 of "
+                                       "its reliable KL (full preset: 1/4, 1/2 and all of it; exact task 0.5).",
+                                       train=True, form="numbers")
     beta_reach: list[float] = field(default_factory=lambda: [1 / 3, 2 / 3])
     """With ``betas`` None: train at the β whose optimal policy π_β spends these fractions of the frontier's
     reliable reach (``max_reliable_kl_``), so that every trained point lands where the frontier can judge it."""
-    n: int = 16
-    """Base samples per held-out prompt (the frontier's data)."""
-    eval_n: int = 16
-    """Policy samples per held-out prompt in evaluation."""
-    eval_prompts: int | None = 32
-    """Held-out prompts used (None: all)."""
+    n: int = option(16, ("--n",), "Base samples per held-out prompt (the frontier's data).")
+    eval_n: int = option(16, ("--eval-n",), "Policy samples per held-out prompt.")
+    eval_prompts: int | None = option(32, ("--eval-prompts",), "Held-out prompts to use.")
     train_prompts: int | None = None
-    steps: int = 8
-    max_new_tokens: int = 32
+    steps: int = option(8, ("--steps",), "Training steps of each trained method.", train=True)
+    max_new_tokens: int = option(32, ("--max-new-tokens",), "Completion length limit in tokens.", train=True)
     batch_size: int = 8
     """Rollouts per PPO step; completions per GRPO step."""
     num_generations: int = 4
@@ -46,31 +67,35 @@ class StudyConfig:
     baseline_n: int = 4
     """Base samples per training prompt: their mean reward is the prompt's base level b(x), the per-prompt baseline of
     PPO's returns and the reference of every trainer's per-step objective (``objective_rel``)."""
-    train_minutes: float | None = None
-    """Stop each trainer at this much training time (None: run every step); its record says why it stopped."""
-    stop_when_converged: bool = False
-    """Stop each trainer once its objective curve has converged against the ceiling J*(β) (the rule in
-    :mod:`alignlimits.methods.convergence`)."""
-    ppo_learning_rate: float | None = None
-    """None: LEARNING_RATES[LoRA or full fine-tuning][method] (also for the three below)."""
-    grpo_learning_rate: float | None = None
-    rloo_learning_rate: float | None = None
-    dpo_learning_rate: float | None = None
+    train_minutes: float | None = option(None, ("--train-minutes",), "Stop each trainer after this much training time; "
+                                         "its point says why it stopped.", train=True)
+    stop_when_converged: bool = option(False, ("--stop-when-converged/--run-all-steps",), "Stop each trainer once its "
+                                       "objective curve has converged against the ceiling J*(β) (the rule in "
+                                       "alignlimits.methods.convergence).", train=True)
+    learning_rates: dict[str, float] = field(default_factory=dict)
+    """Each trained method's learning rate (method → number > 0); a method not named gets its trainer's default for
+    LoRA or full fine-tuning (:data:`alignlimits.pipeline.trainers.TRAINERS`)."""
     dpo_n: int = 4
     """Base samples per training prompt from which DPO's best-vs-worst preference pairs are built."""
-    use_lora: bool = False
-    policies: dict[str, str] = field(default_factory=dict)
-    """Policies trained elsewhere, evaluated beside the others: name → Hugging Face folder or LoRA adapter."""
-    policy_betas: dict[str, float] = field(default_factory=dict)
-    """The β each of ``policies`` was trained at (name → β), for its objective's ceiling; optional per policy."""
+    use_lora: bool = option(False, ("--lora/--full-finetune",), "Train LoRA adapters (learning rate 2e-4) or all "
+                            "weights (1e-5), unless a learning rate is in the config. Default: --lora (exact task and "
+                            "full preset: --full-finetune).", train=True)
+    policies: dict[str, str] = option(flags=("--policy",), help="NAME=PATH of a policy trained elsewhere (Hugging Face "
+                                      "folder or LoRA adapter, same tokenizer), repeatable: evaluated beside the others. "
+                                      "Default: none.", form="policies", factory=dict)
+    policy_betas: dict[str, float] = option(flags=("--policy-beta",), help="NAME=β: the KL coefficient a --policy was "
+                                            "trained at, repeatable; its point then shows its objective against the "
+                                            "ceiling J*(β). Default: none (no ceiling figures).", form="policy_betas",
+                                            factory=dict)
     keep_checkpoints: bool = False
     """Keep every trainer checkpoint; by default a finished policy keeps none (resume needs them only while training)."""
     soft_bon_n: list[int] = field(default_factory=lambda: [2, 4, 8])
-    seed: int = 0
+    seed: int = option(0, ("--seed",), "Seed of sampling, training and bootstrap.", train=True)
     min_ess: float = 5.0
-    device: str | None = None
-    engine: str = "hf"
-    """Base sampling: hf (transformers), vllm, or auto (alignlimits.lm.engines.choose_engine)."""
+    device: str | None = option(None, ("--device",), "cpu or cuda. Default: cuda when present.")
+    engine: str = DEFAULT_ENGINE
+    """Base sampling: hf (transformers), vllm, or auto (:func:`alignlimits.lm.engines.choose_engine`); the flag
+    ``--engine`` is shared with `sample` and `evaluate` (:data:`alignlimits.cli.options.ENGINE`)."""
     engine_options: dict = field(default_factory=dict)
     """vLLM's tensor_parallel_size, data_parallel_size, distributed_executor_backend."""
 
@@ -80,18 +105,18 @@ class StudyConfig:
         self._check_number_types()
         if self.task not in TASKS:
             raise AlignLimitsError(f"unknown task {self.task!r}; use one of {', '.join(TASKS)}")
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if m not in known_methods()]
         if unknown:
-            raise AlignLimitsError(f"unknown method {unknown[0]!r}; use some of {', '.join(METHODS)}")
-        if any(m in TRAINED for m in self.methods) and self.betas is not None and not self.betas:
-            raise AlignLimitsError("trained methods (PPO, GRPO, RLOO, DPO) need at least one --betas value")
-        if any(not b > 0 for b in self.betas or []):
-            raise AlignLimitsError(f"every β must be > 0 (got {self.betas}); the KL penalty is what makes the frontier")
+            raise AlignLimitsError(f"unknown method {unknown[0]!r}; use some of {', '.join(known_methods())}")
+        if any(m in TRAINERS for m in self.methods) and self.betas is not None and not self.betas:
+            raise AlignLimitsError(f"trained methods ({', '.join(TRAINERS)}) need at least one --betas value")
+        for beta in self.betas or []:
+            check_beta(beta, "--betas")
         if self.train_minutes is not None and not self.train_minutes > 0:
             raise AlignLimitsError(f"--train-minutes must be > 0 (got {self.train_minutes})")
         for name in ("n", "eval_n", "steps", "max_new_tokens", "batch_size", "baseline_n"):
             if getattr(self, name) < 1:
-                raise AlignLimitsError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+                raise AlignLimitsError(f"{settable(name)} must be at least 1 (got {getattr(self, name)})")
         if self.n < 2:
             raise AlignLimitsError("--n must be at least 2: the frontier needs several base samples per prompt")
         if not self.beta_reach or any(not 0 < f <= 1 for f in self.beta_reach):
@@ -99,15 +124,16 @@ class StudyConfig:
         if not isinstance(self.policies, dict):
             raise AlignLimitsError("policies: give a mapping of name: path (or --policy NAME=PATH)")
         stray = sorted(set(self.policy_betas or {}) - set(self.policies))
-        if stray or any(not (isinstance(b, (int, float)) and 0 < b < float("inf")) for b in (self.policy_betas or {}).values()):
-            raise AlignLimitsError(f"policy_betas must map names of policies to β > 0 (got {self.policy_betas})")
+        if stray:
+            raise AlignLimitsError(f"policy_betas names {stray[0]!r}, which is not one of the policies")
+        for name, beta in (self.policy_betas or {}).items():
+            check_beta(beta, f"policy_betas {name!r}")
         missing = [p for p in self.policies.values() if not Path(str(p)).expanduser().is_dir()]
         if missing:
             raise AlignLimitsError(f"policy folder {missing[0]} does not exist; give a Hugging Face model folder or a LoRA adapter")
         if self.batch_size % self.num_generations:
-            raise AlignLimitsError(
-                f"--batch-size {self.batch_size} must be a multiple of the GRPO group size {self.num_generations}"
-            )
+            raise AlignLimitsError(f"batch_size {self.batch_size} (config file) must be a multiple of the group size "
+                                   f"num_generations {self.num_generations}")
 
 
     def _check_number_types(self) -> None:
@@ -127,10 +153,6 @@ class StudyConfig:
 
 NUMBER_KINDS = {"int": "a whole number", "float": "a number", "list[int]": "a list of whole numbers",
                 "list[float]": "a list of numbers"}
-# a trainer's learning rate unless given: LoRA adapters want a larger step than all weights, and GRPO's
-# on-policy single pass a larger one than PPO's four epochs (at 2e-4 its eight steps moved the policy to
-# KL 0.04; at 1e-3 to 0.25-0.32; measured in benchmarks/RESULTS.md "The default study")
-LEARNING_RATES = {"lora": {**dict.fromkeys(TRAINED, 2e-4), "grpo": 1e-3}, "full": dict.fromkeys(TRAINED, 1e-5)}
 PRESETS = {
     # the whole study on 2 CPU cores in at most 15 minutes (every held-out prompt, 16 base and 16 policy samples each,
     # two β per trainer; benchmarks/RESULTS.md "The default study"); LoRA: a finished run of a 135M model is 45 MB
@@ -150,11 +172,28 @@ TASK_DEFAULTS = {
     "summarization": dict(steps=6, eval_n=8, ppo_epochs=2),
     "exact": dict(methods=["bon", "soft-bon", "ppo", "grpo"], n=256, baseline_n=64, eval_n=256, eval_prompts=None, steps=60,
                   max_new_tokens=3, batch_size=64, use_lora=False,
-                  num_generations=8, ppo_learning_rate=1e-3, grpo_learning_rate=3e-3, rloo_learning_rate=3e-3,
-                  dpo_learning_rate=1e-2, dpo_n=8, betas=[0.5],
+                  num_generations=8, learning_rates=dict(ppo=1e-3, grpo=3e-3, rloo=3e-3, dpo=1e-2), dpo_n=8, betas=[0.5],
                   soft_bon_n=[2, 4, 16], min_ess=10.0),
 }
 CONFIG_KEYS = {f.name for f in fields(StudyConfig)}
+
+
+def settable(key: str) -> str:
+    """How a user sets config key ``key``, for messages: its flag, or the config-file key."""
+    flags = next(f.metadata.get("flags") for f in fields(StudyConfig) if f.name == key)
+    return flags[0] if flags else f"{key} (config file)"
+
+
+def saved_config(path: Path, **override) -> StudyConfig:
+    """The config a run directory was started with (its ``run_config.json``), with ``override`` on top."""
+    import json
+
+    values = json.loads(Path(path).read_text())
+    unknown = sorted(set(values) - CONFIG_KEYS)
+    if unknown:
+        raise AlignLimitsError(f"{path} was written by another version of alignlimits ({', '.join(unknown)}); "
+                               "run the study again into a new --out")
+    return StudyConfig(**{**values, **override})
 
 
 def resolve_config(task: str, preset: str | None, file_values: dict, flag_values: dict) -> StudyConfig:
@@ -171,16 +210,25 @@ def resolve_config(task: str, preset: str | None, file_values: dict, flag_values
     file_task = file_values.get("task")
     if file_task and file_task != task:
         raise AlignLimitsError(f"the config file is for task {file_task!r}, not {task!r}")
-    values = {**PRESETS[preset], **(TASK_DEFAULTS.get(task, {}) if preset == "quick" else {}), **file_values,
-              **{k: v for k, v in flag_values.items() if v is not None}}
-    values.update(task=task, preset=preset)
-    steps = LEARNING_RATES["lora" if values.get("use_lora") else "full"]
-    for method in TRAINED:
-        key = f"{method}_learning_rate"
-        values[key] = steps[method] if values.get(key) is None else _positive_number(values[key], key)
+    layers = [PRESETS[preset], TASK_DEFAULTS.get(task, {}) if preset == "quick" else {}, file_values,
+              {k: v for k, v in flag_values.items() if v is not None}]
+    values = {k: v for layer in layers for k, v in layer.items()}
+    values.update(task=task, preset=preset,
+                  learning_rates=_learning_rates(values.get("use_lora"), [layer.get("learning_rates") for layer in layers]))
     config = StudyConfig(**values)
     config.validate()
     return config
+
+
+def _learning_rates(use_lora: bool | None, layers: list) -> dict[str, float]:
+    """Every trainer's learning rate: its default for LoRA or full fine-tuning, then those each layer names."""
+    rates = {m: t.learning_rate["lora" if use_lora else "full"] for m, t in TRAINERS.items()}
+    for given in filter(None, layers):
+        if not isinstance(given, dict) or set(given) - set(TRAINERS):
+            raise AlignLimitsError(f"learning_rates must map trained methods ({', '.join(TRAINERS)}) to numbers > 0, "
+                                   f"e.g. {{grpo: 1.0e-3}} (got {given!r})")
+        rates.update({m: _positive_number(v, f"learning_rates.{m}") for m, v in given.items()})
+    return rates
 
 
 def _positive_number(value, key: str) -> float:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.lm.engines import DEFAULT_ENGINE
 
 TABLE_COLUMNS = ("prompt_id", "sample_idx", "prompt", "completion", "completion_ids", "logp_base", "n_tokens",
                  "truncated", "seed", "split")
@@ -26,8 +27,9 @@ class StudyContext:
     reward_specs: list[str]
     device: str | None = None
     dtype: str | None = None
-    engine: str = "hf"
-    """Sampling engine of the base samples: hf, vllm or auto (:mod:`alignlimits.lm.engines`)."""
+    engine: str = DEFAULT_ENGINE
+    """Sampling engine of the base samples, resolved: hf or vllm (:func:`alignlimits.lm.engines.choose_engine` ran once, in
+    :meth:`resolve`)."""
     engine_options: dict = field(default_factory=dict)
     """Passed to ``vllm.LLM``: tensor_parallel_size, data_parallel_size, distributed_executor_backend."""
     _sampler: object = field(default=None, init=False, repr=False)
@@ -35,7 +37,7 @@ class StudyContext:
     @classmethod
     def resolve(cls, task: str, *, model: str | None = None, rewards: list[str] | None = None,
                 prompts: str | None = None, dataset: str | None = None, device: str | None = None,
-                dtype: str | None = None, engine: str = "hf", engine_options: dict | None = None) -> "StudyContext":
+                dtype: str | None = None, engine: str = DEFAULT_ENGINE, engine_options: dict | None = None) -> "StudyContext":
         from alignlimits.lm.engines import choose_engine
         from alignlimits.lm.tasks import get_task
 

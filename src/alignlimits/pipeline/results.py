@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from alignlimits.pipeline.config import TRAINED
+from alignlimits.pipeline.trainers import TRAINERS
 from alignlimits.pipeline.records import FORMAT_VERSION
 from alignlimits.seeding import derive_seed
 
@@ -127,7 +127,7 @@ def collect(study) -> dict:
     return {
         "version": FORMAT_VERSION, "task": c.task, "model": study.ctx.model_spec, "reward": study.ctx.reward_col,
         "reward_description": getattr(study.ctx.rewards[0], "description", ""), "preset": c.preset,
-        "config": {**asdict(c), "betas": study.betas if any(m in TRAINED for m in c.methods) else c.betas},
+        "config": {**asdict(c), "betas": study.betas if any(m in TRAINERS for m in c.methods) else c.betas},
         "versions": package_versions(), "seeds": {"seed": c.seed},
         "timings": timings, "wall_time_s": round(sum(timings.values()), 1),
         "frontier": saved["frontier"], "frontier_band": saved["frontier_band"],

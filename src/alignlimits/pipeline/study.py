@@ -6,8 +6,9 @@ Stages (each recorded in ``RUN_DIR/state.json`` when finished, so a rerun skips 
 2. ``frontier``: the frontier with its CI band, best-of-N and soft best-of-N, planning answers;
 3. ``train-base``: a few base samples of every training prompt (``RUN_DIR/train-base``): each prompt's base level
    b(x), the reference of the trainers' per-step objective and PPO's per-prompt baseline;
-   ``train-<method>-beta<β>``: PPO, GRPO, RLOO and DPO on the training prompts (``RUN_DIR/train/...``; a killed
-   trainer resumes from its last checkpoint; ``stop.json`` says why it stopped: steps, time budget, converged);
+   ``train-<method>-beta<β>``: each trained method (PPO, GRPO, RLOO, DPO: the registry of
+   :mod:`alignlimits.pipeline.trainers`) on the training prompts (``RUN_DIR/train/...``; a killed trainer resumes
+   from its last checkpoint; ``stop.json`` says why it stopped: steps, time budget, converged);
 4. ``eval-<method>-beta<β>``: each policy sampled on the held-out prompts, scored, and its KL measured per
    sequence against the base model (``RUN_DIR/eval/NAME.parquet`` beside its ``NAME.json`` record);
 5. ``hacking`` (a default method of safety and summarization): proxies of controlled error and proxies trained on gold labels, and the hacking view;
@@ -32,10 +33,11 @@ from functools import cached_property
 from pathlib import Path
 
 from alignlimits.errors import AlignLimitsError
-from alignlimits.pipeline.config import TRAINED, StudyConfig, auto_betas
+from alignlimits.pipeline.config import StudyConfig, auto_betas
 from alignlimits.pipeline.context import StudyContext
 from alignlimits.pipeline.files import write_json_atomic, write_parquet_atomic
 from alignlimits.pipeline.records import FORMAT_VERSION, RECORD_FILE, PolicyRecord, RunState
+from alignlimits.pipeline.trainers import TRAINERS, TrainJob
 from alignlimits.seeding import derive_seed
 
 
@@ -108,7 +110,7 @@ class Study:
         """The policies this config trains, one per method and β."""
         c = self.config
         return [PolicyRecord.trained(m, b, self.dir, c.seed, self._trainer_config(m))
-                for m in c.methods if m in TRAINED for b in self.betas]
+                for m in c.methods if m in TRAINERS for b in self.betas]
 
     def records_on_disk(self) -> list[PolicyRecord]:
         """Policies trained into this run directory, whichever command trained them."""
@@ -121,7 +123,7 @@ class Study:
         if evaluate or (train and self.config.betas is None):  # β from the frontier needs the frontier first
             self.stage("base", self.sample_base)
             self.stage("frontier", self.fit_frontier)
-        if train and any(m in TRAINED for m in self.config.methods):
+        if train and any(m in TRAINERS for m in self.config.methods):
             self.stage("train-base", self.sample_train_base)
         for record in self.trained_records() if train else self.records_on_disk():
             if train:
@@ -230,95 +232,36 @@ class Study:
         groups, order, _ = Groups.from_labels(frame["prompt"].astype(str).to_numpy())
         return prompts_ceiling(frame[self.ctx.reward_col].to_numpy(float)[order], beta, groups)
 
-    def _stop_options(self, record: PolicyRecord) -> dict:
-        """The time budget, and the ceiling J*(β) of the training prompts when training stops once converged."""
-        c = self.config
-        ceiling = self.train_ceiling(record.beta)[0] if c.stop_when_converged else None
-        return dict(max_minutes=c.train_minutes, stop_at_ceiling=ceiling if ceiling and ceiling > 0 else None)
-
     def _trainer_config(self, method: str) -> dict:
+        """The config a policy of ``method`` was trained with, recorded beside it."""
         c = self.config
-        keys = ("steps", "batch_size", "max_new_tokens", "use_lora", "train_prompts", f"{method}_learning_rate")
-        keys += {"ppo": ("ppo_epochs",), "grpo": ("num_generations",), "rloo": ("num_generations",),
-                 "dpo": ("dpo_n",)}[method]
-        return {k: getattr(c, k) for k in keys}
+        keys = ("steps", "batch_size", "max_new_tokens", "use_lora", "train_prompts", *TRAINERS[method].keys)
+        return {**{k: getattr(c, k) for k in keys}, "learning_rate": c.learning_rates[method]}
 
-    def _train_prompts(self) -> tuple[list[str], list[str]]:
-        task = self.ctx.prompts("train", self.config.train_prompts)
-        return self.ctx.model_texts(task.prompts), [p["prompt_id"] for p in task.prompts]
+    def train_job(self, record: PolicyRecord) -> TrainJob:
+        """What the trainer of ``record`` gets: the training prompts, their base levels and, when training stops once
+        converged, the ceiling J*(β) of the training prompts."""
+        c = self.config
+        task = self.ctx.prompts("train", c.train_prompts)
+        ceiling = self.train_ceiling(record.beta)[0] if c.stop_when_converged else None
+        return TrainJob(self.ctx, c, self.ctx.model_texts(task.prompts), [p["prompt_id"] for p in task.prompts],
+                        self.train_levels, ceiling if ceiling and ceiling > 0 else None)
 
     def train(self, record: PolicyRecord) -> None:
         """Train one policy from a copy of the base model on the training prompts; resumes from its last checkpoint."""
-        import copy
-
-        c = self.config
         out = record.train_dir
-        prompts, ids = self._train_prompts()
+        job = self.train_job(record)
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(ids, out / "train_prompts.json")
-        if c.task == "exact":
+        write_json_atomic(job.prompt_ids, out / "train_prompts.json")
+        if self.config.task == "exact":
             import torch
 
             torch.set_num_threads(1)  # a 30k-parameter model: thread hand-offs cost more than they save
-        trainer = {"ppo": self._train_ppo, "grpo": self._train_grpo, "rloo": self._train_rloo, "dpo": self._train_dpo}
-        trainer[record.method](record, copy.deepcopy(self.ctx.lm.model), prompts, ids,
-                               True if any(out.glob("checkpoint-*")) else None)
+        record = TRAINERS[record.method].train(job, record, out, True if any(out.glob("checkpoint-*")) else None)
         record.save(out / RECORD_FILE)
-        if not c.keep_checkpoints:  # the policy is saved: resume no longer needs its checkpoints
+        if not self.config.keep_checkpoints:  # the policy is saved: resume no longer needs its checkpoints
             for checkpoint in out.glob("checkpoint-*"):
                 shutil.rmtree(checkpoint)
-
-    def _shared_options(self, record: PolicyRecord) -> dict:
-        """The options every trainer takes alike."""
-        c = self.config
-        return dict(beta=record.beta, steps=c.steps, use_lora=c.use_lora, output_dir=str(record.train_dir),
-                    save_steps=max(1, c.steps // 4), seed=c.seed, keep_checkpoints=c.keep_checkpoints)
-
-    def _train_ppo(self, record, policy, prompts, ids, resume) -> None:
-        from alignlimits.methods.ppo import PPOTrainer
-        from alignlimits.methods.ppo_config import PPOConfig
-
-        c = self.config
-        cfg = PPOConfig(**self._shared_options(record), batch_size=c.batch_size, max_new_tokens=c.max_new_tokens,
-                        ppo_epochs=c.ppo_epochs, learning_rate=c.ppo_learning_rate,
-                        num_minibatches=max(1, c.batch_size // 32) if c.batch_size % 32 == 0 else 1,
-                        **self._stop_options(record))
-        PPOTrainer(cfg, policy, None, self.ctx.lm.tokenizer, self.ctx.rewards[0], prompts,
-                   baselines=self.train_levels).train(resume_from_checkpoint=resume)
-
-    def _train_grpo(self, record, policy, prompts, ids, resume) -> None:
-        from alignlimits.methods.grpo import GRPOOptions, train_grpo
-
-        c = self.config
-        # β is in the reward's units, as the frontier's: advantages not divided by their group's std (Dr. GRPO), which
-        # would make the KL coefficient β·std, a different one per prompt
-        opts = GRPOOptions(**self._shared_options(record), batch_size=c.batch_size, num_generations=c.num_generations,
-                           learning_rate=c.grpo_learning_rate, max_new_tokens=c.max_new_tokens, scale_rewards="none",
-                           baselines=self.train_levels, **self._stop_options(record))
-        train_grpo(opts, policy, self.ctx.lm.tokenizer, self.ctx.rewards[0], prompts, resume_from_checkpoint=resume)
-
-    def _train_rloo(self, record, policy, prompts, ids, resume) -> None:
-        from alignlimits.methods.rloo import RLOOOptions, train_rloo
-
-        c = self.config
-        opts = RLOOOptions(**self._shared_options(record), batch_size=c.batch_size, num_generations=c.num_generations,
-                           learning_rate=c.rloo_learning_rate, max_new_tokens=c.max_new_tokens,
-                           baselines=self.train_levels, **self._stop_options(record))
-        train_rloo(opts, policy, self.ctx.lm.tokenizer, self.ctx.rewards[0], prompts, resume_from_checkpoint=resume)
-
-    def _train_dpo(self, record, policy, prompts, ids, resume) -> None:
-        """DPO on best-vs-worst pairs of the base model's samples of the training prompts, ranked by the reward."""
-        from alignlimits.methods.dpo import DPOOptions, dpo_pairs_from_policy, train_dpo
-
-        c = self.config
-        pairs = dpo_pairs_from_policy(self.ctx.lm.model, self.ctx.lm.tokenizer, prompts, ids, self.ctx.rewards[0],
-                                      n=c.dpo_n, max_new_tokens=c.max_new_tokens, seed=derive_seed(c.seed, "dpo-pairs"))
-        if not pairs:
-            raise AlignLimitsError("every training prompt's samples tie in reward, so DPO has no preference pairs; "
-                                   "raise --dpo-n or use another method")
-        opts = DPOOptions(**self._shared_options(record), batch_size=min(c.batch_size, len(pairs)),
-                          learning_rate=c.dpo_learning_rate, max_minutes=c.train_minutes)
-        train_dpo(opts, policy, self.ctx.lm.tokenizer, pairs, resume_from_checkpoint=resume)
 
     # ---------------------------------------------------------------- evaluation
     def check_no_overlap(self, train_dir: Path, allow: bool = False) -> None:
