@@ -29,8 +29,8 @@ def rows(out):
 def test_ppo_logs_the_objective_relative_to_the_base_level_and_stops_at_its_time_budget(tmp_path, levels):
     model, tok = build_exact_model(0)
     cfg = PPOConfig(beta=0.5, steps=50, batch_size=16, max_new_tokens=3, learning_rate=1e-3, progress=False,
-                    output_dir=str(tmp_path / "run"), save_steps=0, max_minutes=1e-9)
-    PPOTrainer(cfg, model, None, tok, exact_reward, PROMPTS, baselines=levels).train()
+                    output_dir=str(tmp_path / "run"), save_steps=0, max_minutes=1e-9, baselines=levels)
+    PPOTrainer(cfg, model, None, tok, exact_reward, PROMPTS).train()
     logged = rows(tmp_path / "run")
     assert len(logged) == 1 and np.isfinite(logged[0]["objective_rel"]) and logged[0]["objective_rel_se"] > 0
     assert read_stop(tmp_path / "run") == {"reason": "time budget", "step": 1, "seconds": pytest.approx(logged[0]["seconds"], abs=0.1)}
@@ -41,8 +41,8 @@ def test_the_base_policy_scores_zero_relative_to_its_base_level(tmp_path, levels
     """At step 1 the rollouts come from π0 (KL 0), so objective_rel is 0 within its noise, whatever prompts a step draws."""
     model, tok = build_exact_model(0)
     cfg = PPOConfig(beta=0.5, steps=1, batch_size=64, max_new_tokens=3, learning_rate=1e-3, progress=False,
-                    output_dir=str(tmp_path / "run"), save_steps=0)
-    PPOTrainer(cfg, model, None, tok, exact_reward, PROMPTS, baselines=levels).train()
+                    output_dir=str(tmp_path / "run"), save_steps=0, baselines=levels)
+    PPOTrainer(cfg, model, None, tok, exact_reward, PROMPTS).train()
     row = rows(tmp_path / "run")[0]
     assert abs(row["objective_rel"]) < 3 * row["objective_rel_se"]
     assert read_stop(tmp_path / "run")["reason"] == "steps"

@@ -66,7 +66,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -215,10 +215,6 @@ class PPOTrainer(Checkpointing, Measuring):
         prompts: the training prompts, the exact text given to the model (chat template already
             applied), encoded as the sampler does (:func:`alignlimits.lm.sampling.encode_prompt`);
             the reward sees the same text, as in the base table and in evaluation.
-        baselines: optional per-prompt base levels b(x) (prompt text → mean reward of a few base samples).
-            They enter the returns as r − b(x), a per-prompt baseline that removes the prompts' difficulty
-            from the advantages (a shift that depends on x only leaves π_β unchanged), and give the
-            per-step ``objective_rel``, which the prompt mix of a step does not move.
         yardstick: optional :class:`~alignlimits.methods.measure.Yardstick`: the run's point on the KL–reward plane,
             measured on held-out prompts every ``yardstick.every`` steps into ``alignlimits.jsonl`` (off by default;
             it restores the random state, so the training itself is unchanged).
@@ -232,7 +228,6 @@ class PPOTrainer(Checkpointing, Measuring):
         tokenizer: Any,
         reward_fn: RewardFn,
         prompts: Sequence[str],
-        baselines: Mapping[str, float] | None = None,
         yardstick=None,
     ):
         config.validate()
@@ -244,10 +239,8 @@ class PPOTrainer(Checkpointing, Measuring):
         self.prompts = list(prompts)
         if not self.prompts:
             raise AlignLimitsError("PPO: no training prompts")
-        if config.stop_at_ceiling is not None and baselines is None:
-            raise AlignLimitsError("PPO: stop_at_ceiling reads the objective relative to each prompt's base level; "
-                                   "give baselines")
-        self.levels = None if baselines is None else np.asarray([float(baselines[p]) for p in self.prompts])
+        levels = config.baselines
+        self.levels = None if levels is None else np.asarray([float(levels[p]) for p in self.prompts])
         if not callable(reward_fn):
             raise AlignLimitsError(f"PPO: reward_fn must be callable, got {type(reward_fn).__name__}")
         # Token ids: pad falls back to EOS; every EOS id the model declares ends a completion.

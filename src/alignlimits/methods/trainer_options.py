@@ -51,7 +51,9 @@ class TrainerOptions:
     """Show a rich progress bar."""
     baselines: dict[str, float] | None = None
     """Base level b(x) of each training prompt (text → mean reward of a few base samples): each log row then
-    carries ``objective_rel`` and its standard error (:mod:`alignlimits.methods.stopping`)."""
+    carries ``objective_rel`` and its standard error (:mod:`alignlimits.methods.stopping`). PPO also subtracts it
+    from the returns, a per-prompt baseline that removes the prompts' difficulty from the advantages (a shift that
+    depends on x only leaves π_β unchanged)."""
     max_minutes: float | None = None
     """Stop at this training time (summed over resumed runs); ``stop.json`` says why training stopped."""
     stop_at_ceiling: float | None = None

@@ -88,8 +88,7 @@ def train_ppo(job: TrainJob, record: PolicyRecord, out: Path, resume: bool | Non
     c = job.config
     cfg = job.options(PPOConfig, record, out, max_new_tokens=c.max_new_tokens, ppo_epochs=c.ppo_epochs,
                       num_minibatches=max(1, c.batch_size // 32) if c.batch_size % 32 == 0 else 1)
-    PPOTrainer(cfg, job.policy(), None, job.tokenizer, job.reward, job.prompts,
-               baselines=cfg.baselines).train(resume_from_checkpoint=resume)
+    PPOTrainer(cfg, job.policy(), None, job.tokenizer, job.reward, job.prompts).train(resume_from_checkpoint=resume)
     return record
 
 
