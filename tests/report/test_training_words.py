@@ -33,3 +33,16 @@ def test_worse_than_the_base_model_names_the_budget_or_the_generalisation():
 def test_a_policy_without_a_training_curve_keeps_the_held_out_words():
     s = training_words(dict(HELD, training_state=None))
     assert s == "38% [23%, 55%] of its ceiling (J*(β) = 0.335), 0.41 nats from π_β"
+
+
+def test_a_measured_path_says_whether_gold_turned_down():
+    from alignlimits.report.terminal import path_words
+
+    path = {"proxy": "exact_error4", "peak_step": 20, "peak_kl": 1.49, "peak_gain": 0.253, "last_gain": 0.032,
+            "drop": 0.221, "drop_se": 0.048, "turned_down": True,
+            "path": [{"step": 20, "proxy_gain": 1.66}, {"step": 200, "proxy_gain": 3.71}]}
+    s = path_words({"path": path})
+    assert "gold gain peaked at 0.253 (step 20, KL 1.49) and ended at 0.032" in s and "from 1.66 to 3.71" in s
+    assert "over-optimisation" in s
+    assert "did not turn down at 95%" in path_words({"path": {**path, "turned_down": False}})
+    assert path_words({}) == ""

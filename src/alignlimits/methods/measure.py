@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -85,7 +85,8 @@ def _measuring(model):
 
 def measure_policy(model, tokenizer, base_model, frontier: Frontier, reward, prompts: Sequence[str],
                    prompt_ids: Sequence[str], n: int, beta: float, *, seed: int = 0, max_new_tokens: int = 64,
-                   batch_size: int | None = None, method: str = "policy", n_bootstrap: int = 200) -> dict:
+                   batch_size: int | None = None, method: str = "policy", n_bootstrap: int = 200,
+                   others: Mapping[str, tuple[Any, Mapping[str, float]]] | None = None) -> dict:
     """The policy's point on the plane: the ``evaluate`` JSON's fields plus its objective's ceiling figures.
 
     ``prompts``/``prompt_ids``: the held-out prompts (chat template applied) the frontier was fitted on, every one
@@ -93,21 +94,38 @@ def measure_policy(model, tokenizer, base_model, frontier: Frontier, reward, pro
     LoRA, the policy with adapters disabled: :func:`adapters_off`); ``reward``: as :func:`as_reward` takes it;
     ``beta``: the KL coefficient whose ceiling J*(β) the point is read against. The cost is one sampling pass of
     ``len(prompts)·n`` completions and two teacher-forced passes over them (policy and base), plus the reward.
+    ``others``: more rewards scored on the same samples (name → (reward, its base mean per prompt id)), each giving
+    ``gain_<name>`` and its standard error over prompts (e.g. the proxy a policy was aligned to, beside gold).
     """
     from alignlimits.methods.evaluation import log_ratio, place_policy, sample_and_score
     from alignlimits.theory.ceiling import objective_ceiling
 
-    reward = as_reward(reward)
+    reward, others = as_reward(reward), dict(others or {})
     t0 = time.perf_counter()
     with _measuring(model):
-        rows = sample_and_score(model, base_model, tokenizer, list(prompts), list(prompt_ids), [reward], n,
-                                max_new_tokens, seed=seed, batch_size=batch_size)
+        rows = sample_and_score(model, base_model, tokenizer, list(prompts), list(prompt_ids),
+                                [reward, *(as_reward(r) for r, _ in others.values())], n, max_new_tokens, seed=seed,
+                                batch_size=batch_size)
     r, ids = rows[reward.name], rows["prompt_id"]
     point = place_policy(method, r, ids, rows["logp_policy"], rows["logp_base"], frontier, beta=beta,
                          n_bootstrap=n_bootstrap, random_state=seed)
     ceiling = objective_ceiling(frontier, r, log_ratio(rows["logp_policy"], rows["logp_base"]), ids, beta,
                                 n_bootstrap=n_bootstrap, random_state=seed)
-    return {**point.to_dict(), **ceiling.to_dict(), "seconds": time.perf_counter() - t0}
+    extra = {}
+    for name, (other, base_means) in others.items():
+        gain, se = paired_gain(rows[as_reward(other).name], ids, base_means)
+        extra.update({f"gain_{name}": gain, f"gain_{name}_se": se})
+    return {**point.to_dict(), **ceiling.to_dict(), **extra, "seconds": time.perf_counter() - t0}
+
+
+def paired_gain(values, prompt_ids, base_means: Mapping[str, float]) -> tuple[float, float]:
+    """Mean over prompts of (the policy's mean on the prompt − the base mean of the prompt), and its standard error
+    over prompts (the base means taken as known)."""
+    import pandas as pd
+
+    per = pd.Series(np.asarray(values, float)).groupby(np.asarray(prompt_ids).astype(str)).mean()
+    diff = per.to_numpy() - np.asarray([base_means[str(i)] for i in per.index], float)
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("nan")
 
 
 def adapters_off(peft_model):
@@ -161,6 +179,8 @@ class Yardstick:
     batch_size: int | None = None
     stop_when_converged: bool = False
     method: str = "policy"
+    others: dict = field(default_factory=dict)
+    """More rewards measured on the same samples: name → (reward, its base mean per prompt id) (:func:`measure_policy`)."""
     rows: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
@@ -188,7 +208,7 @@ class Yardstick:
         row = {"step": int(step), **measure_policy(
             model, tokenizer, base_model, self.frontier, self.reward, self.prompts, self.prompt_ids, self.n,
             self.beta, seed=self.seed, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-            method=self.method)}
+            method=self.method, others=self.others)}
         if step_seconds:
             row.update(step_seconds=step_seconds, cost_share=row["seconds"] / (self.every * step_seconds))
         self.rows.append(row)
@@ -207,11 +227,11 @@ class Yardstick:
     def state(self):
         """The convergence rule on the measured objective (se from its interval) against the last J*(β)."""
         ceiling = self.rows[-1].get("objective_optimal") if self.rows else None
-        se = [_se(r.get("objective_ci")) for r in self.rows]
+        se = [se_of_ci(r.get("objective_ci")) for r in self.rows]
         return convergence([r.get("objective") for r in self.rows], np.nan if ceiling is None else ceiling, se)
 
 
-def _se(ci) -> float:
+def se_of_ci(ci) -> float:
     """A standard error from a 95% interval: its half-width / 1.96."""
     return (ci[1] - ci[0]) / (2 * 1.959964) if ci and None not in ci else float("nan")
 

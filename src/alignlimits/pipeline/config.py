@@ -72,6 +72,16 @@ class StudyConfig:
     stop_when_converged: bool = option(False, ("--stop-when-converged/--run-all-steps",), "Stop each trainer once its "
                                        "objective curve has converged against the ceiling J*(β) (the rule in "
                                        "alignlimits.methods.convergence).", train=True)
+    align_to: str | None = option(None, ("--align-to",), "The reward the trainers are aligned to, when it is not the gold "
+                                  "one (the first --reward), which still judges every point: another --reward of the "
+                                  "run, or error:SIZE, gold plus a fixed error of each text SIZE times gold's "
+                                  "within-prompt std (Gao et al. 2022's over-optimisation). Default: gold.", train=True)
+    measure_every: int | None = option(None, ("--measure-every",), "Measure each PPO policy on the held-out prompts "
+                                       "every this many steps while it trains (the yardstick): its path on the plane, "
+                                       "and with --align-to the proxy's gain beside gold's. Default: not measured.",
+                                       train=True)
+    measure_n: int = 4
+    """Samples per held-out prompt at each measurement of ``measure_every``."""
     learning_rates: dict[str, float] = field(default_factory=dict)
     """Each trained method's learning rate (method → number > 0); a method not named gets its trainer's default for
     LoRA or full fine-tuning (:data:`alignlimits.pipeline.trainers.TRAINERS`)."""
@@ -131,10 +141,30 @@ class StudyConfig:
         missing = [p for p in self.policies.values() if not Path(str(p)).expanduser().is_dir()]
         if missing:
             raise AlignLimitsError(f"policy folder {missing[0]} does not exist; give a Hugging Face model folder or a LoRA adapter")
+        self._check_alignment()
         if self.batch_size % self.num_generations:
             raise AlignLimitsError(f"batch_size {self.batch_size} (config file) must be a multiple of the group size "
                                    f"num_generations {self.num_generations}")
 
+
+    def _check_alignment(self) -> None:
+        """``align_to`` names a reward of the run or an error size; ``measure_every`` measures inside PPO."""
+        from alignlimits.pipeline.overoptimisation import error_size
+
+        if self.align_to is not None:
+            if not isinstance(self.align_to, str) or not self.align_to.strip():
+                raise AlignLimitsError(f"--align-to must name a reward or error:SIZE (got {self.align_to!r})")
+            if error_size(self.align_to) is None and self.align_to not in (self.rewards or [])[1:]:
+                raise AlignLimitsError(f"--align-to {self.align_to}: give error:SIZE (e.g. error:1) or a reward listed "
+                                       "by --reward after the gold one, e.g. --reward profanity-logit --reward profanity")
+        if self.measure_every is not None:
+            if self.measure_every < 1 or self.measure_n < 1:
+                raise AlignLimitsError(f"--measure-every and measure_n must be at least 1 (got {self.measure_every}, "
+                                       f"{self.measure_n})")
+            others = [m for m in self.methods if m in TRAINERS and m != "ppo"]
+            if others:
+                raise AlignLimitsError(f"--measure-every measures inside PPO; {others[0]} is a TRL trainer: measure it "
+                                       "with FrontierCallback in your own script (docs/trainers.md), or train ppo")
 
     def _check_number_types(self) -> None:
         """Numbers where the config wants them (a config file can hold anything), before any comparison."""

@@ -48,10 +48,12 @@ class PolicyRecord:
 
     @property
     def label(self) -> str:
-        """``PPO β=0.1`` for a trained policy; an external one keeps its given name."""
+        """``PPO β=0.1`` for a trained policy (``PPO β=0.1 (aligned to error:2)`` when trained on a proxy); an external
+        one keeps its given name."""
         if self.beta is None:
             return str(self.config.get("label") or self.name.removeprefix("external-"))
-        return f"{self.method.upper()} β={self.beta:.4g}"
+        aligned = f" (aligned to {self.config['align_to']})" if self.config.get("align_to") else ""
+        return f"{self.method.upper()} β={self.beta:.4g}{aligned}"
 
     @property
     def train_dir(self) -> Path:

@@ -57,6 +57,7 @@ def method_points(study, saved: dict, evaluated: list) -> list[dict]:
     """Every method's point on the plane with its paired intervals and verdict: best-of-N, soft best-of-N and
     each evaluated policy (trained policies against the bias-corrected frontier)."""
     from alignlimits.methods.evaluation import log_ratio, place_policy
+    from alignlimits.pipeline.overoptimisation import alignment_summary
     from alignlimits.theory.ceiling import objective_ceiling
     from alignlimits.theory.comparison import compare_best_of_n
 
@@ -80,6 +81,7 @@ def method_points(study, saved: dict, evaluated: list) -> list[dict]:
             entry.update(ceiling.to_dict())
             if record.beta is not None:
                 entry.update(training_summary(record, study.train_ceiling(record.beta)))
+                entry.update(alignment_summary(study, record, frame))
         points.append(entry)
     return points
 

@@ -36,6 +36,7 @@ from alignlimits.errors import AlignLimitsError
 from alignlimits.pipeline.config import StudyConfig, auto_betas
 from alignlimits.pipeline.context import StudyContext
 from alignlimits.pipeline.files import write_json_atomic, write_parquet_atomic
+from alignlimits.pipeline.overoptimisation import aligned_reward, base_means, reward_values
 from alignlimits.pipeline.records import FORMAT_VERSION, RECORD_FILE, PolicyRecord, RunState
 from alignlimits.pipeline.trainers import TRAINERS, TrainJob
 from alignlimits.seeding import derive_seed
@@ -120,7 +121,8 @@ class Study:
     def run(self, train: bool = True, evaluate: bool = True) -> dict | None:
         """All stages (``alignlimits run``), or training only, or evaluation only."""
         self.ctx.rewards  # a reward spec that cannot load fails here, before any stage starts
-        if evaluate or (train and self.config.betas is None):  # β from the frontier needs the frontier first
+        # β from the frontier needs the frontier first; a proxy's error size and the path, the base samples
+        if evaluate or (train and (self.config.betas is None or self.config.align_to or self.config.measure_every)):
             self.stage("base", self.sample_base)
             self.stage("frontier", self.fit_frontier)
         if train and any(m in TRAINERS for m in self.config.methods):
@@ -218,7 +220,15 @@ class Study:
     def train_levels(self) -> dict[str, float]:
         """Each training prompt's base level b(x): the mean reward of its base samples, keyed by the text given to the model."""
         frame = self.train_base
-        return {str(k): float(v) for k, v in frame.groupby("prompt")[self.ctx.reward_col].mean().items()}
+        values = frame.assign(_r=reward_values(self.aligned_reward, frame))
+        return {str(k): float(v) for k, v in values.groupby("prompt")["_r"].mean().items()}
+
+    @cached_property
+    def aligned_reward(self):
+        """The reward the trainers maximise: gold, or the proxy of ``align_to``."""
+        c = self.config
+        frame = self.base_table().frame if c.align_to else None
+        return aligned_reward(c.align_to, self.ctx.rewards, frame, derive_seed(c.seed, "proxy"))
 
     def train_ceiling(self, beta: float) -> tuple[float, tuple[float, float]] | None:
         """J*(β) of the training prompts (what the trainers' per-step objective can reach) with its interval over
@@ -230,13 +240,14 @@ class Study:
         if frame is None:
             return None
         groups, order, _ = Groups.from_labels(frame["prompt"].astype(str).to_numpy())
-        return prompts_ceiling(frame[self.ctx.reward_col].to_numpy(float)[order], beta, groups)
+        return prompts_ceiling(reward_values(self.aligned_reward, frame)[order], beta, groups)
 
     def _trainer_config(self, method: str) -> dict:
         """The config a policy of ``method`` was trained with, recorded beside it."""
         c = self.config
         keys = ("steps", "batch_size", "max_new_tokens", "use_lora", "train_prompts", *TRAINERS[method].keys)
-        return {**{k: getattr(c, k) for k in keys}, "learning_rate": c.learning_rates[method]}
+        aligned = {"align_to": c.align_to} if c.align_to else {}
+        return {**{k: getattr(c, k) for k in keys}, "learning_rate": c.learning_rates[method], **aligned}
 
     def train_job(self, record: PolicyRecord) -> TrainJob:
         """What the trainer of ``record`` gets: the training prompts, their base levels and, when training stops once
@@ -245,7 +256,23 @@ class Study:
         task = self.ctx.prompts("train", c.train_prompts)
         ceiling = self.train_ceiling(record.beta)[0] if c.stop_when_converged else None
         return TrainJob(self.ctx, c, self.ctx.model_texts(task.prompts), [p["prompt_id"] for p in task.prompts],
-                        self.train_levels, ceiling if ceiling and ceiling > 0 else None)
+                        self.train_levels, ceiling if ceiling and ceiling > 0 else None, self.aligned_reward,
+                        self.path_yardstick(record))
+
+    def path_yardstick(self, record: PolicyRecord):
+        """With ``measure_every``: the policy measured on the held-out prompts as it trains, against the gold frontier,
+        with the aligned proxy's gain on the same samples; else None."""
+        from alignlimits.methods.measure import Yardstick, frontier_prompts
+
+        c = self.config
+        if c.measure_every is None:
+            return None
+        prompts, ids = frontier_prompts(self.frontier, self.base_table())
+        proxy = self.aligned_reward
+        others = {} if c.align_to is None else {proxy.name: (proxy, base_means(proxy, self.base_table().frame))}
+        return Yardstick(self.frontier, self.ctx.rewards[0], prompts, ids, record.beta, n=c.measure_n,
+                         every=c.measure_every, seed=derive_seed(c.seed, "path", record.name),
+                         max_new_tokens=c.max_new_tokens, method=record.method, others=others)
 
     def train(self, record: PolicyRecord) -> None:
         """Train one policy from a copy of the base model on the training prompts; resumes from its last checkpoint."""

@@ -42,6 +42,16 @@ class TrainJob:
     """Each training prompt's base level b(x) (text → mean reward of its base samples)."""
     ceiling: float | None = None
     """J*(β) of the training prompts when training stops once converged; None: run every step (or to the time budget)."""
+    reward: Any = None
+    """The reward aligned to: the task's gold one (the first), or the proxy of ``align_to``
+    (:mod:`alignlimits.pipeline.overoptimisation`)."""
+    yardstick: Any = None
+    """A :class:`~alignlimits.methods.measure.Yardstick` measuring the policy on held-out prompts while it trains
+    (``measure_every``; PPO), or None."""
+
+    def __post_init__(self):
+        if self.reward is None:
+            self.reward = self.ctx.rewards[0]
 
     def policy(self):
         """A fresh copy of the base model to train."""
@@ -50,11 +60,6 @@ class TrainJob:
     @property
     def tokenizer(self):
         return self.ctx.lm.tokenizer
-
-    @property
-    def reward(self):
-        """The reward aligned to (the first of the task's)."""
-        return self.ctx.rewards[0]
 
     def options(self, cls: type, record: PolicyRecord, out: Path, **own: Any):
         """``cls`` (a :class:`~alignlimits.methods.trainer_options.TrainerOptions`) with the fields every trainer
@@ -88,7 +93,8 @@ def train_ppo(job: TrainJob, record: PolicyRecord, out: Path, resume: bool | Non
     c = job.config
     cfg = job.options(PPOConfig, record, out, max_new_tokens=c.max_new_tokens, ppo_epochs=c.ppo_epochs,
                       num_minibatches=max(1, c.batch_size // 32) if c.batch_size % 32 == 0 else 1)
-    PPOTrainer(cfg, job.policy(), None, job.tokenizer, job.reward, job.prompts).train(resume_from_checkpoint=resume)
+    PPOTrainer(cfg, job.policy(), None, job.tokenizer, job.reward, job.prompts,
+               yardstick=job.yardstick).train(resume_from_checkpoint=resume)
     return record
 
 

@@ -32,9 +32,11 @@ from alignlimits.report.terminal import (
     fmt_seconds,
     headline_rows,
     is_law,
+    path_words,
     training_words,
     verdict_sentence,
 )
+from alignlimits.report.trajectory import plot_paths
 
 CSS = """
 :root { --ink:#1d232b; --muted:#5d6773; --line:#dde2e8; --soft:#f5f7f9; --good:#e3f4e6; --mid:#fdf3d7; --bad:#fbe3e1; }
@@ -407,8 +409,23 @@ def _training_section(run_dir: Path, results: dict) -> str:
             "averaged over its rollouts, b(x) the mean reward of a few base samples of the rollout's prompt, so the "
             "prompts a step draws do not move it; the line is the ceiling J*(β) = β·log E_π0 e^{(r − E r)/β} of the "
             "training prompts (jackknifed, from their few base samples; its band, approximate, resamples them), the most any policy can "
-            "reach there. The shares in the sentences are on the held-out prompts, whose ceiling can differ (a policy "
-            f"can reach its training prompts' ceiling and not generalise). Rule: {rule}.</p>")
+            "reach there. Each sentence gives the share of that ceiling where the curve ended, then the share on the "
+            "held-out prompts, whose ceiling can differ (a policy can reach its training prompts' ceiling and not "
+            f"carry it to new prompts). Rule: {rule}.</p>")
+
+
+def _paths_section(run_dir: Path, results: dict) -> str:
+    png = run_dir / "paths.png"
+    measured = [p for p in results.get("evaluate") or [] if isinstance(p, dict) and p.get("path")]
+    if not measured or not png.exists():
+        return ""
+    words = "".join(f"<li>{esc(cap(method_label(p)))}: {esc(path_words(p))}.</li>" for p in measured)
+    return (f"<h2>Paths while training</h2><div class='figure'><img alt='gold and proxy gain along training' "
+            f"src='{_data_uri(png)}'></div><ul>{words}</ul><p class='note'>Each point is the policy measured on the "
+            "held-out prompts during training (a few samples each, the same seed every time); with a proxy "
+            "(<code>--align-to</code>), its gain is scored on the same samples. Gold judges the point on the plane; "
+            "where gold's gain turns down while the proxy's keeps rising, the trainer is over-optimising the proxy "
+            "(Gao et al. 2022).</p>")
 
 
 def _state(p: dict) -> str:
@@ -439,6 +456,7 @@ def render_report(results: dict, run_dir, figure_png) -> str:
         f"<p class='summary'>{esc(summary_text(results))}</p>",
         _methods_section(results),
         _training_section(run_dir, results),
+        _paths_section(run_dir, results),
         _plan_section(results),
         _hacking_section(run_dir, results),
         _examples_section(results),
@@ -456,6 +474,7 @@ def write_report(run_dir, results: dict) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     png = plot_plane(results, run_dir / "plane.png")
     plot_training(results, run_dir / "training.png")
+    plot_paths(results, run_dir / "paths.png")
     path = run_dir / "report.html"
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(render_report(results, run_dir, png), encoding="utf-8")

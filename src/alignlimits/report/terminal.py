@@ -199,6 +199,8 @@ def verdict_sentence(p: dict, overspend: bool = True) -> str:
         s += f"; it spends {fmt_times(p['kl_overspend'])} the KL the frontier needs for its gain"
     if "objective" in p:
         s += "; " + training_words(p)
+    if p.get("path"):
+        s += "; " + path_words(p)
     return s + "."
 
 
@@ -230,6 +232,23 @@ def training_words(p: dict) -> str:
         return f"learning, not converged{budget}: {trained} so far; on held-out prompts {held}"
     return (f"{trained} where it stopped, though its training curve is too noisy to tell whether it converged{budget}; "
             f"on held-out prompts {held}")
+
+
+def path_words(p: dict) -> str:
+    """A policy measured as it trained: where gold's gain peaked and ended, and the proxy's beside it."""
+    path = p.get("path") or {}
+    if not path:
+        return ""
+    rows = path.get("path") or []
+    s = (f"measured as it trained, its gold gain peaked at {fmt(path.get('peak_gain'))} (step {path.get('peak_step')}, "
+         f"KL {fmt(path.get('peak_kl'))}) and ended at {fmt(path.get('last_gain'))}")
+    if path.get("proxy") and rows:
+        at_peak = next((r for r in rows if r.get("step") == path.get("peak_step")), rows[-1])
+        s += f" while its proxy gain went from {fmt(at_peak.get('proxy_gain'))} to {fmt(rows[-1].get('proxy_gain'))}"
+    if path.get("turned_down"):
+        return s + (f": over-optimisation, gold fell {fmt(path.get('drop'))} ± {fmt(1.96 * num(path.get('drop_se')))} "
+                    "while the proxy it was trained on kept rising")
+    return s + ": gold did not turn down at 95% along this path"
 
 
 def undecided(p: dict) -> bool:

@@ -52,3 +52,45 @@ def plot_trajectory(rows: list[dict], frontier: dict | None, path, title: str = 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_paths(results: dict, path) -> Path | None:
+    """Each trained policy measured as it trained (``path`` in results.json): its gold gain against KL, and with a
+    proxy (``align_to``) the proxy's gain on the same samples, over the gold frontier; one panel per policy. None
+    when no policy was measured."""
+    measured = [p for p in results.get("evaluate") or [] if isinstance(p, dict) and (p.get("path") or {}).get("path")]
+    if not measured:
+        return None
+    clean = _clean_frontier(results.get("frontier")) if results.get("frontier") else None
+    fig, axes = plt.subplots(1, len(measured), figsize=(6.2 * len(measured), 4.4), squeeze=False)
+    for ax, p in zip(axes[0], measured):
+        exact = results.get("exact_frontier") or []
+        if exact:
+            ax.plot([num(c["kl"]) for c in exact], [num(c["gain"]) for c in exact], "k-", lw=1.5, label="gold frontier (exact)")
+        elif clean is not None:
+            clean["bon"] = []
+            draw_frontier(ax, clean, label="gold frontier")
+        rows = p["path"]["path"]
+        kl = [0.0] + [num(r["kl"]) for r in rows]
+        gold = [0.0] + [num(r["gain"]) for r in rows]
+        ax.errorbar(kl, gold, yerr=[0.0] + [1.96 * num(r.get("gain_se")) for r in rows], fmt="o-", ms=4, lw=1.4,
+                    color="C3", label="gold gain (judges the point)")
+        if p["path"].get("proxy"):
+            proxy = [0.0] + [num(r.get("proxy_gain")) for r in rows]
+            ax.plot(kl, proxy, "s--", ms=4, lw=1.2, color="C0", label=f"proxy gain ({p.get('aligned_to')}, trained on)")
+        peak = p["path"]
+        ax.annotate(f"gold peak, step {peak['peak_step']}", (num(peak["peak_kl"]), num(peak["peak_gain"])),
+                    textcoords="offset points", xytext=(4, 8), fontsize=8)
+        ax.axhline(0, color="0.3", lw=0.8)
+        ax.set_title(f"{p.get('label', p.get('method'))}" + (": gold turned down" if peak.get("turned_down") else ""),
+                     fontsize=9)
+        ax.set_xlabel("KL(π ‖ π0)  [nats, held-out prompts]")
+        ax.set_ylabel("gain over the base mean")
+        ax.set_xlim(0, 1.3 * max(kl))
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
