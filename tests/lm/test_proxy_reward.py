@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 from alignlimits.errors import AlignLimitsError
-from alignlimits.lm.proxy_reward import ControlledErrorReward, text_normal
+from alignlimits.lm.proxy_reward import ControlledErrorReward, text_normal, word_error
 from alignlimits.lm.reward_model import CallableReward
 
 
@@ -23,6 +23,10 @@ def test_the_error_is_a_fixed_function_of_the_text_of_the_stated_size():
     assert stats.kstest(err[:-1] / 1.0, "norm").pvalue > 0.01  # N(0, (2 × 0.5)²)
     assert abs(np.corrcoef(err[:-1], gold(prompts, comps)[:-1])[0, 1]) < 0.05
     assert not np.array_equal(text_normal(4, comps), text_normal(3, comps))
+    # systematic: the error is the words', so completions sharing words share it, and a policy can learn it
+    g = dict(zip(["a", "b", "c"], text_normal(3, ["a", "b", "c"])))
+    assert np.allclose(word_error(3, ["a b", "b  a", "c", ""]),
+                       [(g["a"] + g["b"]) / 2**0.5, (g["a"] + g["b"]) / 2**0.5, g["c"], text_normal(3, [""])[0]])
     assert proxy.name == "length_error2" and proxy.spec == "error:2"
 
 

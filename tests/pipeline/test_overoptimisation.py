@@ -45,19 +45,19 @@ def test_align_to_and_measure_every_are_checked_in_one_line():
 
 @pytest.mark.slow
 def test_ppo_over_optimises_a_proxy_on_the_exact_task(tmp_path):
-    """The shipped config: PPO at β = 0.02 on gold + 4 × gold's within-prompt std of error per completion. Measured on
-    the held-out prompts, gold's gain peaks early and falls back near 0 while the proxy's rises to several times it
-    (measured: gold 0.25 at step 20 → 0.03 at step 200, proxy 1.7 → 3.7)."""
+    """The shipped config: PPO at β = 0.02 on gold + a word error as large as gold's within-prompt std. Measured on
+    the held-out prompts, gold's gain peaks early and falls below the base model's while the proxy's keeps rising
+    (measured: gold 0.24 at step 6, KL 1.2 → −0.62 at step 45, KL 8.1; proxy 0.84 → 2.29)."""
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "alignlimits", "run", "exact", "--config",
                            str(ROOT / "configs" / "overoptimise-exact.yaml"), "--out", str(out)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     ppo = next(p for p in json.loads((out / "results.json").read_text())["evaluate"] if p["method"] == "ppo")
-    assert ppo["label"] == "PPO β=0.02 (aligned to error:4)" and ppo["aligned_to"] == "error:4"
+    assert ppo["label"] == "PPO β=0.02 (aligned to error:1)" and ppo["aligned_to"] == "error:1"
     path = ppo["path"]
-    assert path["turned_down"] and path["peak_step"] < 200 and path["proxy"] == "exact_error4"
-    assert path["path"][-1]["proxy_gain"] > 2 * path["peak_gain"]
+    assert path["turned_down"] and path["peak_step"] < 45 and path["proxy"] == "exact_error1"
+    assert path["path"][-1]["proxy_gain"] > 2 * path["peak_gain"] and path["last_gain"] < 0
     assert ppo["proxy_gain"] > ppo["gain"] + 3 * ppo["proxy_gain_se"]  # held out: the proxy sees gain gold does not
     assert (out / "paths.png").stat().st_size > 10_000
     assert "over-optimisation, gold fell" in (out / "report.html").read_text()

@@ -33,8 +33,8 @@ def error_size(spec: str) -> float | None:
 
 def aligned_reward(spec: str | None, rewards: list, base_frame, seed: int):
     """The reward the trainers maximise: gold (``spec`` None), the run's reward with that spec, or gold plus an error
-    of ``error:SIZE`` × gold's within-prompt std on the held-out base samples ``base_frame``."""
-    from alignlimits.lm.proxy_reward import ControlledErrorReward
+    whose within-prompt std on the held-out base samples ``base_frame`` is ``error:SIZE`` × gold's."""
+    from alignlimits.lm.proxy_reward import ControlledErrorReward, word_error
     from alignlimits.pipeline.hacking_proxies import within_prompt_sd
 
     gold = rewards[0]
@@ -42,8 +42,10 @@ def aligned_reward(spec: str | None, rewards: list, base_frame, seed: int):
         return gold
     size = error_size(spec)
     if size is not None:
-        scale = within_prompt_sd(base_frame[gold.name].to_numpy(float), base_frame["prompt_id"].astype(str).to_numpy())
-        return ControlledErrorReward(gold, size, scale, seed)
+        ids = base_frame["prompt_id"].astype(str).to_numpy()
+        gold_sd = within_prompt_sd(base_frame[gold.name].to_numpy(float), ids)
+        error_sd = within_prompt_sd(word_error(seed, list(base_frame["completion"].astype(str))), ids)
+        return ControlledErrorReward(gold, size, gold_sd / error_sd, seed)
     return next(r for r in rewards if r.spec == spec)
 
 
