@@ -1,15 +1,9 @@
 """Fixtures of the yardstick's tests: the exact task's base samples and the frontier fitted on them."""
 
-import pandas as pd
 import pytest
 import torch
 
-from alignlimits.lm.exact import build_exact_model, exact_prompts, exact_reward
-from alignlimits.lm.identity import TABLE_KEY, tokenizer_identity
-from alignlimits.samples.tables import validate
-
-PROMPTS = [p["prompt"] for p in exact_prompts()]
-IDS = [p["id"] for p in exact_prompts()]
+from exact_samples import base_samples
 
 
 @pytest.fixture(scope="module")
@@ -19,20 +13,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def base_samples(n: int = 64, seed: int = 1):
-    """A sample table of the exact task's base model: ``n`` samples of each of its 12 prompts, reward ``exact``,
-    with its tokenizer recorded as ``alignlimits sample`` records it."""
-    from alignlimits.lm.sampling import sample_completions
-
-    model, tok = build_exact_model(0)
-    drawn = sample_completions(model, tok, PROMPTS, n, 3, seed=seed)
-    rows = [(IDS[ps.prompt_index], PROMPTS[ps.prompt_index], text) for ps in drawn for text in ps.texts]
-    frame = pd.DataFrame(rows, columns=["prompt_id", "prompt", "completion"])
-    frame["exact"] = exact_reward(list(frame["prompt"]), list(frame["completion"]))
-    frame.attrs[TABLE_KEY] = tokenizer_identity(tok)
-    return validate(frame, ["exact"], "exact base samples")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import IDS, PROMPTS
+from exact_samples import IDS, PROMPTS
 
 from alignlimits.lm.exact import build_exact_model, exact_distribution, exact_reward
 from alignlimits.methods.measure import JSONL, Yardstick, frontier_prompts, measure_policy

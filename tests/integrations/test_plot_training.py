@@ -3,7 +3,7 @@
 import json
 
 import numpy as np
-from conftest import base_samples
+from exact_samples import base_samples
 from PIL import Image
 
 from alignlimits.methods.measure import FRONTIER_JSON

@@ -4,7 +4,7 @@ import json
 import logging
 
 import pytest
-from conftest import PROMPTS, base_samples
+from exact_samples import PROMPTS, base_samples
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.integrations.trl import FrontierCallback

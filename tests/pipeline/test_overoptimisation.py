@@ -39,8 +39,24 @@ def test_align_to_and_measure_every_are_checked_in_one_line():
         resolve_config("safety", None, {}, {"align_to": "profanity"})
     cfg = resolve_config("safety", None, {}, {"align_to": "profanity", "rewards": ["profanity-logit", "profanity"]})
     assert cfg.align_to == "profanity"
-    with pytest.raises(AlignLimitsError, match="measures inside PPO; grpo"):
-        resolve_config("exact", None, {}, {"measure_every": 5, "methods": ["ppo", "grpo"]})
+    assert resolve_config("exact", None, {}, {"measure_every": 5, "methods": ["ppo", "grpo", "rloo"]}).measure_every == 5
+    with pytest.raises(AlignLimitsError, match="DPO sees no reward as it trains"):
+        resolve_config("exact", None, {}, {"measure_every": 5, "methods": ["ppo", "dpo"]})
+
+
+def test_a_trl_trainer_is_measured_along_its_path_on_gold_and_the_proxy(tmp_path):
+    """RLOO (TRL) aligned to a proxy and measured every 2 steps by the yardstick's callback: the path starts at the
+    base model and holds gold's and the proxy's gain at each measured step."""
+    config = tmp_path / "c.yaml"
+    config.write_text("methods: [rloo]\nalign_to: 'error:1'\nmeasure_every: 2\nmeasure_n: 8\nsteps: 4\nbetas: [0.1]\n")
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "alignlimits", "run", "exact", "--config", str(config), "--out",
+                           str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rloo = json.loads((out / "results.json").read_text())["evaluate"][0]
+    steps = [r["step"] for r in rloo["path"]["path"]]
+    assert steps == [0, 2, 4] and rloo["path"]["path"][0]["kl"] < 0.01
+    assert all(r["proxy_gain"] is not None for r in rloo["path"]["path"]) and rloo["proxy"] == "exact_error1"
 
 
 @pytest.mark.slow

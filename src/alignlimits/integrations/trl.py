@@ -45,14 +45,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
-
-from transformers import TrainerCallback
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.lm.identity import TABLE_KEY, check_tokenizer
-from alignlimits.methods.measure import FRONTIER_JSON, Yardstick, adapters_off, as_reward, frontier_prompts, scalars
+from alignlimits.methods.measure import FRONTIER_JSON, Yardstick, as_reward, frontier_prompts
+from alignlimits.methods.yardstick_callback import YardstickCallback
 
 __all__ = ["FrontierCallback", "base_samples"]
 
@@ -85,7 +83,7 @@ def base_samples(samples, reward_col: str, prompts=None):
     return table, config
 
 
-class FrontierCallback(TrainerCallback):
+class FrontierCallback(YardstickCallback):
     """Measure the policy on the KL–reward plane every ``every`` steps (module docstring: outputs, cost, π0, β).
 
     Args:
@@ -116,18 +114,8 @@ class FrontierCallback(TrainerCallback):
         self.frontier_json = frontier_result(self.table, col, frontier=self.frontier)
         self.options = dict(n=n, every=every, seed=seed, batch_size=batch_size, stop_when_converged=stop_when_converged,
                             max_new_tokens=max_new_tokens or self.config.get("sampling", {}).get("max_new_tokens") or 64)
-        self.beta, self.base_model, self.output_dir = beta, base_model, output_dir
-        self.yardstick, self.trainer, self._pending, self._step_start, self._step_seconds = None, None, None, None, []
-
-    def attach(self, trainer) -> "FrontierCallback":
-        """Add the callback to ``trainer`` first in line, so every logger sees its numbers, and use the trainer's
-        reference model as π0. Returns the callback."""
-        callbacks = trainer.callback_handler.callbacks
-        if self in callbacks:
-            callbacks.remove(self)
-        callbacks.insert(0, self)
-        self.trainer = trainer
-        return self
+        super().__init__(None, base_model=base_model, output_dir=output_dir)
+        self.beta = beta
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         note = check_tokenizer(self.table.frame.attrs.get(TABLE_KEY), processing_class, self.table.source)
@@ -139,64 +127,11 @@ class FrontierCallback(TrainerCallback):
                                    "coefficient whose objective ceiling the points are read against")
         prompts, ids = frontier_prompts(self.frontier, self.table)
         self.yardstick = Yardstick(self.frontier, self.reward, prompts, ids, beta=float(beta), **self.options)
-        out = Path(self.output_dir or args.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        self.yardstick.start(out, state.global_step)
-        (out / FRONTIER_JSON).write_text(json.dumps(self.frontier_json))
+        (self._out(args) / FRONTIER_JSON).write_text(json.dumps(self.frontier_json))
         if self.trainer is None and [r for r in (args.report_to or []) if r != "none"]:
             log.warning("alignlimits: FrontierCallback given as callbacks=[...]; call .attach(trainer) so that the "
                         "report_to loggers see its numbers (the JSONL has them either way)")
-        if state.global_step == 0:  # the path starts at the policy as given
-            self._measure(args, state, control, model, processing_class)
-            state.log_history.append({**self._pending, "step": 0})
-            self._pending = None
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._step_start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if self._step_start is not None:
-            self._step_seconds.append(time.perf_counter() - self._step_start)
-        if self.yardstick.due(state.global_step, last=state.global_step >= state.max_steps):
-            self._measure(args, state, control, model, processing_class)
-            control.should_log = True
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self._pending and logs is not None:
-            logs.update(self._pending)
-            if state.log_history:
-                state.log_history[-1].update(self._pending)
-            self._pending = None
-
-    def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-        """A run stopped early (time budget, another callback) gets its last point too."""
-        if self.yardstick.due(state.global_step, last=True):
-            self._measure(args, state, control, model, processing_class)
-            state.log_history.append({**self._pending, "step": state.global_step})
-            self._pending = None
-
-    def _measure(self, args, state, control, model, tokenizer) -> None:
-        step_seconds = sum(self._step_seconds) / len(self._step_seconds) if self._step_seconds else None
-        self._step_seconds = []
-        row = self.yardstick.record(model, tokenizer, self._base(model), state.global_step,
-                                    Path(self.output_dir or args.output_dir), step_seconds=step_seconds)
-        self._pending = scalars(row)
-        if "stop" in row:
-            control.should_training_stop = True
-            log.warning("alignlimits: stopping training: %s", row["stop"])
-
-    def _base(self, model):
-        """π0 (module docstring)."""
-        from alignlimits.methods.lora import is_peft
-
-        if self.base_model is None:
-            ref = getattr(self.trainer, "ref_model", None)
-            if ref is not None:
-                return ref
-            if is_peft(model):
-                return adapters_off(model)
-            self.base_model = self._load_base(model)
-        return self.base_model
+        super().on_train_begin(args, state, control, model=model, processing_class=processing_class, **kwargs)
 
     def _load_base(self, model):
         from alignlimits.lm.models import load_model

@@ -178,14 +178,16 @@ def train_grpo(
     reward_fn: Callable[[Sequence[str], Sequence[str]], Any],
     prompts: Sequence[str],
     resume_from_checkpoint: bool | str | None = None,
+    callbacks: Sequence = (),
 ):
     """Train with GRPO and return the trained model (a ``PeftModel`` with LoRA).
 
     ``resume_from_checkpoint``: True continues from the last ``checkpoint-STEP`` in
-    ``output_dir`` (a fresh start when there is none), a path from that checkpoint."""
+    ``output_dir`` (a fresh start when there is none), a path from that checkpoint. ``callbacks``: more
+    ``TrainerCallback``s, first in line (:func:`~alignlimits.methods.trl_common.run_trl_training`)."""
     return run_trl_training(
         options, lambda: build_grpo_trainer(options, model, tokenizer, reward_fn, prompts), tokenizer,
-        resume_from_checkpoint,
+        resume_from_checkpoint, callbacks=callbacks,
     )
 
 

@@ -235,3 +235,4 @@ def se_of_ci(ci) -> float:
     """A standard error from a 95% interval: its half-width / 1.96."""
     return (ci[1] - ci[0]) / (2 * 1.959964) if ci and None not in ci else float("nan")
 
+

@@ -133,9 +133,10 @@ def train_rloo(
     reward_fn: Callable[[Sequence[str], Sequence[str]], Any],
     prompts: Sequence[str],
     resume_from_checkpoint: bool | str | None = None,
+    callbacks: Sequence = (),
 ):
     """Train with RLOO and return the trained model; arguments as :func:`alignlimits.methods.grpo.train_grpo`."""
     return run_trl_training(
         options, lambda: build_rloo_trainer(options, model, tokenizer, reward_fn, prompts), tokenizer,
-        resume_from_checkpoint,
+        resume_from_checkpoint, callbacks=callbacks,
     )

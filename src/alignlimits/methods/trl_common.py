@@ -322,15 +322,19 @@ def run_trl_training(
     tokenizer,
     resume_from_checkpoint: bool | str | None,
     files: Mapping[str, str] | None = None,
+    callbacks: Sequence = (),
 ):
     """Train the trainer ``build()`` returns and return its model, saved with ``tokenizer`` in ``policy/``.
 
     ``resume_from_checkpoint``: True continues from the last ``checkpoint-STEP`` in ``output_dir`` (a
     fresh start when there is none), a path from that checkpoint; checked before ``build`` runs.
-    ``files``: more files to write into ``output_dir`` (name → text) before training."""
+    ``files``: more files to write into ``output_dir`` (name → text) before training. ``callbacks``: callbacks
+    put first in line by their ``attach(trainer)`` (a :class:`~alignlimits.methods.yardstick_callback.YardstickCallback`)."""
     out = Path(options.output_dir)
     ckpt = resume_point(out, resume_from_checkpoint, options.METHOD)
     trainer = build()
+    for callback in reversed(callbacks):
+        callback.attach(trainer)
     done = json.loads((ckpt / "trainer_state.json").read_text())["global_step"] if ckpt else 0
     truncate_metrics(out / "metrics.jsonl", done)
     (out / f"{options.METHOD.lower()}_options.json").write_text(json.dumps(options.to_dict(), indent=2))

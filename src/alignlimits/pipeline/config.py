@@ -74,9 +74,10 @@ class StudyConfig:
                                        "alignlimits.methods.convergence).", train=True)
     align_to: str | None = option(None, ("--align-to",), "The reward the trainers are aligned to, when it is not the gold "
                                   "one (the first --reward), which still judges every point: another --reward of the "
-                                  "run, or error:SIZE, gold plus a fixed error of each text SIZE times gold's "
+                                  "run, or error:SIZE, gold plus a fixed error of each word, SIZE times gold's "
                                   "within-prompt std (Gao et al. 2022's over-optimisation). Default: gold.", train=True)
-    measure_every: int | None = option(None, ("--measure-every",), "Measure each PPO policy on the held-out prompts "
+    measure_every: int | None = option(None, ("--measure-every",), "Measure each PPO, GRPO and RLOO policy on the "
+                                       "held-out prompts "
                                        "every this many steps while it trains (the yardstick): its path on the plane, "
                                        "and with --align-to the proxy's gain beside gold's. Default: not measured.",
                                        train=True)
@@ -148,7 +149,7 @@ class StudyConfig:
 
 
     def _check_alignment(self) -> None:
-        """``align_to`` names a reward of the run or an error size; ``measure_every`` measures inside PPO."""
+        """``align_to`` names a reward of the run or an error size; ``measure_every`` measures the online trainers."""
         from alignlimits.pipeline.overoptimisation import error_size
 
         if self.align_to is not None:
@@ -161,10 +162,9 @@ class StudyConfig:
             if self.measure_every < 1 or self.measure_n < 1:
                 raise AlignLimitsError(f"--measure-every and measure_n must be at least 1 (got {self.measure_every}, "
                                        f"{self.measure_n})")
-            others = [m for m in self.methods if m in TRAINERS and m != "ppo"]
-            if others:
-                raise AlignLimitsError(f"--measure-every measures inside PPO; {others[0]} is a TRL trainer: measure it "
-                                       "with FrontierCallback in your own script (docs/trainers.md), or train ppo")
+            if "dpo" in self.methods:
+                raise AlignLimitsError("--measure-every measures the online trainers (ppo, grpo, rloo); DPO sees no "
+                                       "reward as it trains, so leave dpo out of --methods or --measure-every off")
 
     def _check_number_types(self) -> None:
         """Numbers where the config wants them (a config file can hold anything), before any comparison."""

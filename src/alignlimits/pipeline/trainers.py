@@ -47,7 +47,7 @@ class TrainJob:
     (:mod:`alignlimits.pipeline.overoptimisation`)."""
     yardstick: Any = None
     """A :class:`~alignlimits.methods.measure.Yardstick` measuring the policy on held-out prompts while it trains
-    (``measure_every``; PPO), or None."""
+    (``measure_every``), or None."""
 
     def __post_init__(self):
         if self.reward is None:
@@ -56,6 +56,14 @@ class TrainJob:
     def policy(self):
         """A fresh copy of the base model to train."""
         return copy.deepcopy(self.ctx.lm.model)
+
+    def callbacks(self) -> list:
+        """A TRL trainer's extra callbacks: the yardstick's, measuring against the base model as loaded."""
+        if self.yardstick is None:
+            return []
+        from alignlimits.methods.yardstick_callback import YardstickCallback
+
+        return [YardstickCallback(self.yardstick, base_model=self.ctx.lm.model)]
 
     @property
     def tokenizer(self):
@@ -106,7 +114,8 @@ def train_grpo(job: TrainJob, record: PolicyRecord, out: Path, resume: bool | No
     # would make the KL coefficient β·std, a different one per prompt
     opts = job.options(GRPOOptions, record, out, num_generations=c.num_generations, max_new_tokens=c.max_new_tokens,
                        scale_rewards="none")
-    train_grpo(opts, job.policy(), job.tokenizer, job.reward, job.prompts, resume_from_checkpoint=resume)
+    train_grpo(opts, job.policy(), job.tokenizer, job.reward, job.prompts, resume_from_checkpoint=resume,
+               callbacks=job.callbacks())
     return record
 
 
@@ -115,7 +124,8 @@ def train_rloo(job: TrainJob, record: PolicyRecord, out: Path, resume: bool | No
 
     c = job.config
     opts = job.options(RLOOOptions, record, out, num_generations=c.num_generations, max_new_tokens=c.max_new_tokens)
-    train_rloo(opts, job.policy(), job.tokenizer, job.reward, job.prompts, resume_from_checkpoint=resume)
+    train_rloo(opts, job.policy(), job.tokenizer, job.reward, job.prompts, resume_from_checkpoint=resume,
+               callbacks=job.callbacks())
     return record
 
 
