@@ -41,6 +41,24 @@ def test_the_base_model_measures_zero_kl_and_a_perturbed_policy_its_exact_kl(bas
     assert point["objective"] == pytest.approx(point["gain"] - 0.5 * point["kl"])
 
 
+def test_a_lora_policy_measures_against_itself_with_its_adapters_off(base_table, frontier):
+    """π0 of a LoRA policy is the policy with its adapters off (PPO's and the TRL trainers' yardstick with LoRA):
+    scored like any model, it gives the base model's log-probabilities, so the trained adapters' KL is measured."""
+    from peft import LoraConfig, get_peft_model
+
+    from alignlimits.lm.sampling import score_logprobs
+    from alignlimits.methods.measure import adapters_off
+
+    base, tok = build_exact_model(0)
+    policy = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    off = adapters_off(policy)
+    ids = [[1, 2, 0], [3, 3, 3]]
+    assert np.allclose(score_logprobs(off, tok, PROMPTS[:2], ids), score_logprobs(base, tok, PROMPTS[:2], ids))
+    prompts, pids = frontier_prompts(frontier, base_table)
+    point = measure_policy(policy, tok, off, frontier, "exact", prompts, pids, n=16, beta=0.5, max_new_tokens=3)
+    assert point["kl"] > 0
+
+
 def test_ppo_measures_its_own_curve_without_changing_its_training(base_table, frontier, tmp_path):
     _, tok = build_exact_model(0)
     prompts, ids = frontier_prompts(frontier, base_table)

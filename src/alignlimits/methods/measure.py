@@ -136,6 +136,7 @@ def adapters_off(peft_model):
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
+            self.config = inner.config  # the scorer sizes its batches from it
 
         def forward(self, *args, **kwargs):
             with self.inner.disable_adapter():
