@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from alignlimits.methods.distributed import check_split
 from alignlimits.methods.trainer_options import TrainerOptions
 
 
@@ -120,6 +121,7 @@ class PPOConfig(TrainerOptions):
         bad = self.invalid
         if self.batch_size % self.num_minibatches:
             bad(f"batch_size {self.batch_size} is not divisible by num_minibatches {self.num_minibatches}")
+        check_split(self.minibatch_size, "PPO's minibatch (batch_size / num_minibatches)")
         for name in ("micro_batch_size", "generation_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 bad(f"{name} must be >= 1 or None (got {getattr(self, name)})")
