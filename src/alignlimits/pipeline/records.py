@@ -30,11 +30,17 @@ def check_launch(run_dir: Path) -> dict:
         started = json.loads(path.read_text())["world_size"]
         if started != launch["world_size"]:
             raise AlignLimitsError(
-                f"{run_dir} trains under {started} process(es) and this launch has {launch['world_size']}; resume it "
-                f"with the same number (e.g. torchrun --nproc_per_node {started}), or train into another --out")
+                f"{run_dir} was trained under {started} process(es) and this launch has {launch['world_size']}; train "
+                f"into it with the same number (e.g. torchrun --nproc_per_node {started}), or into another --out")
     elif distributed.is_main():
         write_json_atomic(launch, path)
     return launch
+
+
+def trained_world_size(run_dir: Path) -> int | None:
+    """The number of processes the run's policies were trained under (None before any training)."""
+    path = Path(run_dir) / LAUNCH_FILE
+    return json.loads(path.read_text())["world_size"] if path.exists() else None
 
 
 @dataclass(frozen=True)

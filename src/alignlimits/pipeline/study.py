@@ -43,7 +43,7 @@ from alignlimits.pipeline.config import StudyConfig, auto_betas
 from alignlimits.pipeline.context import StudyContext
 from alignlimits.pipeline.files import write_json_atomic, write_parquet_atomic
 from alignlimits.pipeline.overoptimisation import aligned_reward, base_means, reward_values
-from alignlimits.pipeline.records import FORMAT_VERSION, RECORD_FILE, PolicyRecord, RunState, check_launch
+from alignlimits.pipeline.records import FORMAT_VERSION, RECORD_FILE, PolicyRecord, RunState, check_launch, trained_world_size
 from alignlimits.pipeline.trainers import TRAINERS, TrainJob
 from alignlimits.seeding import derive_seed
 
@@ -135,6 +135,8 @@ class Study:
     def run(self, train: bool = True, evaluate: bool = True) -> dict | None:
         """All stages (``alignlimits run``), or training only, or evaluation only."""
         self.ctx.rewards  # a reward spec that cannot load fails here, before any stage starts
+        if train:
+            self._refuse_other_launch()
         # β from the frontier needs the frontier first; a proxy's error size and the path, the base samples
         if evaluate or (train and (self.config.betas is None or self.config.align_to or self.config.measure_every)):
             self.stage("base", self.sample_base)
@@ -152,6 +154,15 @@ class Study:
         if "hacking" in self.config.methods:
             self.stage("hacking", self.hacking)
         return self.write_results()
+
+    def _refuse_other_launch(self) -> None:
+        """Before any stage: training left to do in this run must run under the number of processes its training
+        started with (:func:`~alignlimits.pipeline.records.check_launch`, which the training stage applies too)."""
+        started = trained_world_size(self.dir)
+        if started in (None, distributed.world_size()) or self.config.betas is None and not self.state.done("frontier"):
+            return
+        if any(not self.state.done(f"train-{r.name}") for r in self.trained_records()):
+            check_launch(self.dir)
 
     def evaluate_external(self, policies: dict[str, Path], betas: dict[str, float] | None = None) -> dict:
         """Evaluate policies trained elsewhere (same base model and tokenizer) against this run's frontier; ``betas``:
