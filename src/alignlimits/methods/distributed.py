@@ -23,8 +23,8 @@ from typing import Any, Sequence
 from alignlimits.errors import AlignLimitsError
 
 __all__ = [
-    "barrier", "broadcast_parameters", "check_split", "from_main", "gather", "is_main", "rank", "refuse_sharding",
-    "share", "stream", "sum_gradients", "sum_tensor", "sum_values", "world_size",
+    "barrier", "broadcast_parameters", "check_split", "from_main", "gather", "is_main", "pin_gpu", "rank",
+    "refuse_sharding", "share", "stream", "sum_gradients", "sum_tensor", "sum_values", "world_size",
 ]
 
 SHARDING_VARIABLES = ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP")
@@ -74,6 +74,15 @@ def refuse_sharding(method: str) -> None:
                                "launch it with torchrun or configs/accelerate/ddp.yaml, or train grpo/rloo for ZeRO")
 
 
+def pin_gpu() -> None:
+    """Make this process's GPU (``LOCAL_RANK``) the current device, so that models put on "cuda" land there, not all
+    on the first GPU; a no-op without a launcher or a GPU."""
+    import torch
+
+    if world_size() > 1 and torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
 def _group():
     """The process group, started on first use; None for one process."""
     if world_size() == 1:
@@ -82,6 +91,7 @@ def _group():
     import torch.distributed as dist
 
     if not dist.is_initialized():
+        pin_gpu()
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     return dist
 

@@ -61,6 +61,7 @@ class Study:
         self.console = console or Console(stderr=True)
         if any(m in TRAINERS for m in config.methods):  # before any process waits for another
             distributed.check_split(config.batch_size, "batch_size")
+        distributed.pin_gpu()  # before the context puts any model on "cuda"
         self._check_dir(force)
         self.state = RunState(self.dir)
         self.ctx = ctx or StudyContext.resolve(config.task, model=config.model, rewards=config.rewards,
