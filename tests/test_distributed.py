@@ -104,3 +104,18 @@ def test_a_killed_two_process_launch_resumes_to_the_same_numbers(launched, tmp_p
     assert metrics(out) == metrics(run_dir)  # every step once, and the numbers of the uninterrupted launch
     points = [json.loads((d / "results.json").read_text())["evaluate"] for d in (out, run_dir)]
     assert [(p["label"], p["kl"], p["gain"]) for p in points[0]] == [(p["label"], p["kl"], p["gain"]) for p in points[1]]
+
+
+def test_ppo_refuses_a_sharded_launch_and_a_minibatch_that_does_not_split(monkeypatch, tmp_path):
+    from alignlimits.errors import AlignLimitsError
+    from alignlimits.lm.exact import build_exact_model, exact_reward
+    from alignlimits.methods.ppo import PPOConfig, PPOTrainer
+
+    model, tok = build_exact_model(0)
+    cfg = PPOConfig(beta=0.5, steps=1, batch_size=8, max_new_tokens=3, output_dir=str(tmp_path), progress=False)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(AlignLimitsError, match="data-parallel only"):
+        PPOTrainer(cfg, model, None, tok, exact_reward, ["a"])
+    monkeypatch.setenv("WORLD_SIZE", "2")  # checked before any collective: no process group needed
+    with pytest.raises(AlignLimitsError, match=r"minibatch \(batch_size / num_minibatches\) 3 does not split"):
+        PPOConfig(beta=0.5, steps=1, batch_size=6, num_minibatches=2, output_dir=str(tmp_path))
