@@ -27,7 +27,8 @@ with each row. The noise of a point falls as 1/√(P·n) (its ``kl_se`` and ``ga
 doubling ``n`` halves the variance at twice the cost per measurement, and doubling ``every`` halves the cost
 at half the points on the path. Every measurement uses the same seed, so the path's steps differ by what the
 policy learned, not by which samples were drawn; the random state of training is restored, so the run trains
-as it would without the callback.
+as it would without the callback. Under a multi-process launch rank 0 measures and writes, and its stop decides
+for every process.
 
 **Stopping.** With ``stop_when_converged=True`` training stops once the measured objective has converged by the
 rule of :mod:`alignlimits.methods.convergence` (at least 4 measurements): ``control.should_training_stop`` is
@@ -52,6 +53,7 @@ from transformers import TrainerCallback
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.lm.identity import TABLE_KEY, check_tokenizer
+from alignlimits.methods import distributed
 from alignlimits.methods.measure import FRONTIER_JSON, Yardstick, adapters_off, as_reward, frontier_prompts, scalars
 
 __all__ = ["FrontierCallback", "base_samples"]
@@ -141,14 +143,15 @@ class FrontierCallback(TrainerCallback):
         self.yardstick = Yardstick(self.frontier, self.reward, prompts, ids, beta=float(beta), **self.options)
         out = Path(self.output_dir or args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        self.yardstick.start(out, state.global_step)
-        (out / FRONTIER_JSON).write_text(json.dumps(self.frontier_json))
+        if distributed.is_main():
+            self.yardstick.start(out, state.global_step)
+            (out / FRONTIER_JSON).write_text(json.dumps(self.frontier_json))
         if self.trainer is None and [r for r in (args.report_to or []) if r != "none"]:
             log.warning("alignlimits: FrontierCallback given as callbacks=[...]; call .attach(trainer) so that the "
                         "report_to loggers see its numbers (the JSONL has them either way)")
         if state.global_step == 0:  # the path starts at the policy as given
             self._measure(args, state, control, model, processing_class)
-            state.log_history.append({**self._pending, "step": 0})
+            state.log_history.append({**(self._pending or {}), "step": 0})
             self._pending = None
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -157,7 +160,7 @@ class FrontierCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         if self._step_start is not None:
             self._step_seconds.append(time.perf_counter() - self._step_start)
-        if self.yardstick.due(state.global_step, last=state.global_step >= state.max_steps):
+        if distributed.from_main(self.yardstick.due(state.global_step, last=state.global_step >= state.max_steps)):
             self._measure(args, state, control, model, processing_class)
             control.should_log = True
 
@@ -170,20 +173,22 @@ class FrontierCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         """A run stopped early (time budget, another callback) gets its last point too."""
-        if self.yardstick.due(state.global_step, last=True):
+        if distributed.from_main(self.yardstick.due(state.global_step, last=True)):
             self._measure(args, state, control, model, processing_class)
-            state.log_history.append({**self._pending, "step": state.global_step})
+            state.log_history.append({**(self._pending or {}), "step": state.global_step})
             self._pending = None
 
     def _measure(self, args, state, control, model, tokenizer) -> None:
         step_seconds = sum(self._step_seconds) / len(self._step_seconds) if self._step_seconds else None
         self._step_seconds = []
         row = self.yardstick.record(model, tokenizer, self._base(model), state.global_step,
-                                    Path(self.output_dir or args.output_dir), step_seconds=step_seconds)
-        self._pending = scalars(row)
-        if "stop" in row:
+                                    Path(self.output_dir or args.output_dir), step_seconds=step_seconds) \
+            if distributed.is_main() else None
+        self._pending = scalars(row) if row else None
+        stop = distributed.from_main(row.get("stop") if row else None)
+        if stop:
             control.should_training_stop = True
-            log.warning("alignlimits: stopping training: %s", row["stop"])
+            log.warning("alignlimits: stopping training: %s", stop)
 
     def _base(self, model):
         """π0 (module docstring)."""

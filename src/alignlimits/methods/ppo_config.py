@@ -53,7 +53,8 @@ class PPOConfig(TrainerOptions):
     steps: int = 100
     """Number of PPO iterations.  (lm-human-preferences counts episodes: steps × batch_size.)"""
     batch_size: int = 64
-    """Rollouts (prompt, completion) per step.  Default: lm-human-preferences ``batch_size``."""
+    """Rollouts (prompt, completion) per step, over all processes of a launch (each samples its share).
+    Default: lm-human-preferences ``batch_size``."""
     max_new_tokens: int = 53
     """Completion length limit.  Default: response length of the N+ details (TL;DR)."""
     generation_batch_size: int | None = None
