@@ -29,11 +29,12 @@ LAUNCHERS = {1: [sys.executable, "-m", "alignlimits"],
              2: [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "alignlimits"]}
 
 
-def train(method: str, processes: int, seed: int, steps: int | None, out: Path) -> Path:
+def train(method: str, processes: int, seed: int, steps: int | None, out: Path, env: dict | None = None) -> Path:
+    """The policy ``alignlimits train`` leaves in ``out`` (``env``: the launch's environment, e.g. no visible GPU)."""
     extra = ["--steps", str(steps)] if steps else []
     command = [*LAUNCHERS[processes], "train", "--method", method, "--task", "exact", "--seed", str(seed), *extra,
                "--out", str(out)]
-    proc = subprocess.run(command, capture_output=True, text=True)
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
     if proc.returncode:
         sys.exit(f"{' '.join(command)} failed:\n{proc.stderr[-2000:]}")
     return next((out / "train").glob(f"{method}-beta*/policy"))
@@ -58,6 +59,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", default="ppo,grpo,rloo")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0, help="Seeds first-seed, first-seed + 1, ...: more of them later.")
     ap.add_argument("--steps", type=int, default=None, help="Default: the exact task's (60).")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -66,7 +68,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods.split(","):
             for processes in (1, 2):
-                for seed in range(args.seeds):
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
                     out = Path(tmp) / f"{method}-{processes}-{seed}"
                     kl, gain = exact_point(train(method, processes, seed, args.steps, out))
                     points.setdefault(method, {}).setdefault(processes, []).append({"seed": seed, "kl": kl, "gain": gain})
@@ -82,7 +84,8 @@ def main() -> None:
             print(f"{method:<6} {coord:<5} {cells[0]:>18} {cells[1]:>18} {z:>+6.2f}")
     print(f"\n{time.time() - t0:.0f} s; load {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs")
     if args.json:
-        args.json.write_text(json.dumps({"seeds": args.seeds, "steps": args.steps, "points": summary}, indent=2))
+        args.json.write_text(json.dumps({"seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
+                                         "steps": args.steps, "points": summary}, indent=2))
 
 
 if __name__ == "__main__":
