@@ -87,6 +87,7 @@ def test_a_batch_that_does_not_split_is_refused_before_any_process_waits(tmp_pat
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_two_process_launch_resumes_to_the_same_numbers(launched, tmp_path):
     run_dir, cfg = launched
     out = tmp_path / "run"
