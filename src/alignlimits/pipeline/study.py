@@ -43,7 +43,9 @@ from alignlimits.pipeline.config import StudyConfig, auto_betas
 from alignlimits.pipeline.context import StudyContext
 from alignlimits.pipeline.files import write_json_atomic, write_parquet_atomic
 from alignlimits.pipeline.overoptimisation import aligned_reward, base_means, reward_values
-from alignlimits.pipeline.records import FORMAT_VERSION, RECORD_FILE, PolicyRecord, RunState, check_launch, trained_world_size
+from alignlimits.pipeline.records import (
+    FORMAT_VERSION, RECORD_FILE, PolicyRecord, RunState, check_launch, trained_world_size,
+)
 from alignlimits.pipeline.trainers import TRAINERS, TrainJob
 from alignlimits.seeding import derive_seed
 
@@ -98,7 +100,7 @@ class Study:
         distributed.barrier()
 
     def stage(self, name: str, work, everywhere: bool = False) -> None:
-        """Run ``work`` unless ``name`` is done: on rank 0 alone, or on ``everywhere`` process (training)."""
+        """Run ``work`` unless ``name`` is done: on rank 0 alone, or on every process when ``everywhere`` (training)."""
         if distributed.from_main(self.state.done(name)):
             self.console.print(f"[dim]✓ {name} (done earlier)[/]")
             return
