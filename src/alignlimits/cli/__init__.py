@@ -43,7 +43,10 @@ def _quiet_third_parties() -> None:
 
 
 def _fail(message: str, code: int = AlignLimitsError.exit_code) -> None:
-    print(f"alignlimits: error: {' '.join(message.split())}", file=sys.stderr)
+    from alignlimits.methods.distributed import is_main
+
+    if is_main():  # under a launcher every process refuses alike (same inputs, same files); one says so
+        print(f"alignlimits: error: {' '.join(message.split())}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -69,9 +72,11 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def _run_app() -> int:
-    from alignlimits.cli.app import app
+    from alignlimits.cli.app import app, console
+    from alignlimits.methods.distributed import is_main
     from alignlimits.cli import analysis, hack, run, sample, training  # noqa: F401  (they register commands)
 
+    console.quiet = not is_main()  # under a launcher rank 0 speaks for every process
     # standalone_mode=False: click raises its usage errors and returns Exit's code, so we format them
     code = app(standalone_mode=False)
     sys.stdout.flush()  # a closed pipe shows here, inside the handlers below, not at interpreter exit

@@ -69,7 +69,8 @@ def run(
     cfg = resolve_config(task, preset, file_values, {**flags, "engine": engine, "engine_options": options or None})
     run_dir = out or Path("runs") / f"{task}-{cfg.preset}"
     results = Study(cfg, run_dir, force=force, console=console).run()
-    _show(results, run_dir)
+    if results is not None:  # None on every process of a launch but rank 0
+        _show(results, run_dir)
 
 
 @app.command()

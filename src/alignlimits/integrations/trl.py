@@ -27,7 +27,8 @@ with each row. The noise of a point falls as 1/√(P·n) (its ``kl_se`` and ``ga
 doubling ``n`` halves the variance at twice the cost per measurement, and doubling ``every`` halves the cost
 at half the points on the path. Every measurement uses the same seed, so the path's steps differ by what the
 policy learned, not by which samples were drawn; the random state of training is restored, so the run trains
-as it would without the callback.
+as it would without the callback. Under a multi-process launch rank 0 measures and writes, and its stop decides
+for every process.
 
 **Stopping.** With ``stop_when_converged=True`` training stops once the measured objective has converged by the
 rule of :mod:`alignlimits.methods.convergence` (at least 4 measurements): ``control.should_training_stop`` is
@@ -49,6 +50,7 @@ from pathlib import Path
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.lm.identity import TABLE_KEY, check_tokenizer
+from alignlimits.methods import distributed
 from alignlimits.methods.measure import FRONTIER_JSON, Yardstick, as_reward, frontier_prompts
 from alignlimits.methods.yardstick_callback import YardstickCallback
 
@@ -127,7 +129,8 @@ class FrontierCallback(YardstickCallback):
                                    "coefficient whose objective ceiling the points are read against")
         prompts, ids = frontier_prompts(self.frontier, self.table)
         self.yardstick = Yardstick(self.frontier, self.reward, prompts, ids, beta=float(beta), **self.options)
-        (self._out(args) / FRONTIER_JSON).write_text(json.dumps(self.frontier_json))
+        if distributed.is_main():
+            (self._out(args) / FRONTIER_JSON).write_text(json.dumps(self.frontier_json))
         if self.trainer is None and [r for r in (args.report_to or []) if r != "none"]:
             log.warning("alignlimits: FrontierCallback given as callbacks=[...]; call .attach(trainer) so that the "
                         "report_to loggers see its numbers (the JSONL has them either way)")

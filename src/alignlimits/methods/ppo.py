@@ -57,12 +57,15 @@ Only the newest checkpoint is kept unless ``keep_checkpoints``.  Resuming
 (``train(resume_from_checkpoint=True)``) loads the last complete checkpoint, drops the metrics rows
 after it, and continues; each step's prompt order, sampling and minibatch seeds are
 ``derive_seed(seed, "ppo", stream, step)``, so a resumed run reproduces the uninterrupted one.
+
+Under a multi-process launch (:mod:`alignlimits.methods.distributed`) the sizes stay global: each process samples its
+share of the batch (its own sampling stream, labelled by its rank), gradients and whitening statistics are summed over
+the processes, so every update is the one-process update of the whole batch, and rank 0 writes every file.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from pathlib import Path
@@ -74,7 +77,7 @@ from torch import nn
 
 from alignlimits.errors import AlignLimitsError
 from alignlimits.lm.sampling import encode_prompt, eos_token_ids, generate_batch
-from alignlimits.methods.checkpoints import resume_point, truncate_metrics
+from alignlimits.methods import distributed
 from alignlimits.methods.lora import add_lora, autocast_context, float32_master_weights, is_peft
 from alignlimits.methods.ppo_bookkeeping import Checkpointing, Measuring, MetricsLog
 from alignlimits.methods.ppo_config import PPOConfig
@@ -122,13 +125,14 @@ SCALE_FLOOR = 0.1
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum() / mask.sum().clamp_min(1)
+    """Over the masked entries of the global batch (every process's rows)."""
+    return distributed.sum_tensor((x * mask).sum()) / distributed.sum_tensor(mask.sum()).clamp_min(1)
 
 
 def _masked_std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     mean = _masked_mean(x, mask)
     var = _masked_mean((x - mean) ** 2, mask)
-    n = mask.sum()
+    n = distributed.sum_tensor(mask.sum())
     if n > 1:
         var = var * n / (n - 1)  # unbiased, as lm-human-preferences
     return var.sqrt()
@@ -231,6 +235,7 @@ class PPOTrainer(Checkpointing, Measuring):
         yardstick=None,
     ):
         config.validate()
+        distributed.refuse_sharding("PPO")
         self.yardstick = yardstick
         self.config = config
         self.tokenizer = tokenizer
@@ -255,6 +260,7 @@ class PPOTrainer(Checkpointing, Measuring):
         self._set_up_models(policy, ref_policy)
         self.value_head = ValueHead(self.policy.config.get_text_config().hidden_size).to(self.device)
         self._params = [p for p in self.policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
+        distributed.broadcast_parameters(self._params)  # LoRA's random initialisation, the same on every process
         self.optimizer = torch.optim.AdamW(
             self._params, lr=config.learning_rate, eps=config.adam_eps, weight_decay=config.weight_decay
         )
@@ -277,8 +283,13 @@ class PPOTrainer(Checkpointing, Measuring):
         self.policy.eval()
 
     @property
+    def _minibatch(self) -> int:
+        """This process's share of a minibatch (the config's sizes are global)."""
+        return self.config.minibatch_size // distributed.world_size()
+
+    @property
     def _micro(self) -> int:
-        return self.config.micro_batch_size or self.config.minibatch_size
+        return self.config.micro_batch_size or self._minibatch
 
     # -----------------------------------------------------------------------------------
     # the loop: rollout → advantages → update
@@ -291,15 +302,8 @@ class PPOTrainer(Checkpointing, Measuring):
         ``output_dir`` (a fresh start when there is none); a path resumes from that checkpoint.
         """
         cfg = self.config
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        ckpt = resume_point(self.output_dir, resume_from_checkpoint, "PPO")
-        if ckpt is not None:
-            self._load_checkpoint(ckpt)
-        truncate_metrics(self.output_dir / "metrics.jsonl", self.step)
-        if self.yardstick is not None:
-            self.yardstick.start(self.output_dir, self.step)
-        (self.output_dir / "ppo_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        with MetricsLog(self.output_dir, cfg) as log, training_progress(cfg.progress) as bar:
+        self.start(resume_from_checkpoint)
+        with MetricsLog(self.output_dir, cfg) as log, training_progress(cfg.progress and distributed.is_main()) as bar:
             task = bar.add_task(step_description("PPO", cfg.beta), total=cfg.steps, completed=self.step)
             kl, rows, rule, reason = RunningKL(), read_rows(self.output_dir), cfg.stop_rule(), "steps"
             while self.step < cfg.steps:
@@ -310,12 +314,15 @@ class PPOTrainer(Checkpointing, Measuring):
                 bar.update(task, advance=1, description=step_description("PPO", cfg.beta, row["reward_mean"], kl))
                 reason = rule.reason(rows) or reason
                 reason = self.measure(log, self.step == cfg.steps or reason != "steps", row["seconds"]) or reason
+                reason = distributed.from_main(reason)  # rank 0's clock and yardstick decide for every process
                 if self.step == cfg.steps or reason != "steps" or (cfg.save_steps and self.step % cfg.save_steps == 0):
                     self.save_checkpoint()
                 if reason != "steps":
                     break
-        write_stop(self.output_dir, reason, self.step)
+        if distributed.is_main():
+            write_stop(self.output_dir, reason, self.step)
         self.save_policy(self.output_dir / "policy")
+        distributed.barrier()  # the policy is on disk before any process goes on
         return self.policy
 
     def _train_step(self, step: int) -> dict[str, float]:
@@ -344,8 +351,8 @@ class PPOTrainer(Checkpointing, Measuring):
 
     @torch.no_grad()
     def _rollout(self, step: int) -> dict[str, Any]:
-        """Sample, score and teacher-force a batch: everything the advantages and updates need."""
-        idx = self._batch_indices(step)
+        """Sample, score and teacher-force this process's share of the batch: everything the advantages and updates need."""
+        idx = distributed.share(self._batch_indices(step))
         query, query_mask = self._pad([self.prompt_ids[i] for i in idx], left=True)
         token_ids, completions = self._sample(idx, step)
         # completion = tokens up to and including the first EOS (all when truncated); right-padded
@@ -379,7 +386,7 @@ class PPOTrainer(Checkpointing, Measuring):
         for c, s in enumerate(range(0, len(idx), chunk)):
             with autocast_context(self.device):
                 out = generate_batch(gen_model, self.tokenizer, [self.prompt_ids[i] for i in idx[s : s + chunk]],
-                                     cfg.max_new_tokens, seed=derive_seed(cfg.seed, "ppo", "rollout", step, c))
+                                     cfg.max_new_tokens, seed=derive_seed(cfg.seed, "ppo", "rollout", step, c, *distributed.stream()))
             token_ids += out.token_ids
             texts += out.texts
         return token_ids, texts
@@ -470,7 +477,7 @@ class PPOTrainer(Checkpointing, Measuring):
         mu0, sd0 = 0.0, 1.0
         if cfg.normalize_scores:
             if len(self.score_pool) < SCALE_ROLLOUTS:
-                self.score_pool += (ro["scores"] - ro["levels"]).tolist()
+                self.score_pool += distributed.gather((ro["scores"] - ro["levels"]).tolist())
             mu0, sd0 = score_scale(np.asarray(self.score_pool))
         rewards = -(cfg.beta / sd0) * kl_tok
         last = (ro["length"] - 1).clamp_min(0)
@@ -499,18 +506,18 @@ class PPOTrainer(Checkpointing, Measuring):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         g = torch.Generator().manual_seed(derive_seed(cfg.seed, "ppo", "minibatches", step))
-        stats = []
+        stats, rows = [], len(ro["scores"])
         for _ in range(cfg.ppo_epochs):
-            perm = torch.randperm(cfg.batch_size, generator=g).tolist()
-            for m0 in range(0, cfg.batch_size, cfg.minibatch_size):
-                stats.append(self._minibatch_step(ro, perm[m0 : m0 + cfg.minibatch_size]))
-        out = {k: float(np.mean([s[k] for s in stats])) for k in _UPDATE_KEYS}
-        out["lr"] = lr
-        return out
+            perm = torch.randperm(rows, generator=g).tolist()
+            for m0 in range(0, rows, self._minibatch):
+                stats.append(self._minibatch_step(ro, perm[m0 : m0 + self._minibatch]))
+        # each process's statistics are its part of token sums over the global minibatch
+        out = distributed.sum_values({k: float(np.mean([s[k] for s in stats])) for k in _UPDATE_KEYS})
+        return {**out, "lr": lr}
 
     def _minibatch_step(self, ro: dict[str, Any], mb: list[int]) -> dict[str, float]:
         """One optimizer step on minibatch ``mb``, gradients accumulated over micro-batches."""
-        n_tok = ro["mask"][mb].sum().clamp_min(1)
+        n_tok = distributed.sum_tensor(ro["mask"][mb].sum()).clamp_min(1)  # the global minibatch's tokens
         self.optimizer.zero_grad(set_to_none=True)
         acc = dict.fromkeys(_UPDATE_KEYS, 0.0)
         for u0 in range(0, len(mb), self._micro):
@@ -518,6 +525,7 @@ class PPOTrainer(Checkpointing, Measuring):
             loss.backward()
             for k, v in stats.items():
                 acc[k] += v
+        distributed.sum_gradients(self._params)  # the one-process gradient of the global minibatch
         if self.config.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self._params, self.config.max_grad_norm)
         self.optimizer.step()
@@ -559,10 +567,11 @@ class PPOTrainer(Checkpointing, Measuring):
     # -----------------------------------------------------------------------------------
 
     def _metrics_row(self, ro: dict[str, Any], upd: dict[str, float], seconds: float) -> dict[str, float]:
-        scores, kl = ro["scores"], ro["kl_seq"].double().cpu().numpy()
+        scores, levels = np.asarray(distributed.gather(ro["scores"])), np.asarray(distributed.gather(ro["levels"]))
+        kl = np.asarray(distributed.gather(ro["kl_seq"].double().cpu().tolist()))
         n = len(scores)
-        n_tok = float(ro["mask"].sum())
-        rel = scores - ro["levels"] - self.config.beta * kl if self.levels is not None else np.full(n, np.nan)
+        n_tok = float(distributed.sum_tensor(ro["mask"].sum()))
+        rel = scores - levels - self.config.beta * kl if self.levels is not None else np.full(n, np.nan)
         row = {
             "step": self.step,
             "reward_mean": float(scores.mean()),

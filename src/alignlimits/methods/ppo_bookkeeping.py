@@ -1,5 +1,6 @@
 """PPO's bookkeeping, apart from the algorithm in :mod:`alignlimits.methods.ppo`: the metrics log
-(``metrics.jsonl`` and the ``report_to`` loggers) and the policy and checkpoint files (save, resume)."""
+(``metrics.jsonl`` and the ``report_to`` loggers) and the policy and checkpoint files (save, resume).
+Under a multi-process launch only rank 0 writes; every process reads the checkpoint it resumes from."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from pathlib import Path
 import torch
 
 from alignlimits.errors import AlignLimitsError
-from alignlimits.methods.checkpoints import load_rng_state, load_state, prune_checkpoints, save_rng_state
+from alignlimits.methods import distributed
+from alignlimits.methods.checkpoints import (
+    load_rng_state, load_state, prune_checkpoints, resume_point, save_rng_state, truncate_metrics,
+)
 from alignlimits.methods.ppo_config import PPOConfig
 
 
@@ -21,7 +25,7 @@ class MetricsLog:
         self.output_dir, self.config, self.loggers = output_dir, config, []
 
     def __enter__(self) -> "MetricsLog":
-        for name in self.config.report_to:
+        for name in self.config.report_to if distributed.is_main() else ():
             if name == "tensorboard":
                 try:
                     from torch.utils.tensorboard import SummaryWriter
@@ -46,6 +50,8 @@ class MetricsLog:
         self.loggers = []
 
     def write(self, row: dict[str, float]) -> None:
+        if not distributed.is_main():
+            return
         with open(self.output_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         self.send({f"ppo/{k}": v for k, v in row.items() if k != "step"}, row["step"])
@@ -71,7 +77,7 @@ class Measuring:
         from alignlimits.methods.measure import adapters_off, scalars
 
         ys = self.yardstick
-        if ys is None or not ys.due(self.step, last):
+        if ys is None or not ys.due(self.step, last) or not distributed.is_main():
             return None
         base = adapters_off(self.policy) if self.ref_policy is None else self.ref_policy
         point = ys.record(self.policy, self.tokenizer, base, self.step, self.output_dir, step_seconds)
@@ -83,11 +89,27 @@ class Checkpointing:
     """The files of a :class:`~alignlimits.methods.ppo.PPOTrainer` (a mixin: it uses the trainer's policy, value head,
     optimizer, tokenizer, step, score pool, LoRA flag, config and output folder)."""
 
+    def start(self, resume_from_checkpoint: bool | str | Path | None) -> None:
+        """Load the checkpoint to resume from (none: a fresh start), drop the metrics rows after it, write the options."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = resume_point(self.output_dir, resume_from_checkpoint, "PPO")
+        if ckpt is not None:
+            self._load_checkpoint(ckpt)
+        distributed.barrier()  # every process has read the run's files before rank 0 changes them
+        if not distributed.is_main():
+            return
+        truncate_metrics(self.output_dir / "metrics.jsonl", self.step)
+        if self.yardstick is not None:
+            self.yardstick.start(self.output_dir, self.step)
+        (self.output_dir / "ppo_config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+
     def save_policy(self, path: str | Path) -> None:
         """save_pretrained of the policy (full weights, or the adapter with LoRA), the
-        tokenizer and the value head."""
+        tokenizer and the value head (rank 0's: every process holds the same)."""
         from safetensors.torch import save_file
 
+        if not distributed.is_main():
+            return
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.policy.save_pretrained(path)
@@ -95,9 +117,11 @@ class Checkpointing:
             self.tokenizer.save_pretrained(path)
         save_file({k: v.detach().contiguous() for k, v in self.value_head.state_dict().items()}, str(path / "value_head.safetensors"))
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self) -> Path | None:
         """Write ``checkpoint-STEP`` (trainer_state.json last, so a torn one is ignored); unless
-        ``keep_checkpoints``, delete the older ones."""
+        ``keep_checkpoints``, delete the older ones; rank 0 only."""
+        if not distributed.is_main():
+            return None
         ckpt = self.output_dir / f"checkpoint-{self.step}"
         if ckpt.exists():
             shutil.rmtree(ckpt)

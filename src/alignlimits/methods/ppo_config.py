@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from alignlimits.methods.distributed import check_split
 from alignlimits.methods.trainer_options import TrainerOptions
 
 
@@ -52,7 +53,8 @@ class PPOConfig(TrainerOptions):
     steps: int = 100
     """Number of PPO iterations.  (lm-human-preferences counts episodes: steps × batch_size.)"""
     batch_size: int = 64
-    """Rollouts (prompt, completion) per step.  Default: lm-human-preferences ``batch_size``."""
+    """Rollouts (prompt, completion) per step, over all processes of a launch (each samples its share).
+    Default: lm-human-preferences ``batch_size``."""
     max_new_tokens: int = 53
     """Completion length limit.  Default: response length of the N+ details (TL;DR)."""
     generation_batch_size: int | None = None
@@ -120,6 +122,7 @@ class PPOConfig(TrainerOptions):
         bad = self.invalid
         if self.batch_size % self.num_minibatches:
             bad(f"batch_size {self.batch_size} is not divisible by num_minibatches {self.num_minibatches}")
+        check_split(self.minibatch_size, "PPO's minibatch (batch_size / num_minibatches)")
         for name in ("micro_batch_size", "generation_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 bad(f"{name} must be >= 1 or None (got {getattr(self, name)})")

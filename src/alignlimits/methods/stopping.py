@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.methods import distributed
 from alignlimits.methods.convergence import convergence
 
 STOP_FILE = "stop.json"
@@ -94,8 +95,9 @@ class StepRecorder:
         self.k1 += list(values)
 
     def flush(self) -> dict:
-        """The row's ``objective_rel`` and ``objective_rel_se`` (empty when nothing was recorded)."""
-        rel, k1 = np.asarray(self.rel, float), np.asarray(self.k1, float)
+        """The row's ``objective_rel`` and ``objective_rel_se`` (empty when nothing was recorded); under a launcher
+        over every process's rewards (the trainer gathers k1 itself), so every process calls it at each log row."""
+        rel, k1 = np.asarray(distributed.gather(self.rel), float), np.asarray(self.k1, float)
         self.rel, self.k1 = [], []
         if rel.size < 2 or k1.size < 2:
             return {}

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, NoReturn
 
 from alignlimits.errors import AlignLimitsError, check_beta
+from alignlimits.methods.distributed import check_split
 
 REPORT_TO = ("tensorboard", "wandb")
 
@@ -74,6 +75,7 @@ class TrainerOptions:
         for name in self.COUNTS:
             if int(getattr(self, name)) < 1:
                 self.invalid(f"{name} must be >= 1 (got {getattr(self, name)})")
+        check_split(int(self.batch_size), f"{self.METHOD} batch_size")  # sizes are global: each process takes its share
         if not self.learning_rate > 0:
             self.invalid(f"learning_rate must be > 0 (got {self.learning_rate})")
         if self.save_steps < 0:

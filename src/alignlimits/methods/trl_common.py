@@ -2,7 +2,8 @@ r"""What the TRL-based trainers (:mod:`~alignlimits.methods.grpo`, :mod:`~alignl
 :mod:`~alignlimits.methods.dpo`) share: their common options, the ``*Config`` fields they set alike,
 the model set-up, the callbacks and the training run.
 
-* Options → config: ``steps`` → ``max_steps``, ``batch_size`` → ``per_device_train_batch_size``, LoRA
+* Options → config: ``steps`` → ``max_steps``, ``batch_size`` (global) → ``per_device_train_batch_size`` (its
+  share per process under a launcher, where accelerate runs the trainer data-parallel or under DeepSpeed), LoRA
   via ``peft_config``, ``keep_checkpoints`` → ``save_total_limit`` (1, or None to keep all); on CPU
   ``use_cpu=True``, on a bf16-capable GPU ``bf16=True`` (autocast over float32 master weights), dropout
   off, gradient checkpointing off by default (TRL turns it on); the online methods sample at the base
@@ -13,7 +14,7 @@ the model set-up, the callbacks and the training run.
 * The output directory: TRL's ``checkpoint-STEP/`` folders (the newest kept unless ``keep_checkpoints``),
   ``metrics.jsonl`` (one row per logged step; with a reward, also ``reward_mean``, ``kl_k1_mean`` and
   ``objective_absolute`` = reward_mean − β·kl_k1_mean, the columns PPO's rows have), ``<method>_options.json``
-  and the final ``policy/``.  ``resume_from_checkpoint=True`` continues from the last checkpoint.
+  and the final ``policy/``, written by rank 0.  ``resume_from_checkpoint=True`` continues from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.methods import distributed
 from alignlimits.methods.checkpoints import resume_point, truncate_metrics
 from alignlimits.methods.lora import (
     autocast_dtype,
@@ -153,7 +155,7 @@ def trl_config(config_cls: type, options: TRLOptions, **fields: Any):
         output_dir=options.output_dir,
         beta=options.beta,
         max_steps=options.steps,
-        per_device_train_batch_size=options.batch_size,
+        per_device_train_batch_size=distributed.check_split(options.batch_size, f"{options.METHOD} batch_size"),
         gradient_accumulation_steps=1,
         learning_rate=options.learning_rate,
         lr_scheduler_type=options.lr_scheduler_type,
@@ -171,6 +173,7 @@ def trl_config(config_cls: type, options: TRLOptions, **fields: Any):
         report_to=list(options.report_to) or "none",
         disable_tqdm=True,  # run_trl_training shows our rich bar instead
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every trainable weight takes part in the loss; the search is a pass per step
     )
     # transformers 5.x renamed gradient_checkpointing (TRL defaults it to True) to activation_checkpointing
     names = {f.name for f in dataclasses.fields(config_cls)}
@@ -193,9 +196,10 @@ def ensure_loadable(model, options: TRLOptions) -> None:
     if name and not Path(name).exists():
         return  # a hub id: TRL loads it from there
     dest = Path(options.output_dir) / "reference-model"
-    if not (dest / "config.json").is_file():
+    if distributed.is_main() and not (dest / "config.json").is_file():
         dest.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(dest)
+    distributed.barrier()  # saved before any process loads it
     model.config._name_or_path = str(dest)
 
 
@@ -225,15 +229,18 @@ def metrics_callback(output_dir: Path, beta: float, recorder: StepRecorder | Non
                 row["objective_absolute"] = row["reward"] - beta * row["kl_k1_mean"]
             if recorder is not None:
                 row.update(recorder.flush())
-            with open(output_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+            if state.is_world_process_zero:
+                with open(output_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
             self.rows.append(row)
-            self.reason = rule.reason(self.rows) if rule is not None else None
+            # rank 0's clock decides for every process, which must stop at the same step
+            self.reason = distributed.from_main(rule.reason(self.rows) if rule is not None else None)
             if self.reason:
                 control.should_training_stop = True
 
         def on_train_end(self, args, state, control, **kwargs):
-            write_stop(output_dir, self.reason or "steps", state.global_step)
+            if state.is_world_process_zero:
+                write_stop(output_dir, self.reason or "steps", state.global_step)
 
     return MetricsJSONL()
 
@@ -336,17 +343,20 @@ def run_trl_training(
     for callback in reversed(callbacks):
         callback.attach(trainer)
     done = json.loads((ckpt / "trainer_state.json").read_text())["global_step"] if ckpt else 0
-    truncate_metrics(out / "metrics.jsonl", done)
-    (out / f"{options.METHOD.lower()}_options.json").write_text(json.dumps(options.to_dict(), indent=2))
-    for name, text in (files or {}).items():
-        (out / name).write_text(text)
-    with training_progress(options.progress) as bar, warnings.catch_warnings():
+    distributed.barrier()  # every process has read the run's files before rank 0 changes them
+    if distributed.is_main():
+        truncate_metrics(out / "metrics.jsonl", done)
+        (out / f"{options.METHOD.lower()}_options.json").write_text(json.dumps(options.to_dict(), indent=2))
+        for name, text in (files or {}).items():
+            (out / name).write_text(text)
+    with training_progress(options.progress and distributed.is_main()) as bar, warnings.catch_warnings():
         # TRL 1.16 calls transformers' deprecated is_gradient_checkpointing every step
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         trainer.add_callback(progress_callback(bar, options.METHOD, options.beta))
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     final = out / "policy"
-    trainer.save_model(str(final))
-    if hasattr(tokenizer, "save_pretrained"):
+    trainer.save_model(str(final))  # on every process: accelerate gathers the weights, rank 0 writes them
+    if hasattr(tokenizer, "save_pretrained") and distributed.is_main():
         tokenizer.save_pretrained(str(final))
+    distributed.barrier()
     return trainer.model

@@ -1,6 +1,7 @@
 """``YardstickCallback``: a :class:`~alignlimits.methods.measure.Yardstick` inside any ``transformers.Trainer``
 (TRL's GRPO and RLOO in the study; :class:`alignlimits.integrations.trl.FrontierCallback` builds on it for a
-user's own run). PPO, which is not a ``Trainer``, calls the yardstick itself."""
+user's own run). PPO, which is not a ``Trainer``, calls the yardstick itself. Under a multi-process launch rank 0
+measures and writes, and its decisions (measure now, stop) go to every process."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.methods import distributed
 from alignlimits.methods.measure import Yardstick, adapters_off, scalars
 
 __all__ = ["YardstickCallback"]
@@ -38,10 +40,11 @@ class YardstickCallback(TrainerCallback):
         return self
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
-        self.yardstick.start(self._out(args), state.global_step)
+        if distributed.is_main():
+            self.yardstick.start(self._out(args), state.global_step)
         if state.global_step == 0:  # the path starts at the policy as given
             self._measure(args, state, control, model, processing_class)
-            state.log_history.append({**self._pending, "step": 0})
+            state.log_history.append({**(self._pending or {}), "step": 0})
             self._pending = None
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -50,7 +53,7 @@ class YardstickCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         if self._step_start is not None:
             self._step_seconds.append(time.perf_counter() - self._step_start)
-        if self.yardstick.due(state.global_step, last=state.global_step >= state.max_steps):
+        if distributed.from_main(self.yardstick.due(state.global_step, last=state.global_step >= state.max_steps)):
             self._measure(args, state, control, model, processing_class)
             control.should_log = True
 
@@ -63,9 +66,9 @@ class YardstickCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         """A run stopped early (time budget, another callback) gets its last point too."""
-        if self.yardstick.due(state.global_step, last=True):
+        if distributed.from_main(self.yardstick.due(state.global_step, last=True)):
             self._measure(args, state, control, model, processing_class)
-            state.log_history.append({**self._pending, "step": state.global_step})
+            state.log_history.append({**(self._pending or {}), "step": state.global_step})
             self._pending = None
 
     def _out(self, args) -> Path:
@@ -77,11 +80,12 @@ class YardstickCallback(TrainerCallback):
         step_seconds = sum(self._step_seconds) / len(self._step_seconds) if self._step_seconds else None
         self._step_seconds = []
         row = self.yardstick.record(model, tokenizer, self._base(model), state.global_step, self._out(args),
-                                    step_seconds=step_seconds)
-        self._pending = scalars(row)
-        if "stop" in row:
+                                    step_seconds=step_seconds) if distributed.is_main() else None
+        self._pending = scalars(row) if row else None
+        stop = distributed.from_main(row.get("stop") if row else None)
+        if stop:
             control.should_training_stop = True
-            log.warning("alignlimits: stopping training: %s", row["stop"])
+            log.warning("alignlimits: stopping training: %s", stop)
 
     def _base(self, model):
         from alignlimits.methods.lora import is_peft

@@ -1,4 +1,5 @@
-"""What a run directory records: which stages are done (``RunState``) and each policy it holds (``PolicyRecord``).
+"""What a run directory records: which stages are done (``RunState``), each policy it holds (``PolicyRecord``) and the
+launch its policies are trained under (``launch.json``, :func:`check_launch`).
 
 A policy's method and β travel in its record, exactly; folder and stage names are for people and
 nothing is parsed back from them.
@@ -11,10 +12,35 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.methods import distributed
 from alignlimits.pipeline.files import write_json_atomic
 
 FORMAT_VERSION = 3
 RECORD_FILE = "policy_record.json"
+LAUNCH_FILE = "launch.json"
+
+
+def check_launch(run_dir: Path) -> dict:
+    """This launch (``world_size``: its processes), recorded in ``RUN_DIR/launch.json`` by the run's first training;
+    any later training in the run, a resumed one above all, is refused under another number of processes (global
+    batches, checkpoints and seeds per rank all assume the one they started with)."""
+    path = Path(run_dir) / LAUNCH_FILE
+    launch = {"world_size": distributed.world_size()}
+    if path.exists():
+        started = json.loads(path.read_text())["world_size"]
+        if started != launch["world_size"]:
+            raise AlignLimitsError(
+                f"{run_dir} was trained under {started} process(es) and this launch has {launch['world_size']}; train "
+                f"into it with the same number (e.g. torchrun --nproc_per_node {started}), or into another --out")
+    elif distributed.is_main():
+        write_json_atomic(launch, path)
+    return launch
+
+
+def trained_world_size(run_dir: Path) -> int | None:
+    """The number of processes the run's policies were trained under (None before any training)."""
+    path = Path(run_dir) / LAUNCH_FILE
+    return json.loads(path.read_text())["world_size"] if path.exists() else None
 
 
 @dataclass(frozen=True)
@@ -86,8 +112,10 @@ class RunState:
         return stage in self.data["stages"]
 
     def finish(self, stage: str, seconds: float) -> None:
+        """Mark ``stage`` done (every process knows it; rank 0 writes it)."""
         self.data["stages"][stage] = {"seconds": round(seconds, 2)}
-        write_json_atomic(self.data, self.path)
+        if distributed.is_main():
+            write_json_atomic(self.data, self.path)
 
     def timings(self) -> dict:
         return {k: v["seconds"] for k, v in self.data["stages"].items()}

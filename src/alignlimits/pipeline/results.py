@@ -8,7 +8,7 @@ from dataclasses import asdict
 import numpy as np
 
 from alignlimits.pipeline.trainers import TRAINERS
-from alignlimits.pipeline.records import FORMAT_VERSION
+from alignlimits.pipeline.records import FORMAT_VERSION, trained_world_size
 from alignlimits.seeding import derive_seed
 
 
@@ -129,7 +129,8 @@ def collect(study) -> dict:
     return {
         "version": FORMAT_VERSION, "task": c.task, "model": study.ctx.model_spec, "reward": study.ctx.reward_col,
         "reward_description": getattr(study.ctx.rewards[0], "description", ""), "preset": c.preset,
-        "config": {**asdict(c), "betas": study.betas if any(m in TRAINERS for m in c.methods) else c.betas},
+        "config": {**asdict(c), "betas": study.betas if any(m in TRAINERS for m in c.methods) else c.betas,
+                   "world_size": trained_world_size(study.dir)},
         "versions": package_versions(), "seeds": {"seed": c.seed},
         "timings": timings, "wall_time_s": round(sum(timings.values()), 1),
         "frontier": saved["frontier"], "frontier_band": saved["frontier_band"],

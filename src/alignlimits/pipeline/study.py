@@ -20,6 +20,11 @@ A :class:`~alignlimits.pipeline.context.StudyContext` (task, base model, reward 
 from the config and handed to every stage as objects; the frontier is fitted once per process. The
 resolved config is saved as ``RUN_DIR/run_config.json``; a rerun with another config is refused unless
 ``force``.
+
+Under a multi-process launch (``torchrun --nproc_per_node N -m alignlimits run ...``) every process runs this same
+sequence of stages: the training stages on all of them (each trains on its share of the global batches, see
+:mod:`alignlimits.methods.distributed`), every other stage on rank 0 alone while the others wait at a barrier; rank 0
+writes the run directory, and ``launch.json`` refuses to resume training under another number of processes.
 """
 
 from __future__ import annotations
@@ -33,11 +38,14 @@ from functools import cached_property
 from pathlib import Path
 
 from alignlimits.errors import AlignLimitsError
+from alignlimits.methods import distributed
 from alignlimits.pipeline.config import StudyConfig, auto_betas
 from alignlimits.pipeline.context import StudyContext
 from alignlimits.pipeline.files import write_json_atomic, write_parquet_atomic
 from alignlimits.pipeline.overoptimisation import aligned_reward, base_means, reward_values
-from alignlimits.pipeline.records import FORMAT_VERSION, RECORD_FILE, PolicyRecord, RunState
+from alignlimits.pipeline.records import (
+    FORMAT_VERSION, RECORD_FILE, PolicyRecord, RunState, check_launch, trained_world_size,
+)
 from alignlimits.pipeline.trainers import TRAINERS, TrainJob
 from alignlimits.seeding import derive_seed
 
@@ -53,6 +61,9 @@ class Study:
         self.allow_overlap = allow_overlap
         self.dir = Path(run_dir)
         self.console = console or Console(stderr=True)
+        if any(m in TRAINERS for m in config.methods):  # before any process waits for another
+            distributed.check_split(config.batch_size, "batch_size")
+        distributed.pin_gpu()  # before the context puts any model on "cuda"
         self._check_dir(force)
         self.state = RunState(self.dir)
         self.ctx = ctx or StudyContext.resolve(config.task, model=config.model, rewards=config.rewards,
@@ -64,7 +75,7 @@ class Study:
         cfg_path = self.dir / "run_config.json"
         if self.dir.exists() and not self.dir.is_dir():
             raise AlignLimitsError(f"--out {self.dir} is a file; give a directory")
-        wanted = asdict(self.config)
+        wanted, changed = asdict(self.config), []
         if cfg_path.exists():
             old = json.loads(cfg_path.read_text())
             state = self.dir / "state.json"
@@ -80,19 +91,25 @@ class Study:
                     f"{self.dir} holds a run with a different config ({', '.join(changed)} differ); "
                     "use another --out, or --force to start it over"
                 )
+        distributed.barrier()  # every process has read the old config before rank 0 replaces it
+        if distributed.is_main():
             if changed:
                 shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(wanted, cfg_path)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(wanted, cfg_path)
+        distributed.barrier()
 
-    def stage(self, name: str, work) -> None:
-        if self.state.done(name):
+    def stage(self, name: str, work, everywhere: bool = False) -> None:
+        """Run ``work`` unless ``name`` is done: on rank 0 alone, or on every process when ``everywhere`` (training)."""
+        if distributed.from_main(self.state.done(name)):
             self.console.print(f"[dim]✓ {name} (done earlier)[/]")
             return
         self.console.rule(f"[bold]{name}")
         t0 = time.time()
-        work()
+        if everywhere or distributed.is_main():
+            work()
         self.state.finish(name, time.time() - t0)
+        distributed.barrier()  # the stage's files are written before any process reads them
         pause = os.environ.get("ALIGNLIMITS_TEST_PAUSE_AFTER")  # test hook: a known point to interrupt at
         if pause == name:
             time.sleep(600)
@@ -121,6 +138,8 @@ class Study:
     def run(self, train: bool = True, evaluate: bool = True) -> dict | None:
         """All stages (``alignlimits run``), or training only, or evaluation only."""
         self.ctx.rewards  # a reward spec that cannot load fails here, before any stage starts
+        if train:
+            self._refuse_other_launch()
         # β from the frontier needs the frontier first; a proxy's error size and the path, the base samples
         if evaluate or (train and (self.config.betas is None or self.config.align_to or self.config.measure_every)):
             self.stage("base", self.sample_base)
@@ -129,7 +148,7 @@ class Study:
             self.stage("train-base", self.sample_train_base)
         for record in self.trained_records() if train else self.records_on_disk():
             if train:
-                self.stage(f"train-{record.name}", lambda r=record: self.train(r))
+                self.stage(f"train-{record.name}", lambda r=record: self.train(r), everywhere=True)
             if evaluate:
                 self.stage(f"eval-{record.name}", lambda r=record: self.evaluate(r))
         if not evaluate:
@@ -138,6 +157,15 @@ class Study:
         if "hacking" in self.config.methods:
             self.stage("hacking", self.hacking)
         return self.write_results()
+
+    def _refuse_other_launch(self) -> None:
+        """Before any stage: training left to do in this run must run under the number of processes its training
+        started with (:func:`~alignlimits.pipeline.records.check_launch`, which the training stage applies too)."""
+        started = trained_world_size(self.dir)
+        if started in (None, distributed.world_size()) or self.config.betas is None and not self.state.done("frontier"):
+            return
+        if any(not self.state.done(f"train-{r.name}") for r in self.trained_records()):
+            check_launch(self.dir)
 
     def evaluate_external(self, policies: dict[str, Path], betas: dict[str, float] | None = None) -> dict:
         """Evaluate policies trained elsewhere (same base model and tokenizer) against this run's frontier; ``betas``:
@@ -153,10 +181,13 @@ class Study:
             record = PolicyRecord.external(Path(path), name, betas.get(name))
             self.stage(f"eval-{record.name}", lambda r=record: self.evaluate(r))
 
-    def write_results(self) -> dict:
+    def write_results(self) -> dict | None:
+        """``results.json`` (rank 0's: the others return None)."""
         from alignlimits.pipeline.analysis import json_safe
         from alignlimits.pipeline.results import collect
 
+        if not distributed.is_main():
+            return None
         results = json_safe(collect(self))
         write_json_atomic(results, self.dir / "results.json")
         return results
@@ -247,7 +278,8 @@ class Study:
         c = self.config
         keys = ("steps", "batch_size", "max_new_tokens", "use_lora", "train_prompts", *TRAINERS[method].keys)
         aligned = {"align_to": c.align_to} if c.align_to else {}
-        return {**{k: getattr(c, k) for k in keys}, "learning_rate": c.learning_rates[method], **aligned}
+        return {**{k: getattr(c, k) for k in keys}, "learning_rate": c.learning_rates[method], **aligned,
+                "world_size": distributed.world_size()}
 
     def train_job(self, record: PolicyRecord) -> TrainJob:
         """What the trainer of ``record`` gets: the training prompts, their base levels and, when training stops once
@@ -265,7 +297,7 @@ class Study:
         from alignlimits.methods.measure import Yardstick, frontier_prompts
 
         c = self.config
-        if c.measure_every is None:
+        if c.measure_every is None or not distributed.is_main():  # rank 0 measures for every process
             return None
         prompts, ids = frontier_prompts(self.frontier, self.base_table())
         proxy = self.aligned_reward
@@ -277,14 +309,19 @@ class Study:
     def train(self, record: PolicyRecord) -> None:
         """Train one policy from a copy of the base model on the training prompts; resumes from its last checkpoint."""
         out = record.train_dir
+        check_launch(self.dir)
         job = self.train_job(record)
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(job.prompt_ids, out / "train_prompts.json")
+        if distributed.is_main():
+            write_json_atomic(job.prompt_ids, out / "train_prompts.json")
         if self.config.task == "exact":
             import torch
 
             torch.set_num_threads(1)  # a 30k-parameter model: thread hand-offs cost more than they save
-        record = TRAINERS[record.method].train(job, record, out, True if any(out.glob("checkpoint-*")) else None)
+        resume = distributed.from_main(True if any(out.glob("checkpoint-*")) else None)
+        record = TRAINERS[record.method].train(job, record, out, resume)
+        if not distributed.is_main():
+            return
         record.save(out / RECORD_FILE)
         if not self.config.keep_checkpoints:  # the policy is saved: resume no longer needs its checkpoints
             for checkpoint in out.glob("checkpoint-*"):
