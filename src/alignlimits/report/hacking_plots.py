@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from alignlimits.report.plots import save_figure  # noqa: E402
+
 
 def _col(curve: list[dict], key: str) -> np.ndarray:
     return np.array([row[key] for row in curve], dtype=float)
@@ -37,15 +39,6 @@ def plot_hacking_study(result: dict, path) -> list[Path]:
     if result.get("error_sweep") or result.get("ensembles") or result.get("per_proxy"):
         out.append(plot_trained(result, path.with_name(f"{path.stem}_trained.png") if out else path))
     return out
-
-
-def _save(fig, path) -> Path:
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _gain_vs_kl(ax, front: list[dict], picks: list[tuple[str, list[dict]]], gold: str) -> None:
@@ -90,7 +83,8 @@ def _finish(fig, axes, title: str, path) -> Path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def plot_controlled(c: dict, gold: str, path) -> Path:

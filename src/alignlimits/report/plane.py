@@ -32,7 +32,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from alignlimits.report.plots import draw_frontier  # noqa: E402
+from alignlimits.report.plots import draw_frontier, save_figure  # noqa: E402
 
 #: colour and marker per evaluated method (anything else gets the last entry)
 METHOD_STYLE = {
@@ -151,11 +151,7 @@ def plot_plane(results: dict, path) -> Path:
         _shade_unreliable(ax, clean, xmax)
     _label_axes(ax, results, frontier)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def _extend(xs: list, ys: list, drawn: tuple[list, list]) -> None:

@@ -11,10 +11,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path, dpi: int = 110, **options) -> Path:
+    """Write ``fig`` to ``path`` (its folder made), close it, and return the path; ``options`` go to ``savefig``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, **options)
     plt.close(fig)
     return path
 
@@ -59,7 +60,7 @@ def plot_frontier(result: dict, path) -> Path:
     draw_frontier(ax, result)
     ax.set_title(f"KL–reward frontier: {result['n_prompts']} prompts, {result['n_samples']} samples")
     ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=130, bbox_inches="tight")
 
 
 def plot_hacking(result: dict, path) -> Path:
@@ -85,7 +86,7 @@ def plot_hacking(result: dict, path) -> Path:
     right.set_ylabel("hacking gap (gold frontier − gold gain)")
     right.grid(alpha=0.3)
     right.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=130, bbox_inches="tight")
 
 
 def plot_training(results: dict, path) -> Path | None:
@@ -120,4 +121,4 @@ def plot_training(results: dict, path) -> Path | None:
     axes[0, 0].set_ylabel("objective (base model = 0)")
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=130, bbox_inches="tight")

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from alignlimits.report.plane import _clean_frontier, _finite, num  # noqa: E402
-from alignlimits.report.plots import draw_frontier  # noqa: E402
+from alignlimits.report.plots import draw_frontier, save_figure  # noqa: E402
 
 
 def plot_trajectory(rows: list[dict], frontier: dict | None, path, title: str = "training run") -> Path:
@@ -47,11 +47,7 @@ def plot_trajectory(rows: list[dict], frontier: dict | None, path, title: str = 
     ax.set_xlim(left=min([0.0] + xs))
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_paths(results: dict, path) -> Path | None:
@@ -89,8 +85,4 @@ def plot_paths(results: dict, path) -> Path | None:
         ax.set_xlim(0, 1.3 * max(kl))
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
