@@ -100,11 +100,12 @@ def measure_policy(model, tokenizer, base_model, frontier: Frontier, reward, pro
     from alignlimits.methods.evaluation import log_ratio, place_policy, sample_and_score
     from alignlimits.theory.ceiling import objective_ceiling
 
-    reward, others = as_reward(reward), dict(others or {})
+    reward = as_reward(reward)
+    others = {name: (as_reward(other), means) for name, (other, means) in (others or {}).items()}
     t0 = time.perf_counter()
     with _measuring(model):
         rows = sample_and_score(model, base_model, tokenizer, list(prompts), list(prompt_ids),
-                                [reward, *(as_reward(r) for r, _ in others.values())], n, max_new_tokens, seed=seed,
+                                [reward, *(other for other, _ in others.values())], n, max_new_tokens, seed=seed,
                                 batch_size=batch_size)
     r, ids = rows[reward.name], rows["prompt_id"]
     point = place_policy(method, r, ids, rows["logp_policy"], rows["logp_base"], frontier, beta=beta,
@@ -113,7 +114,7 @@ def measure_policy(model, tokenizer, base_model, frontier: Frontier, reward, pro
                                 n_bootstrap=n_bootstrap, random_state=seed)
     extra = {}
     for name, (other, base_means) in others.items():
-        gain, se = paired_gain(rows[as_reward(other).name], ids, base_means)
+        gain, se = paired_gain(rows[other.name], ids, base_means)
         extra.update({f"gain_{name}": gain, f"gain_{name}_se": se})
     return {**point.to_dict(), **ceiling.to_dict(), **extra, "seconds": time.perf_counter() - t0}
 
@@ -235,5 +236,3 @@ class Yardstick:
 def se_of_ci(ci) -> float:
     """A standard error from a 95% interval: its half-width / 1.96."""
     return (ci[1] - ci[0]) / (2 * 1.959964) if ci and None not in ci else float("nan")
-
-

@@ -1,9 +1,10 @@
 """Aligning the trainers to a proxy and judging them on gold: Gao et al. (2022)'s over-optimisation experiment.
 
 With ``align_to`` the trainers maximise a proxy (another reward of the run, or ``error:SIZE``: gold plus a fixed
-error of each text, :class:`~alignlimits.lm.proxy_reward.ControlledErrorReward`) while gold, the first reward, still
-judges every point on the plane. With ``measure_every``, PPO measures its policy on the held-out prompts as it
-trains (:class:`~alignlimits.methods.measure.Yardstick`), gold and the proxy on the same samples: the path shows
+error of each word, :class:`~alignlimits.lm.proxy_reward.ControlledErrorReward`) while gold, the first reward, still
+judges every point on the plane. With ``measure_every``, each online trainer's policy is measured on the held-out
+prompts as it trains (:class:`~alignlimits.methods.measure.Yardstick`), gold and the proxy on the same samples: the
+path shows
 where gold's gain turns down while the proxy's keeps rising. :func:`overoptimisation` reads that path.
 """
 
@@ -107,7 +108,7 @@ def alignment_summary(study, record, frame) -> dict:
     spec = record.config.get("align_to")
     if spec:
         proxy = study.aligned_reward
-        gain, se = paired_gain(reward_values(proxy, frame), frame["prompt_id"], base_means(proxy, study.base_table().frame))
+        gain, se = paired_gain(reward_values(proxy, frame), frame["prompt_id"], study.proxy_base_means)
         out.update(aligned_to=spec, proxy=proxy.name, proxy_gain=gain, proxy_gain_se=se)
     path = overoptimisation(read_path(record.train_dir), proxy.name if proxy else None)
     return {**out, **({"path": path} if path else {})}

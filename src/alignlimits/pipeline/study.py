@@ -248,10 +248,14 @@ class Study:
         return read_samples(self.dir / "train-base", [r.name for r in self.ctx.rewards]).frame
 
     @cached_property
+    def train_rewards(self):
+        """The aligned reward on each of ``train_base``'s rows (scored once), or None before the train-base stage."""
+        return None if self.train_base is None else reward_values(self.aligned_reward, self.train_base)
+
+    @cached_property
     def train_levels(self) -> dict[str, float]:
         """Each training prompt's base level b(x): the mean reward of its base samples, keyed by the text given to the model."""
-        frame = self.train_base
-        values = frame.assign(_r=reward_values(self.aligned_reward, frame))
+        values = self.train_base.assign(_r=self.train_rewards)
         return {str(k): float(v) for k, v in values.groupby("prompt")["_r"].mean().items()}
 
     @cached_property
@@ -260,6 +264,11 @@ class Study:
         c = self.config
         frame = self.base_table().frame if c.align_to else None
         return aligned_reward(c.align_to, self.ctx.rewards, frame, derive_seed(c.seed, "proxy"))
+
+    @cached_property
+    def proxy_base_means(self) -> dict[str, float]:
+        """The aligned reward's base mean on each held-out prompt (scored once), the reference of its gain."""
+        return base_means(self.aligned_reward, self.base_table().frame)
 
     def train_ceiling(self, beta: float) -> tuple[float, tuple[float, float]] | None:
         """J*(β) of the training prompts (what the trainers' per-step objective can reach) with its interval over
@@ -271,7 +280,7 @@ class Study:
         if frame is None:
             return None
         groups, order, _ = Groups.from_labels(frame["prompt"].astype(str).to_numpy())
-        return prompts_ceiling(reward_values(self.aligned_reward, frame)[order], beta, groups)
+        return prompts_ceiling(self.train_rewards[order], beta, groups)
 
     def _trainer_config(self, method: str) -> dict:
         """The config a policy of ``method`` was trained with, recorded beside it."""
@@ -297,11 +306,11 @@ class Study:
         from alignlimits.methods.measure import Yardstick, frontier_prompts
 
         c = self.config
-        if c.measure_every is None or not distributed.is_main():  # rank 0 measures for every process
+        if c.measure_every is None:  # built on every process: the trainer lets rank 0 measure and share its decisions
             return None
         prompts, ids = frontier_prompts(self.frontier, self.base_table())
         proxy = self.aligned_reward
-        others = {} if c.align_to is None else {proxy.name: (proxy, base_means(proxy, self.base_table().frame))}
+        others = {} if c.align_to is None else {proxy.name: (proxy, self.proxy_base_means)}
         return Yardstick(self.frontier, self.ctx.rewards[0], prompts, ids, record.beta, n=c.measure_n,
                          every=c.measure_every, seed=derive_seed(c.seed, "path", record.name),
                          max_new_tokens=c.max_new_tokens, method=record.method, others=others)
